@@ -16,6 +16,7 @@ from ._evidence import unmet_requirements
 from ._model import (
     Action,
     EvidenceKind,
+    EvidenceSummary,
     HoldCause,
     IncidentTemplate,
     Priority,
@@ -252,7 +253,8 @@ def decide(ticket: Ticket, command: Command, template: IncidentTemplate | None) 
         case Cancel():
             return _accept(ticket, action, replace(ticket, state=State.CANCELLED), {})
         case AttachEvidence(kind=kind, tag=tag):
-            return _accept(ticket, action, ticket, {"kind": str(kind), "tag": tag})
+            attached = replace(ticket, evidence=(*ticket.evidence, EvidenceSummary(kind, tag)))
+            return _accept(ticket, action, attached, {"kind": str(kind), "tag": tag})
         case Note():
             return _accept(ticket, action, ticket, {})
 

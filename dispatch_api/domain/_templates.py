@@ -25,8 +25,11 @@ def parse_templates(document: Any) -> dict[str, IncidentTemplate]:
             raise TemplateError(f"{where}.name: expected a non-empty string")
         if name in templates:
             raise TemplateError(f"{where}.name: duplicate template {name!r}")
+        raw_requirements = raw.get("requirements", [])
+        if not isinstance(raw_requirements, list):
+            raise TemplateError(f"{where}.requirements: expected a list")
         requirements = []
-        for index, req in enumerate(raw.get("requirements", [])):
+        for index, req in enumerate(raw_requirements):
             req_where = f"{where}.requirements[{index}]"
             try:
                 kind = EvidenceKind(req["kind"])

@@ -1,0 +1,1 @@
+"""The agent-facing bridge service and the `dispatch-bridge` command line."""

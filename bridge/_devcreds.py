@@ -1,0 +1,72 @@
+"""Development credentials for `dispatch-bridge up`, kept in `$DISPATCH_DATA_DIR`.
+
+Tokens are created once and reused on later starts, so a walkthrough keeps working.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+from dispatch_api.domain import Role
+from dispatch_api.settings import ApiSettings
+from dispatch_api.store import connect, principals
+
+FILE_NAME = "dev-credentials.json"
+
+
+@dataclass(frozen=True, slots=True)
+class DevCredentials:
+    api_url: str
+    bridge_url: str
+    #: An agent key allowed every tool (used by the bridge).
+    agent_key: str
+    #: A dispatch-api token with the supervisor role.
+    api_token: str
+    dispatcher_token: str
+    technician_id: str
+    technician_token: str
+    #: The bridge's own dispatch-api token: a trusted gateway.
+    gateway_token: str
+
+
+async def ensure_dev_credentials(settings: ApiSettings, dsn: str) -> DevCredentials:
+    path = settings.data_dir / FILE_NAME
+    previous = _read(path)
+    creds = DevCredentials(
+        api_url=f"http://{settings.api_host}:{settings.api_port}",
+        bridge_url=f"http://{settings.api_host}:{settings.bridge_port}",
+        agent_key=previous.get("agent_key") or principals.new_token("agt"),
+        api_token=previous.get("api_token") or principals.new_token(),
+        dispatcher_token=previous.get("dispatcher_token") or principals.new_token(),
+        technician_id="tech-dev-1",
+        technician_token=previous.get("technician_token") or principals.new_token(),
+        gateway_token=previous.get("gateway_token") or principals.new_token(),
+    )
+    conn = await connect(dsn)
+    try:
+        await principals.upsert(conn, "dev-supervisor", Role.SUPERVISOR, creds.api_token)
+        await principals.upsert(conn, "dev-dispatcher", Role.DISPATCHER, creds.dispatcher_token)
+        await principals.upsert(conn, creds.technician_id, Role.TECHNICIAN, creds.technician_token)
+        await principals.upsert(
+            conn, "dev-bridge", Role.GATEWAY, creds.gateway_token, trusted_gateway=True
+        )
+    finally:
+        await conn.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(orjson.dumps(asdict(creds), option=orjson.OPT_INDENT_2) + b"\n")
+    return creds
+
+
+def _read(path: Path) -> dict[str, str]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}

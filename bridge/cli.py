@@ -1,0 +1,154 @@
+"""`dispatch-bridge`: run the services, migrate the database, manage principals.
+
+    dispatch-bridge up            everything on embedded PostgreSQL, for development
+    dispatch-bridge serve-api     dispatch-api alone (production; DISPATCH_DATABASE_URL)
+    dispatch-bridge migrate       apply SQL migrations and seed incident templates
+    dispatch-bridge create-principal --id ID --role ROLE [--gateway]
+
+Settings come from `DISPATCH_*` variables and an optional `--config` TOML file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from dispatch_api.domain import Role
+from dispatch_api.settings import ApiSettings, SettingsError, load_api_settings
+from dispatch_api.store import connect, migrate, principals, start_embedded, templates
+from dispatch_api.web import create_app
+
+from ._devcreds import DevCredentials, ensure_dev_credentials
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_api_settings(os.environ, args.config)
+    except SettingsError as exc:
+        print(f"dispatch-bridge: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    try:
+        code: int = asyncio.run(args.run(settings, args))
+    except KeyboardInterrupt:
+        code = 130
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"dispatch-bridge: {exc}", file=sys.stderr)
+        code = 1
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dispatch-bridge", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="TOML settings file (keys = setting names)")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    up = commands.add_parser("up", help="run everything on embedded PostgreSQL (development)")
+    up.set_defaults(run=_up)
+    serve = commands.add_parser("serve-api", help="run dispatch-api (needs DISPATCH_DATABASE_URL)")
+    serve.set_defaults(run=_serve_api)
+    mig = commands.add_parser("migrate", help="apply migrations and seed incident templates")
+    mig.set_defaults(run=_migrate)
+    principal = commands.add_parser("create-principal", help="create a dispatch-api token")
+    principal.add_argument("--id", required=True, help="principal id, e.g. tech-42")
+    principal.add_argument("--role", required=True, choices=[r.value for r in Role])
+    principal.add_argument(
+        "--gateway", action="store_true", help="trusted to assert X-Actor-* (the bridge)"
+    )
+    principal.set_defaults(run=_create_principal)
+    return parser
+
+
+def _database_url(settings: ApiSettings, *, embedded_ok: bool) -> str:
+    if settings.database_url is not None:
+        return settings.database_url.reveal()
+    if not embedded_ok:
+        raise SystemExit("dispatch-bridge: set DISPATCH_DATABASE_URL")
+    return start_embedded(settings.data_dir.resolve() / "pg")
+
+
+async def _prepare(settings: ApiSettings, dsn: str) -> None:
+    conn = await connect(dsn)
+    try:
+        applied = await migrate(conn)
+        if applied:
+            print(f"applied migrations: {', '.join(applied)}")
+        await templates.seed(conn, templates.read_template_file(settings.templates_file))
+    finally:
+        await conn.close()
+
+
+async def _migrate(settings: ApiSettings, args: argparse.Namespace) -> int:
+    await _prepare(settings, _database_url(settings, embedded_ok=True))
+    print("database is up to date")
+    return 0
+
+
+async def _create_principal(settings: ApiSettings, args: argparse.Namespace) -> int:
+    dsn = _database_url(settings, embedded_ok=True)
+    token = principals.new_token()
+    conn = await connect(dsn)
+    try:
+        await principals.upsert(conn, args.id, Role(args.role), token, trusted_gateway=args.gateway)
+    finally:
+        await conn.close()
+    print(orjson.dumps({"id": args.id, "role": args.role, "token": token}).decode())
+    return 0
+
+
+async def _serve_api(settings: ApiSettings, args: argparse.Namespace) -> int:
+    dsn = _database_url(settings, embedded_ok=False)
+    await _serve([(create_app(settings, dsn), settings.api_host, settings.api_port)])
+    return 0
+
+
+async def _up(settings: ApiSettings, args: argparse.Namespace) -> int:
+    dsn = _database_url(settings, embedded_ok=True)
+    await _prepare(settings, dsn)
+    creds = await ensure_dev_credentials(settings, dsn)
+    _print_banner(creds, settings.data_dir / "dev-credentials.json")
+    await _serve([(create_app(settings, dsn), settings.api_host, settings.api_port)])
+    return 0
+
+
+def _print_banner(creds: DevCredentials, path: Path) -> None:
+    print(
+        f"dispatch-api  {creds.api_url}   (token with the supervisor role: {creds.api_token})\n"
+        f"bridge        {creds.bridge_url}   (agent key: {creds.agent_key}; the bridge is not"
+        " built yet)\n"
+        f"credentials   {path}\n"
+        "Ctrl-C stops.",
+        flush=True,
+    )
+
+
+async def _serve(apps: list[tuple[web.Application, str, int]]) -> None:
+    """Serve every app until SIGINT or SIGTERM, then shut down gracefully."""
+    runners = []
+    for app, host, port in apps:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        runners.append(runner)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

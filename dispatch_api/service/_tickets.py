@@ -1,0 +1,330 @@
+"""Use cases of dispatch-api: each mutation is one transaction, idempotent per principal.
+
+A mutation claims its Idempotency-Key, loads and locks what it changes, asks the domain to
+decide, writes the change and its timeline event, and stores its response under the key —
+all before COMMIT. A failure before COMMIT rolls everything back, the key included.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..domain import (
+    Accepted,
+    Action,
+    Actor,
+    AttachEvidence,
+    Command,
+    EvidenceSummary,
+    IncidentTemplate,
+    Role,
+    create,
+    decide,
+    may_access,
+    may_perform,
+)
+from ..errors import ApiError, Forbidden, NotFound, problem
+from ..store import (
+    Event,
+    EvidenceRecord,
+    IdempotencyKey,
+    Principal,
+    StoredResponse,
+    TicketFilter,
+    TicketRecord,
+    idempotency,
+    tickets,
+    transaction,
+)
+from ._views import event_view, ticket_view
+
+Clock = Callable[[], datetime]
+
+_REJECTION_STATUS = {"invalid_transition": 409}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking and under which ids; the actor is what the timeline records."""
+
+    principal: Principal
+    actor: Actor
+    request_id: str | None = None
+    correlation_id: str | None = None
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceUpload:
+    kind: Any
+    tag: str | None
+    content_type: str
+    size_bytes: int
+    sha256: str
+    uri: str | None
+    content: bytes | None
+    description: str | None
+
+
+class TicketService:
+    def __init__(
+        self, pool: asyncpg.Pool, templates: Mapping[str, IncidentTemplate], clock: Clock
+    ) -> None:
+        self._pool = pool
+        self._templates = templates
+        self._clock = clock
+
+    # --- mutations --------------------------------------------------------------------
+
+    async def create(
+        self, caller: Caller, key: IdempotencyKey, fields: Mapping[str, Any]
+    ) -> StoredResponse:
+        _require_role(caller.actor, Action.CREATE)
+
+        async def work(conn: asyncpg.Connection, now: datetime) -> StoredResponse:
+            decision = create(str(uuid.uuid4()), fields)
+            ticket = decision.ticket
+            event = self._event(caller, ticket.id, 1, now, decision.event_type, None, ticket.state)
+            event = replace(event, details=dict(decision.details))
+            await tickets.insert(conn, ticket, event)
+            record = TicketRecord(ticket, now, now, now, 1, ())
+            return _ok(201, {"ticket": ticket_view(record), "event": event_view(event)})
+
+        return await self._idempotent(key, work)
+
+    async def act(
+        self,
+        caller: Caller,
+        key: IdempotencyKey,
+        ticket_id: uuid.UUID,
+        command: Command,
+        details: Mapping[str, Any] | None = None,
+    ) -> StoredResponse:
+        """Apply a command; a rejection is stored and answered like a result.
+
+        `details` are recorded on the timeline event (a contact attempt's channel, ...).
+        """
+        _require_role(caller.actor, command.action)
+
+        async def work(conn: asyncpg.Connection, now: datetime) -> StoredResponse:
+            record = await self._lock(conn, caller, ticket_id)
+            return await self._apply(conn, caller, record, command, now, details or {})
+
+        return await self._idempotent(key, work)
+
+    async def attach_evidence(
+        self,
+        caller: Caller,
+        key: IdempotencyKey,
+        ticket_id: uuid.UUID,
+        upload: EvidenceUpload,
+        reason: str | None = None,
+    ) -> StoredResponse:
+        _require_role(caller.actor, Action.ATTACH_EVIDENCE)
+
+        async def work(conn: asyncpg.Connection, now: datetime) -> StoredResponse:
+            record = await self._lock(conn, caller, ticket_id)
+            evidence = EvidenceRecord(
+                id=str(uuid.uuid4()),
+                kind=upload.kind,
+                tag=upload.tag,
+                content_type=upload.content_type,
+                size_bytes=upload.size_bytes,
+                sha256=upload.sha256,
+                uri=upload.uri,
+                stored_inline=upload.content is not None,
+                description=upload.description,
+                captured_by_type=str(caller.actor.type),
+                captured_by_id=caller.actor.id,
+                captured_by_role=str(caller.actor.role),
+                captured_at=now,
+                request_id=caller.request_id,
+            )
+            command = AttachEvidence(upload.kind, upload.tag, reason)
+            details = {
+                "evidence_id": evidence.id,
+                "content_type": evidence.content_type,
+                "size_bytes": evidence.size_bytes,
+                "sha256": evidence.sha256,
+                "uri": evidence.uri,
+            }
+            response = await self._apply(conn, caller, record, command, now, details, evidence)
+            if response.status < 300:
+                await tickets.insert_evidence(conn, record.ticket.id, evidence, upload.content)
+            return response
+
+        return await self._idempotent(key, work)
+
+    # --- reads ------------------------------------------------------------------------
+
+    async def get(self, caller: Caller, ticket_id: uuid.UUID) -> dict[str, Any]:
+        record = await tickets.get(self._pool, ticket_id)
+        _check_visible(caller, record, ticket_id)
+        assert record is not None
+        return ticket_view(record)
+
+    async def list(
+        self, caller: Caller, where: TicketFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], tuple[datetime, uuid.UUID] | None]:
+        """One page and the keyset cursor of the next, if any. Technicians see their own only."""
+        if caller.actor.role is Role.TECHNICIAN:
+            where = replace(where, technician_id=caller.actor.id)
+        records = await tickets.list_page(self._pool, where, after, limit + 1)
+        more = len(records) > limit
+        records = records[:limit]
+        cursor = (records[-1].created_at, uuid.UUID(records[-1].ticket.id)) if more else None
+        return [ticket_view(r) for r in records], cursor
+
+    async def timeline(
+        self, caller: Caller, ticket_id: uuid.UUID, after_seq: int, limit: int
+    ) -> list[dict[str, Any]]:
+        record = await tickets.get(self._pool, ticket_id)
+        _check_visible(caller, record, ticket_id)
+        return [event_view(e) for e in await tickets.timeline(self._pool, ticket_id, after_seq, limit)]
+
+    async def evidence(self, caller: Caller, ticket_id: uuid.UUID) -> TicketRecord:
+        record = await tickets.get(self._pool, ticket_id)
+        _check_visible(caller, record, ticket_id)
+        assert record is not None
+        return record
+
+    async def evidence_content(
+        self, caller: Caller, ticket_id: uuid.UUID, evidence_id: uuid.UUID
+    ) -> tuple[str, bytes | None]:
+        await self.evidence(caller, ticket_id)
+        found = await tickets.evidence_content(self._pool, ticket_id, evidence_id)
+        if found is None:
+            raise NotFound("evidence_not_found", f"ticket {ticket_id} has no evidence {evidence_id}")
+        return found
+
+    # --- helpers ----------------------------------------------------------------------
+
+    async def _idempotent(
+        self,
+        key: IdempotencyKey,
+        work: Callable[[asyncpg.Connection, datetime], Awaitable[StoredResponse]],
+    ) -> StoredResponse:
+        now = self._clock()
+        async with transaction(self._pool) as conn:
+            stored = await idempotency.claim(conn, key, now)
+            if stored is not None:
+                return stored
+            response = await work(conn, now)
+            await idempotency.store(conn, key, response)
+            return response
+
+    async def _lock(
+        self, conn: asyncpg.Connection, caller: Caller, ticket_id: uuid.UUID
+    ) -> TicketRecord:
+        record = await tickets.lock(conn, ticket_id)
+        _check_visible(caller, record, ticket_id)
+        assert record is not None
+        return record
+
+    async def _apply(
+        self,
+        conn: asyncpg.Connection,
+        caller: Caller,
+        record: TicketRecord,
+        command: Command,
+        now: datetime,
+        extra_details: Mapping[str, Any],
+        new_evidence: EvidenceRecord | None = None,
+    ) -> StoredResponse:
+        before = record.ticket
+        template = self._templates.get(before.incident_type or "")
+        decision = decide(before, command, template)
+        seq = record.last_seq + 1
+        reason = getattr(command, "reason", None)
+        if isinstance(decision, Accepted):
+            after = decision.ticket
+            event = self._event(
+                caller, before.id, seq, now, decision.event_type, before.state, after.state, reason
+            )
+            event = replace(event, details={**decision.details, **extra_details})
+            await tickets.save(conn, record, after, event)
+            changed = before.state is not after.state
+            evidence = record.evidence + ((new_evidence,) if new_evidence else ())
+            updated = TicketRecord(
+                replace(after, evidence=tuple(EvidenceSummary(e.kind, e.tag) for e in evidence)),
+                record.created_at,
+                now,
+                now if changed else record.state_entered_at,
+                seq,
+                evidence,
+            )
+            return _ok(200, {"ticket": ticket_view(updated), "event": event_view(event)})
+        details = {"action": str(decision.action), "code": decision.code, **decision.details}
+        event = self._event(
+            caller, before.id, seq, now, decision.event_type, before.state, before.state, reason
+        )
+        event = replace(event, details=details)
+        await tickets.append_event(conn, event)
+        error = ApiError(
+            decision.code,
+            decision.message,
+            extensions={**decision.details, "ticket_id": before.id, "event_seq": seq},
+        )
+        status = _REJECTION_STATUS.get(decision.code, 422)
+        body = {**problem(error), "status": status, "title": "Action rejected"}
+        return StoredResponse(status, orjson.dumps(body))
+
+    def _event(
+        self,
+        caller: Caller,
+        ticket_id: str,
+        seq: int,
+        now: datetime,
+        event_type: str,
+        from_state: Any,
+        to_state: Any,
+        reason: str | None = None,
+    ) -> Event:
+        return Event(
+            ticket_id=ticket_id,
+            seq=seq,
+            at=now,
+            type=event_type,
+            from_state=None if from_state is None else str(from_state),
+            to_state=None if to_state is None else str(to_state),
+            reason=reason,
+            actor_type=str(caller.actor.type),
+            actor_id=caller.actor.id,
+            role=str(caller.actor.role),
+            tool_name=caller.actor.tool_name,
+            request_id=caller.request_id,
+            correlation_id=caller.correlation_id,
+            trace_id=caller.trace_id,
+            details={},
+        )
+
+
+def _ok(status: int, body: dict[str, Any]) -> StoredResponse:
+    return StoredResponse(status, orjson.dumps(body))
+
+
+def _require_role(actor: Actor, action: Action) -> None:
+    if not may_perform(actor, action):
+        raise Forbidden(
+            "forbidden",
+            f"role {actor.role} may not {action}",
+            extensions={"role": str(actor.role), "action": str(action)},
+        )
+
+
+def _check_visible(caller: Caller, record: TicketRecord | None, ticket_id: uuid.UUID) -> None:
+    if record is None:
+        raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
+    if not may_access(caller.actor, record.ticket):
+        raise Forbidden(
+            "not_assigned",
+            f"ticket {ticket_id} is not assigned to technician {caller.actor.id}",
+            extensions={"ticket_id": str(ticket_id)},
+        )

@@ -1,0 +1,91 @@
+"""The JSON shapes of tickets, evidence and timeline events on the wire."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ..domain import allowed_actions
+from ..store import Event, EvidenceRecord, TicketRecord
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def evidence_view(e: EvidenceRecord, ticket_id: str) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "ticket_id": ticket_id,
+        "kind": str(e.kind),
+        "tag": e.tag,
+        "content_type": e.content_type,
+        "size_bytes": e.size_bytes,
+        "sha256": e.sha256,
+        "uri": e.uri,
+        "content_url": (
+            f"/v1/tickets/{ticket_id}/evidence/{e.id}/content" if e.stored_inline else None
+        ),
+        "description": e.description,
+        "captured_by": {
+            "actor_type": e.captured_by_type,
+            "actor_id": e.captured_by_id,
+            "role": e.captured_by_role,
+        },
+        "captured_at": _iso(e.captured_at),
+        "request_id": e.request_id,
+    }
+
+
+def ticket_view(record: TicketRecord) -> dict[str, Any]:
+    t = record.ticket
+    assignment = None
+    if t.technician_id is not None:
+        assignment = {
+            "technician_id": t.technician_id,
+            "window_start": _iso(t.window_start),
+            "window_end": _iso(t.window_end),
+        }
+    hold = None
+    if t.hold_cause is not None:
+        hold = {"cause": str(t.hold_cause), "previous_state": str(t.state_before_hold)}
+    return {
+        "id": t.id,
+        "state": str(t.state),
+        "priority": None if t.priority is None else str(t.priority),
+        "customer_name": t.customer_name,
+        "contact_phone": t.contact_phone,
+        "contact_email": t.contact_email,
+        "site_address": t.site_address,
+        "incident_type": t.incident_type,
+        "description": t.description,
+        "assignment": assignment,
+        "hold": hold,
+        "missing_fields": t.missing_fields,
+        "allowed_actions": allowed_actions(t),
+        "evidence": [evidence_view(e, t.id) for e in record.evidence],
+        "created_at": _iso(record.created_at),
+        "updated_at": _iso(record.updated_at),
+        "state_entered_at": _iso(record.state_entered_at),
+        "last_event_seq": record.last_seq,
+    }
+
+
+def event_view(e: Event) -> dict[str, Any]:
+    return {
+        "ticket_id": e.ticket_id,
+        "seq": e.seq,
+        "at": _iso(e.at),
+        "type": e.type,
+        "from_state": e.from_state,
+        "to_state": e.to_state,
+        "reason": e.reason,
+        "actor_type": e.actor_type,
+        "actor_id": e.actor_id,
+        "role": e.role,
+        "tool_name": e.tool_name,
+        "request_id": e.request_id,
+        "correlation_id": e.correlation_id,
+        "trace_id": e.trace_id,
+        "details": e.details,
+    }

@@ -1,0 +1,165 @@
+"""dispatch-api settings: one frozen object, read once at the entrypoint.
+
+Values come from `DISPATCH_*` environment variables over an optional TOML file whose keys are
+the field names (`api_port = 8081`). A bad value raises `SettingsError` naming the setting, so
+start-up stops with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting is malformed; `str()` names it by its environment variable."""
+
+
+class Secret:
+    """A string that never prints: repr and str are masked, `reveal()` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+DEFAULT_EVIDENCE_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/heic",
+    "application/pdf",
+    "text/plain",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    data_dir: Path = Path(".dispatch")
+    database_url: Secret | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8081
+    bridge_port: int = 8080
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_statement_timeout_ms: int = 5000
+    #: How long a request waits for a row another request holds (an idempotency key in
+    #: flight, a ticket being changed) before it answers 409 with Retry-After.
+    db_lock_timeout_ms: int = 2000
+    max_json_bytes: int = 64 * 1024
+    evidence_max_bytes: int = 5 * 1024 * 1024
+    evidence_content_types: tuple[str, ...] = DEFAULT_EVIDENCE_TYPES
+    idempotency_retention_hours: int = 24
+    idempotency_purge_interval_s: float = 600.0
+    templates_file: Path | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.api_port <= 65535, "api_port", "must be a port number (1-65535)")
+        _check(1 <= self.bridge_port <= 65535, "bridge_port", "must be a port number (1-65535)")
+        _check(self.db_pool_min >= 1, "db_pool_min", "must be at least 1")
+        _check(self.db_pool_max >= self.db_pool_min, "db_pool_max", "must be >= db_pool_min")
+        _check(self.db_statement_timeout_ms > 0, "db_statement_timeout_ms", "must be positive")
+        _check(self.db_lock_timeout_ms > 0, "db_lock_timeout_ms", "must be positive")
+        _check(self.max_json_bytes >= 1024, "max_json_bytes", "must be at least 1024")
+        _check(self.evidence_max_bytes >= 1, "evidence_max_bytes", "must be positive")
+        _check(
+            self.idempotency_retention_hours >= 24,
+            "idempotency_retention_hours",
+            "must be at least 24 (clients may retry for a day)",
+        )
+        _check(self.idempotency_purge_interval_s > 0, "idempotency_purge_interval_s", "must be positive")
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body accepted: an inline evidence upload, base64-encoded."""
+        return (self.evidence_max_bytes * 4) // 3 + 4 + self.max_json_bytes
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise SettingsError(f"{env_name(name)}: {message}")
+
+
+def env_name(field_name: str) -> str:
+    return "DISPATCH_" + field_name.upper()
+
+
+def _parse_int(raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("expected an integer")
+    if isinstance(raw, int):
+        return raw
+    return int(str(raw).strip())
+
+
+def _parse_float(raw: object) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("expected a number")
+    return float(raw) if isinstance(raw, int | float) else float(str(raw).strip())
+
+
+def _parse_tuple(raw: object) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    return tuple(str(i).strip() for i in items if str(i).strip())
+
+
+_PARSERS: dict[str, Callable[[object], Any]] = {
+    "Path": lambda raw: Path(str(raw)),
+    "Path | None": lambda raw: Path(str(raw)) if str(raw) else None,
+    "Secret | None": lambda raw: Secret(str(raw)) if str(raw) else None,
+    "str": str,
+    "int": _parse_int,
+    "float": _parse_float,
+    "tuple[str, ...]": _parse_tuple,
+}
+
+
+def load_api_settings(
+    env: Mapping[str, str], config_file: Path | None = None, **overrides: Any
+) -> ApiSettings:
+    """Build settings from a TOML file (optional), then `DISPATCH_*` variables, then overrides."""
+    raw: dict[str, object] = {}
+    if config_file is not None:
+        try:
+            raw.update(tomllib.loads(config_file.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"--config {config_file}: {exc}") from None
+    values: dict[str, Any] = {}
+    known = {f.name: f for f in fields(ApiSettings) if f.name != "extra"}
+    for name in raw:
+        if name not in known and not isinstance(raw[name], dict):
+            raise SettingsError(f"{config_file}: unknown setting {name!r}")
+    for name, spec in known.items():
+        source = env.get(env_name(name), raw.get(name))
+        if source is None:
+            continue
+        try:
+            values[name] = _PARSERS[str(spec.type)](source)
+        except (TypeError, ValueError):
+            raise SettingsError(
+                f"{env_name(name)}: cannot read {source!r} as {spec.type}"
+            ) from None
+    values.update(overrides)
+    sections = {k: v for k, v in raw.items() if isinstance(v, dict)}
+    return ApiSettings(**values, extra=sections)

@@ -1,0 +1,32 @@
+"""dispatch-api's database adapter: asyncpg pool, migrations and the SQL of each aggregate."""
+
+from . import _idempotency as idempotency
+from . import _principals as principals
+from . import _templates as templates
+from . import _tickets as tickets
+from ._embedded import start_embedded
+from ._idempotency import IdempotencyKey, StoredResponse
+from ._migrations import migrate, migration_files
+from ._pool import connect, create_pool, transaction
+from ._principals import Principal
+from ._tickets import Event, EvidenceRecord, TicketFilter, TicketRecord
+
+__all__ = [
+    "Event",
+    "EvidenceRecord",
+    "IdempotencyKey",
+    "Principal",
+    "StoredResponse",
+    "TicketFilter",
+    "TicketRecord",
+    "connect",
+    "create_pool",
+    "idempotency",
+    "migrate",
+    "migration_files",
+    "principals",
+    "start_embedded",
+    "templates",
+    "tickets",
+    "transaction",
+]

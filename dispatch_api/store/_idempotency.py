@@ -1,0 +1,102 @@
+"""Idempotency keys: claim, compare, replay, answer — inside the caller's transaction.
+
+The claim is an `INSERT ... ON CONFLICT DO NOTHING`. A second request with the same key
+while the first is uncommitted waits on that insert (PostgreSQL makes it), and gives up after
+`lock_timeout`, which this module turns into 409 `request_in_progress`. Once the first
+commits, the second finds its stored answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..errors import Conflict, Unprocessable
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    principal_id: str
+    key: str
+    method: str
+    path: str
+    fingerprint: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status: int
+    body: bytes
+    replayed: bool = False
+
+
+def fingerprint(method: str, path: str, body: Any) -> bytes:
+    """sha256 over method, path and the body in canonical form (sorted keys, no whitespace)."""
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).digest()
+
+
+async def claim(conn: asyncpg.Connection, key: IdempotencyKey, now: datetime) -> StoredResponse | None:
+    """Claim `key` for this transaction, or return the answer already stored under it.
+
+    Raises 409 `request_in_progress` while another transaction holds the key and 422
+    `idempotency_conflict` when the key was used for a different request.
+    """
+    try:
+        inserted = await conn.fetchval(
+            "INSERT INTO idempotency_keys (principal_id, key, fingerprint, method, path, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
+            key.principal_id,
+            key.key,
+            key.fingerprint,
+            key.method,
+            key.path,
+            now,
+        )
+    except asyncpg.LockNotAvailableError as exc:
+        raise Conflict(
+            "request_in_progress",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+            headers={"Retry-After": "1"},
+            extensions={"retryable": True},
+        ) from exc
+    if inserted:
+        return None
+    row = await conn.fetchrow(
+        "SELECT fingerprint, method, path, status_code, response_body FROM idempotency_keys"
+        " WHERE principal_id = $1 AND key = $2",
+        key.principal_id,
+        key.key,
+    )
+    if row["fingerprint"] != key.fingerprint:
+        raise Unprocessable(
+            "idempotency_conflict",
+            "this Idempotency-Key was already used for a different request;"
+            " use a new key for a new request",
+            extensions={"original_method": row["method"], "original_path": row["path"]},
+        )
+    return StoredResponse(row["status_code"], bytes(row["response_body"]), replayed=True)
+
+
+async def store(conn: asyncpg.Connection, key: IdempotencyKey, response: StoredResponse) -> None:
+    await conn.execute(
+        "UPDATE idempotency_keys SET status_code = $3, response_body = $4"
+        " WHERE principal_id = $1 AND key = $2",
+        key.principal_id,
+        key.key,
+        response.status,
+        response.body,
+    )
+
+
+async def purge(conn: asyncpg.Connection, now: datetime, retention: timedelta) -> int:
+    """Delete keys older than the retention; return how many went."""
+    result: str = await conn.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < $1", now - retention
+    )
+    return int(result.split()[-1])

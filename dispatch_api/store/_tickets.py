@@ -1,0 +1,314 @@
+"""Tickets, their evidence and their timeline in PostgreSQL.
+
+A ticket change and its timeline event are written by one statement; the ticket row lock
+taken by `lock` serialises changes to one ticket and numbers its events without gaps.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from ..domain import EvidenceKind, EvidenceSummary, HoldCause, Priority, State, Ticket
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRecord:
+    id: str
+    kind: EvidenceKind
+    tag: str | None
+    content_type: str
+    size_bytes: int
+    sha256: str
+    uri: str | None
+    stored_inline: bool
+    description: str | None
+    captured_by_type: str
+    captured_by_id: str
+    captured_by_role: str
+    captured_at: datetime
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRecord:
+    ticket: Ticket
+    created_at: datetime
+    updated_at: datetime
+    state_entered_at: datetime
+    last_seq: int
+    evidence: tuple[EvidenceRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One timeline event as written; `seq` is assigned under the ticket's row lock."""
+
+    ticket_id: str
+    seq: int
+    at: datetime
+    type: str
+    from_state: str | None
+    to_state: str | None
+    reason: str | None
+    actor_type: str
+    actor_id: str
+    role: str
+    tool_name: str | None
+    request_id: str | None
+    correlation_id: str | None
+    trace_id: str | None
+    details: dict[str, Any]
+
+
+_EVIDENCE_JSON = """
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'id', e.id, 'kind', e.kind, 'tag', e.tag, 'content_type', e.content_type,
+        'size_bytes', e.size_bytes, 'sha256', e.sha256, 'uri', e.uri,
+        'stored_inline', e.content IS NOT NULL, 'description', e.description,
+        'captured_by_type', e.captured_by_type, 'captured_by_id', e.captured_by_id,
+        'captured_by_role', e.captured_by_role, 'captured_at', e.captured_at,
+        'request_id', e.request_id) ORDER BY e.captured_at, e.id), '[]'::jsonb)
+    FROM evidence e WHERE e.ticket_id = t.id
+"""
+
+_SELECT_TICKET = f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence FROM tickets t WHERE t.id = $1"
+
+_TICKET_COLUMNS = (
+    "state, priority, customer_name, contact_phone, contact_email, site_address,"
+    " incident_type, description, technician_id, window_start, window_end,"
+    " state_before_hold, hold_cause"
+)
+
+def _event_insert(first: int) -> str:
+    """INSERT of one event for ticket $1, its 14 values numbered from `first`."""
+    values = ", ".join(f"${i}" for i in range(first, first + 14))
+    return (
+        "INSERT INTO timeline_events (ticket_id, seq, at, type, from_state, to_state, reason,"
+        " actor_type, actor_id, role, tool_name, request_id, correlation_id, trace_id, details)"
+        f" VALUES ($1, {values})"
+    )
+
+
+def _ticket_values(t: Ticket) -> tuple[Any, ...]:
+    return (
+        str(t.state),
+        None if t.priority is None else str(t.priority),
+        t.customer_name,
+        t.contact_phone,
+        t.contact_email,
+        t.site_address,
+        t.incident_type,
+        t.description,
+        t.technician_id,
+        t.window_start,
+        t.window_end,
+        None if t.state_before_hold is None else str(t.state_before_hold),
+        None if t.hold_cause is None else str(t.hold_cause),
+    )
+
+
+def _event_values(e: Event) -> tuple[Any, ...]:
+    return (
+        e.seq,
+        e.at,
+        e.type,
+        e.from_state,
+        e.to_state,
+        e.reason,
+        e.actor_type,
+        e.actor_id,
+        e.role,
+        e.tool_name,
+        e.request_id,
+        e.correlation_id,
+        e.trace_id,
+        e.details,
+    )
+
+
+def _evidence(raw: dict[str, Any]) -> EvidenceRecord:
+    return EvidenceRecord(
+        id=raw["id"],
+        kind=EvidenceKind(raw["kind"]),
+        tag=raw["tag"],
+        content_type=raw["content_type"],
+        size_bytes=raw["size_bytes"],
+        sha256=raw["sha256"],
+        uri=raw["uri"],
+        stored_inline=raw["stored_inline"],
+        description=raw["description"],
+        captured_by_type=raw["captured_by_type"],
+        captured_by_id=raw["captured_by_id"],
+        captured_by_role=raw["captured_by_role"],
+        captured_at=datetime.fromisoformat(raw["captured_at"]),
+        request_id=raw["request_id"],
+    )
+
+
+def _record(row: asyncpg.Record) -> TicketRecord:
+    evidence = tuple(_evidence(e) for e in row["evidence"])
+    ticket = Ticket(
+        id=str(row["id"]),
+        state=State(row["state"]),
+        priority=None if row["priority"] is None else Priority(row["priority"]),
+        customer_name=row["customer_name"],
+        contact_phone=row["contact_phone"],
+        contact_email=row["contact_email"],
+        site_address=row["site_address"],
+        incident_type=row["incident_type"],
+        description=row["description"],
+        technician_id=row["technician_id"],
+        window_start=row["window_start"],
+        window_end=row["window_end"],
+        state_before_hold=None if row["state_before_hold"] is None else State(row["state_before_hold"]),
+        hold_cause=None if row["hold_cause"] is None else HoldCause(row["hold_cause"]),
+        evidence=tuple(EvidenceSummary(e.kind, e.tag) for e in evidence),
+    )
+    return TicketRecord(
+        ticket,
+        row["created_at"],
+        row["updated_at"],
+        row["state_entered_at"],
+        row["last_seq"],
+        evidence,
+    )
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, ticket_id: uuid.UUID) -> TicketRecord | None:
+    row = await conn.fetchrow(_SELECT_TICKET, ticket_id)
+    return None if row is None else _record(row)
+
+
+async def lock(conn: asyncpg.Connection, ticket_id: uuid.UUID) -> TicketRecord | None:
+    """The ticket, locked until the transaction ends, or None when it does not exist."""
+    row = await conn.fetchrow(_SELECT_TICKET + " FOR UPDATE OF t", ticket_id)
+    return None if row is None else _record(row)
+
+
+async def insert(conn: asyncpg.Connection, ticket: Ticket, event: Event) -> None:
+    """Create the ticket together with its `created` event; the event's time is the ticket's."""
+    await conn.execute(
+        f"WITH t AS (INSERT INTO tickets (id, {_TICKET_COLUMNS}, created_at, updated_at,"
+        " state_entered_at, last_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+        " $12, $13, $14, $16, $16, $16, $15)) " + _event_insert(15),
+        uuid.UUID(ticket.id),
+        *_ticket_values(ticket),
+        *_event_values(event),
+    )
+
+
+async def save(conn: asyncpg.Connection, before: TicketRecord, after: Ticket, event: Event) -> None:
+    """Write the ticket's new values and append `event`, in one statement."""
+    state_changed = before.ticket.state is not after.state
+    await conn.execute(
+        f"WITH t AS (UPDATE tickets SET ({_TICKET_COLUMNS}) ="
+        " ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14),"
+        " updated_at = $17, last_seq = $16,"
+        " state_entered_at = CASE WHEN $15::boolean THEN $17 ELSE state_entered_at END"
+        " WHERE id = $1) " + _event_insert(16),
+        uuid.UUID(after.id),
+        *_ticket_values(after),
+        state_changed,
+        *_event_values(event),
+    )
+
+
+async def append_event(conn: asyncpg.Connection, event: Event) -> None:
+    """Append an event that changes nothing else (a rejected action, a note, evidence)."""
+    await conn.execute(
+        "WITH t AS (UPDATE tickets SET last_seq = $2 WHERE id = $1) " + _event_insert(2),
+        uuid.UUID(event.ticket_id),
+        *_event_values(event),
+    )
+
+
+async def insert_evidence(
+    conn: asyncpg.Connection, ticket_id: str, record: EvidenceRecord, content: bytes | None
+) -> None:
+    await conn.execute(
+        "INSERT INTO evidence (id, ticket_id, kind, tag, content_type, size_bytes, sha256, uri,"
+        " content, description, captured_by_type, captured_by_id, captured_by_role,"
+        " captured_at, request_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        uuid.UUID(record.id),
+        uuid.UUID(ticket_id),
+        str(record.kind),
+        record.tag,
+        record.content_type,
+        record.size_bytes,
+        record.sha256,
+        record.uri,
+        content,
+        record.description,
+        record.captured_by_type,
+        record.captured_by_id,
+        record.captured_by_role,
+        record.captured_at,
+        record.request_id,
+    )
+
+
+async def evidence_content(
+    conn: asyncpg.Connection | asyncpg.Pool, ticket_id: uuid.UUID, evidence_id: uuid.UUID
+) -> tuple[str, bytes | None] | None:
+    """(content type, bytes or None for URI-referenced evidence), or None when absent."""
+    row = await conn.fetchrow(
+        "SELECT content_type, content FROM evidence WHERE ticket_id = $1 AND id = $2",
+        ticket_id,
+        evidence_id,
+    )
+    if row is None:
+        return None
+    content = row["content"]
+    return row["content_type"], None if content is None else bytes(content)
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFilter:
+    states: Sequence[str] = ()
+    priorities: Sequence[str] = ()
+    technician_id: str | None = None
+
+
+async def list_page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    where: TicketFilter,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[TicketRecord]:
+    """Tickets oldest first, keyset-paginated on (created_at, id)."""
+    rows = await conn.fetch(
+        f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence FROM tickets t"
+        " WHERE (cardinality($1::text[]) = 0 OR t.state = ANY($1))"
+        " AND (cardinality($2::text[]) = 0 OR t.priority = ANY($2))"
+        " AND ($3::text IS NULL OR t.technician_id = $3)"
+        " AND ($4::timestamptz IS NULL OR (t.created_at, t.id) > ($4, $5::uuid))"
+        " ORDER BY t.created_at, t.id LIMIT $6",
+        list(where.states),
+        list(where.priorities),
+        where.technician_id,
+        None if after is None else after[0],
+        None if after is None else after[1],
+        limit,
+    )
+    return [_record(r) for r in rows]
+
+
+async def timeline(
+    conn: asyncpg.Connection | asyncpg.Pool, ticket_id: uuid.UUID, after_seq: int, limit: int
+) -> list[Event]:
+    rows = await conn.fetch(
+        "SELECT ticket_id, seq, at, type, from_state, to_state, reason, actor_type, actor_id,"
+        " role, tool_name, request_id, correlation_id, trace_id, details FROM timeline_events"
+        " WHERE ticket_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        ticket_id,
+        after_seq,
+        limit,
+    )
+    return [Event(**{**dict(r), "ticket_id": str(r["ticket_id"])}) for r in rows]

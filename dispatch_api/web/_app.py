@@ -1,0 +1,180 @@
+"""The dispatch-api aiohttp application: routes, middlewares, and resources in cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from aiohttp import web
+
+from schemas import openapi_document
+
+from ..domain import template_to_json
+from ..errors import Unavailable
+from ..service import Clock, TicketService
+from ..settings import ApiSettings
+from ..store import create_pool, idempotency, templates
+from . import _evidence, _tickets
+from ._context import SAFE_ID, PrincipalCache, authenticate, caller_for, header_id
+from ._keys import (
+    CALLER,
+    CLOCK,
+    OPENAPI,
+    POOL,
+    PRINCIPALS,
+    SERVICE,
+    SETTINGS,
+    TEMPLATES,
+    VALIDATORS,
+)
+from ._problems import problem_middleware, problem_response
+from ._tickets import json_response
+from ._validation import BodyValidators
+
+_log = logging.getLogger("dispatch_api")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+_CORRELATION_ID = "dispatch_api.correlation_id"
+_REQUEST_ID = "dispatch_api.request_id"
+
+
+@web.middleware
+async def echo_ids_middleware(
+    request: web.Request, handler: web.RequestHandler
+) -> web.StreamResponse:
+    """Outermost: every response, errors included, carries X-Correlation-ID (and X-Request-ID
+    once known). An unsafe incoming id is replaced here and refused by `caller_middleware`."""
+    incoming = request.headers.get("X-Correlation-ID", "")
+    request[_CORRELATION_ID] = incoming if SAFE_ID.fullmatch(incoming) else str(uuid.uuid4())
+    response = await handler(request)
+    response.headers["X-Correlation-ID"] = request[_CORRELATION_ID]
+    if _REQUEST_ID in request:
+        response.headers["X-Request-ID"] = request[_REQUEST_ID]
+    return response
+
+
+@web.middleware
+async def caller_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+    """Authenticate /v1 calls and resolve who acts, under which request and trace ids."""
+    if request.path.startswith("/v1/"):
+        header_id(request, "X-Correlation-ID")  # 400 when present but unsafe
+        principal = await authenticate(request, request.app[PRINCIPALS], request.app[POOL])
+        caller = replace(caller_for(request, principal), correlation_id=request[_CORRELATION_ID])
+        request[CALLER] = caller
+        request[_REQUEST_ID] = caller.request_id
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(2):
+            await request.app[POOL].fetchval("SELECT 1")
+    except (TimeoutError, OSError, Exception) as exc:
+        return problem_response(
+            Unavailable("database_unavailable", f"database check failed: {type(exc).__name__}")
+        )
+    return json_response({"status": "ready", "database": "ok"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+async def list_templates(request: web.Request) -> web.Response:
+    items = [template_to_json(t) for t in request.app[TEMPLATES].values()]
+    return json_response({"templates": items})
+
+
+def create_app(settings: ApiSettings, dsn: str, *, clock: Clock = utc_now) -> web.Application:
+    """The dispatch-api application; the pool opens when the app starts, not here."""
+    app = web.Application(
+        middlewares=[echo_ids_middleware, problem_middleware, caller_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    document = openapi_document("dispatch-api")
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[OPENAPI] = orjson.dumps(document)
+    app[VALIDATORS] = BodyValidators(document)
+    app[PRINCIPALS] = PrincipalCache()
+    app.cleanup_ctx.append(_database(dsn))
+    app.cleanup_ctx.append(_purge_idempotency_keys)
+    _add_routes(app)
+    return app
+
+
+def _add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/openapi.json", openapi)
+    r.add_get("/v1/templates", list_templates)
+    r.add_post("/v1/tickets", _tickets.create_ticket)
+    r.add_get("/v1/tickets", _tickets.list_tickets)
+    r.add_get("/v1/tickets/{ticket_id}", _tickets.get_ticket)
+    r.add_patch("/v1/tickets/{ticket_id}", _tickets.update_ticket)
+    for action in _tickets.ACTION_ROUTES:
+        r.add_post(f"/v1/tickets/{{ticket_id}}/{action}", _tickets.action_handler(action))
+    r.add_post("/v1/tickets/{ticket_id}/evidence", _evidence.attach_evidence)
+    r.add_get("/v1/tickets/{ticket_id}/evidence", _evidence.list_evidence)
+    r.add_get("/v1/tickets/{ticket_id}/evidence/{evidence_id}", _evidence.get_evidence)
+    r.add_get("/v1/tickets/{ticket_id}/evidence/{evidence_id}/content", _evidence.download_evidence)
+    r.add_get("/v1/tickets/{ticket_id}/timeline", _tickets.get_timeline)
+
+
+def _database(dsn: str):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        s = app[SETTINGS]
+        pool = await create_pool(
+            dsn,
+            min_size=s.db_pool_min,
+            max_size=s.db_pool_max,
+            statement_timeout_ms=s.db_statement_timeout_ms,
+            lock_timeout_ms=s.db_lock_timeout_ms,
+        )
+        app[POOL] = pool
+        app[TEMPLATES] = await templates.load(pool)
+        app[SERVICE] = TicketService(pool, app[TEMPLATES], app[CLOCK])
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return ctx
+
+
+async def _purge_idempotency_keys(app: web.Application) -> AsyncIterator[None]:
+    """Delete idempotency keys past their retention, every purge interval, in the background."""
+    settings = app[SETTINGS]
+    retention = timedelta(hours=settings.idempotency_retention_hours)
+
+    async def loop() -> None:
+        while True:
+            try:
+                async with app[POOL].acquire() as conn:
+                    removed = await idempotency.purge(conn, app[CLOCK](), retention)
+                if removed:
+                    _log.info("purged %d idempotency keys", removed)
+            except Exception:
+                _log.exception("idempotency key purge failed; retrying next interval")
+            await asyncio.sleep(settings.idempotency_purge_interval_s)
+
+    task = asyncio.create_task(loop(), name="idempotency-purge")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,51 @@
+"""Reading request bodies: media type, size bound, JSON syntax, schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ._keys import VALIDATORS
+
+
+async def read_json(request: web.Request, schema: str, limit: int) -> dict[str, Any]:
+    """The body as a JSON object valid against component `schema`; an empty body is `{}`."""
+    raw = await _read_bounded(request, limit)
+    if not raw.strip():
+        body: Any = {}
+    else:
+        media = request.content_type
+        if media != "application/json" and not media.endswith("+json"):
+            raise UnsupportedMediaType(
+                "unsupported_media_type",
+                f"send the body as application/json, not {media}",
+                extensions={"accepted": ["application/json"]},
+            )
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
+    request.app[VALIDATORS].validate(schema, body)
+    result: dict[str, Any] = body
+    return result
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    too_large = PayloadTooLarge(
+        "payload_too_large",
+        f"the body exceeds {limit} bytes",
+        extensions={"limit_bytes": limit},
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks = []
+    total = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,167 @@
+"""Who is calling and under which ids: bearer auth, asserted actors, request/trace ids."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from aiohttp import web
+
+from ..domain import Actor, ActorType, Role
+from ..errors import BadRequest, Forbidden, Unauthenticated
+from ..service import Caller
+from ..store import Principal, principals
+
+SAFE_ID = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
+TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_ACTOR_HEADERS = ("X-Actor-Type", "X-Actor-Id", "X-Actor-Role")
+_ASSERTABLE_ROLES = {Role.DISPATCHER, Role.TECHNICIAN, Role.SUPERVISOR}
+
+
+class PrincipalCache:
+    """Token lookups cached briefly so a request costs no extra round trip; a revoked
+    token stops working within `ttl_s`."""
+
+    def __init__(self, ttl_s: float = 30.0, max_entries: int = 10_000) -> None:
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._entries: dict[bytes, tuple[float, Principal | None]] = {}
+
+    async def lookup(self, pool: object, token: str) -> Principal | None:
+        digest = principals.token_digest(token)
+        now = time.monotonic()
+        hit = self._entries.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await principals.find_by_token(pool, token)  # type: ignore[arg-type]
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[digest] = (now + self._ttl, found)
+        return found
+
+
+def header_id(request: web.Request, name: str) -> str | None:
+    """A validated id header, None when absent; 400 when present but unsafe."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not SAFE_ID.fullmatch(value):
+        raise BadRequest(
+            "invalid_header",
+            f"{name} must be 1-128 characters of letters, digits and ._:@+=-",
+            extensions={"header": name},
+        )
+    return value
+
+
+def trace_id(request: web.Request) -> str | None:
+    """The trace id of a valid W3C traceparent; an invalid one is ignored, as the spec says."""
+    match = TRACEPARENT.fullmatch(request.headers.get("traceparent", ""))
+    if match is None or match.group(1) == "0" * 32:
+        return None
+    return match.group(1)
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(value):
+        raise BadRequest(
+            "invalid_header",
+            "Idempotency-Key must be 1-255 printable ASCII characters (a UUID is recommended)",
+            extensions={"header": "Idempotency-Key"},
+        )
+    return value
+
+
+async def authenticate(request: web.Request, cache: PrincipalCache, pool: object) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated(
+            "unauthenticated",
+            "send Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": 'Bearer realm="dispatch-api"'},
+        )
+    principal = await cache.lookup(pool, token.strip())
+    if principal is None:
+        raise Unauthenticated(
+            "unauthenticated",
+            "the bearer token is not valid",
+            headers={"WWW-Authenticate": 'Bearer realm="dispatch-api", error="invalid_token"'},
+        )
+    return principal
+
+
+def caller_for(request: web.Request, principal: Principal) -> Caller:
+    """The acting actor: the principal itself, or the agent a trusted gateway vouches for."""
+    asserted = [h for h in (*_ACTOR_HEADERS, "X-Tool-Name") if h in request.headers]
+    if asserted and not principal.trusted_gateway:
+        raise Forbidden(
+            "actor_assertion_forbidden",
+            f"only a trusted gateway may send {', '.join(asserted)}",
+            extensions={"headers": asserted},
+        )
+    tool_name = request.headers.get("X-Tool-Name")
+    if tool_name is not None and not TOOL_NAME.fullmatch(tool_name):
+        raise BadRequest("invalid_header", "X-Tool-Name must match [A-Za-z0-9_.-]{1,128}",
+                         extensions={"header": "X-Tool-Name"})
+    present = [h for h in _ACTOR_HEADERS if h in request.headers]
+    if present and len(present) != len(_ACTOR_HEADERS):
+        missing = [h for h in _ACTOR_HEADERS if h not in request.headers]
+        raise BadRequest(
+            "invalid_header",
+            f"actor headers go together; missing {', '.join(missing)}",
+            extensions={"headers": missing},
+        )
+    if present:
+        actor = Actor(
+            type=_enum(ActorType, request.headers["X-Actor-Type"], "X-Actor-Type"),
+            id=header_id(request, "X-Actor-Id") or "",
+            role=_assertable_role(request.headers["X-Actor-Role"]),
+            tool_name=tool_name,
+        )
+    else:
+        actor = Actor(
+            type=ActorType.SYSTEM if principal.trusted_gateway else ActorType.HUMAN,
+            id=principal.id,
+            role=principal.role,
+            tool_name=tool_name,
+        )
+    key = idempotency_key(request)
+    return Caller(
+        principal=principal,
+        actor=actor,
+        request_id=header_id(request, "X-Request-ID") or key or str(uuid.uuid4()),
+        correlation_id=header_id(request, "X-Correlation-ID"),
+        trace_id=trace_id(request),
+    )
+
+
+def _enum(kind: type[ActorType], value: str, header: str) -> ActorType:
+    try:
+        return kind(value)
+    except ValueError:
+        raise BadRequest(
+            "invalid_header",
+            f"{header} must be one of {', '.join(kind)}",
+            extensions={"header": header},
+        ) from None
+
+
+def _assertable_role(value: str) -> Role:
+    try:
+        role = Role(value)
+    except ValueError:
+        role = None
+    if role not in _ASSERTABLE_ROLES or role is None:
+        raise BadRequest(
+            "invalid_header",
+            "X-Actor-Role must be one of dispatcher, technician, supervisor",
+            extensions={"header": "X-Actor-Role"},
+        )
+    return role

@@ -1,0 +1,104 @@
+"""Evidence routes: attach by URI or inline upload, list, read metadata, download content."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import uuid
+
+from aiohttp import web
+
+from ..domain import EvidenceKind
+from ..errors import NotFound, PayloadTooLarge, Unprocessable
+from ..service import EvidenceUpload, evidence_view
+from ._keys import CALLER, SERVICE, SETTINGS
+from ._tickets import json_response, mutation, stored_response, ticket_id
+from ._validation import invalid_field
+
+
+async def attach_evidence(request: web.Request) -> web.Response:
+    tid = ticket_id(request)
+    settings = request.app[SETTINGS]
+    caller, key, body = await mutation(request, "EvidenceUpload", settings.max_body_bytes)
+    content_type = body["content_type"]
+    if content_type not in settings.evidence_content_types:
+        raise Unprocessable(
+            "evidence_content_type_not_allowed",
+            f"evidence of type {content_type} is not accepted",
+            extensions={"allowed_values": list(settings.evidence_content_types)},
+        )
+    has_uri, has_inline = "uri" in body, "content_base64" in body
+    if has_uri == has_inline:
+        raise invalid_field("/", "send exactly one of uri or content_base64")
+    content = None
+    if has_inline:
+        try:
+            content = base64.b64decode(body["content_base64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid_field("/content_base64", "is not valid base64") from None
+        if len(content) > settings.evidence_max_bytes:
+            raise PayloadTooLarge(
+                "evidence_too_large",
+                f"evidence content exceeds {settings.evidence_max_bytes} bytes",
+                extensions={"limit_bytes": settings.evidence_max_bytes},
+            )
+        digest = hashlib.sha256(content).hexdigest()
+        if body.get("sha256", digest) != digest:
+            raise Unprocessable(
+                "sha256_mismatch",
+                "the sha256 sent does not match the uploaded content",
+                extensions={"expected": body["sha256"], "actual": digest},
+            )
+        if body.get("size_bytes", len(content)) != len(content):
+            raise invalid_field("/size_bytes", "does not match the uploaded content")
+        sha256, size = digest, len(content)
+    else:
+        if "sha256" not in body or "size_bytes" not in body:
+            raise invalid_field("/", "evidence referenced by uri needs sha256 and size_bytes")
+        sha256, size = body["sha256"], body["size_bytes"]
+    upload = EvidenceUpload(
+        kind=EvidenceKind(body["kind"]),
+        tag=body.get("tag"),
+        content_type=content_type,
+        size_bytes=size,
+        sha256=sha256,
+        uri=body.get("uri"),
+        content=content,
+        description=body.get("description"),
+    )
+    response = await request.app[SERVICE].attach_evidence(caller, key, tid, upload, body.get("reason"))
+    return stored_response(response)
+
+
+async def list_evidence(request: web.Request) -> web.Response:
+    tid = ticket_id(request)
+    record = await request.app[SERVICE].evidence(request[CALLER], tid)
+    items = [evidence_view(e, record.ticket.id) for e in record.evidence]
+    return json_response({"ticket_id": str(tid), "items": items})
+
+
+async def get_evidence(request: web.Request) -> web.Response:
+    tid, eid = ticket_id(request), ticket_id(request, "evidence_id")
+    record = await request.app[SERVICE].evidence(request[CALLER], tid)
+    for item in record.evidence:
+        if item.id == str(eid):
+            return json_response(evidence_view(item, record.ticket.id))
+    raise NotFound("evidence_not_found", f"ticket {tid} has no evidence {eid}")
+
+
+async def download_evidence(request: web.Request) -> web.Response:
+    tid, eid = ticket_id(request), ticket_id(request, "evidence_id")
+    content_type, content = await request.app[SERVICE].evidence_content(request[CALLER], tid, eid)
+    if content is None:
+        raise NotFound(
+            "evidence_content_external",
+            "this evidence is referenced by uri, not stored here; see the uri in its metadata",
+            extensions={"evidence_id": str(eid)},
+        )
+    return web.Response(
+        body=content,
+        content_type=content_type,
+        headers={"Content-Disposition": f'attachment; filename="{uuid.UUID(str(eid))}"',
+                 "X-Content-Type-Options": "nosniff"},
+    )

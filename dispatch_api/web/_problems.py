@@ -1,0 +1,69 @@
+"""Every failure leaves as problem+json: ApiError as it is, aiohttp's HTTP errors translated,
+anything unexpected as a 500 `internal` that reveals nothing."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import web
+
+from ..errors import (
+    ApiError,
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    problem,
+)
+
+PROBLEM_JSON = "application/problem+json"
+_log = logging.getLogger("dispatch_api")
+
+
+def problem_response(error: ApiError) -> web.Response:
+    return web.Response(
+        status=error.status,
+        body=orjson.dumps(problem(error)),
+        content_type=PROBLEM_JSON,
+        headers=error.headers,
+    )
+
+
+def _translate(exc: web.HTTPException, request: web.Request) -> ApiError:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("route_not_found", f"no route {request.method} {request.path}")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(exc.allowed_methods)
+        return MethodNotAllowed(
+            "method_not_allowed",
+            f"{request.method} is not allowed here; use {', '.join(allowed)}",
+            extensions={"allowed_methods": allowed},
+            headers={"Allow": ", ".join(allowed)},
+        )
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge("payload_too_large", "the request body is too large")
+    if isinstance(exc, web.HTTPUnsupportedMediaType):
+        return UnsupportedMediaType("unsupported_media_type", exc.text or "unsupported media type")
+    return BadRequest("bad_request", exc.reason)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return problem_response(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(_translate(exc, request))
+    except Exception:
+        _log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(_Internal())
+
+
+class _Internal(ApiError):
+    def __init__(self) -> None:
+        super().__init__("internal", "an internal error occurred; it has been logged")

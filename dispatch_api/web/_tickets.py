@@ -1,0 +1,235 @@
+"""Ticket routes: create, read, list, update, one route per action, notes, timeline."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..domain import (
+    Action,
+    Arrive,
+    Cancel,
+    Command,
+    Complete,
+    Dispatch,
+    Hold,
+    HoldCause,
+    Note,
+    Priority,
+    Resume,
+    Schedule,
+    State,
+    Update,
+)
+from ..errors import BadRequest, IdempotencyKeyMissing, Unprocessable
+from ..service import Caller
+from ..store import IdempotencyKey, StoredResponse, TicketFilter, idempotency
+from ._body import read_json
+from ._context import SAFE_ID, idempotency_key
+from ._keys import CALLER, SERVICE, SETTINGS, TEMPLATES
+from ._validation import invalid_field
+
+MAX_PAGE = 200
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def stored_response(stored: StoredResponse) -> web.Response:
+    content_type = "application/problem+json" if stored.status >= 400 else "application/json"
+    response = web.Response(status=stored.status, body=stored.body, content_type=content_type)
+    if stored.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def ticket_id(request: web.Request, name: str = "ticket_id") -> uuid.UUID:
+    raw = request.match_info[name]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise BadRequest(
+            "invalid_id", f"{name} must be a UUID, got {raw[:64]!r}", extensions={"parameter": name}
+        ) from None
+
+
+async def mutation(
+    request: web.Request, schema: str, limit: int | None = None
+) -> tuple[Caller, IdempotencyKey, dict[str, Any]]:
+    """Caller, idempotency key and validated body of a mutating request."""
+    caller: Caller = request[CALLER]
+    key = idempotency_key(request)
+    if key is None:
+        raise IdempotencyKeyMissing()
+    settings = request.app[SETTINGS]
+    body = await read_json(request, schema, limit or settings.max_json_bytes)
+    fingerprint = idempotency.fingerprint(request.method, request.path, body)
+    ikey = IdempotencyKey(caller.principal.id, key, request.method, request.path, fingerprint)
+    return caller, ikey, body
+
+
+def _check_incident_type(request: web.Request, body: dict[str, Any]) -> None:
+    name = body.get("incident_type")
+    templates = request.app[TEMPLATES]
+    if name is not None and name not in templates:
+        raise Unprocessable(
+            "unknown_incident_type",
+            f"unknown incident_type {name!r}; see GET /v1/templates",
+            extensions={
+                "errors": [{"path": "/incident_type", "message": "not a known template"}],
+                "allowed_values": sorted(templates),
+            },
+        )
+
+
+async def create_ticket(request: web.Request) -> web.Response:
+    caller, key, body = await mutation(request, "CreateTicket")
+    _check_incident_type(request, body)
+    return stored_response(await request.app[SERVICE].create(caller, key, body))
+
+
+async def update_ticket(request: web.Request) -> web.Response:
+    tid = ticket_id(request)
+    caller, key, body = await mutation(request, "UpdateTicket")
+    _check_incident_type(request, body)
+    fields = {k: v for k, v in body.items() if k != "reason"}
+    command = Update(fields, reason=body.get("reason"))
+    return stored_response(await request.app[SERVICE].act(caller, key, tid, command))
+
+
+def _datetime(body: dict[str, Any], name: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(body[name])
+    except ValueError:
+        raise invalid_field(f"/{name}", "not an RFC 3339 date-time") from None
+    if value.tzinfo is None:
+        raise invalid_field(f"/{name}", "needs a UTC offset, e.g. 2026-11-27T14:00:00Z")
+    return value
+
+
+def _schedule(body: dict[str, Any]) -> Command:
+    start, end = _datetime(body, "window_start"), _datetime(body, "window_end")
+    if end <= start:
+        raise invalid_field("/window_end", "must be after window_start")
+    return Schedule(body["technician_id"], start, end, reason=body.get("reason"))
+
+
+_ACTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Command]]] = {
+    "schedule": ("Schedule", _schedule),
+    "dispatch": (
+        "Dispatch",
+        lambda b: Dispatch(b.get("technician_id"), b.get("bypass_reason"), b.get("reason")),
+    ),
+    "arrive": ("Reason", lambda b: Arrive(b.get("reason"))),
+    "complete": ("Reason", lambda b: Complete(b.get("reason"))),
+    "hold": ("Hold", lambda b: Hold(HoldCause(b["cause"]), b["reason"])),
+    "resume": ("Reason", lambda b: Resume(b.get("reason"))),
+    "cancel": ("Cancel", lambda b: Cancel(b["reason"])),
+    "contact-attempts": (
+        "ContactAttempt",
+        lambda b: Note(Action.CONTACT_ATTEMPT, b.get("reason")),
+    ),
+    "escalations": ("Escalation", lambda b: Note(Action.ESCALATE, b["reason"])),
+    "mitigations": ("Mitigation", lambda b: Note(Action.MITIGATE, b.get("reason"))),
+}
+
+ACTION_ROUTES = tuple(_ACTIONS)
+
+#: Body fields of notes that are details of their event rather than its reason.
+_NOTE_DETAILS = ("channel", "outcome", "level", "action")
+
+
+def action_handler(name: str) -> Callable[[web.Request], Any]:
+    schema, build = _ACTIONS[name]
+
+    async def handle(request: web.Request) -> web.Response:
+        tid = ticket_id(request)
+        caller, key, body = await mutation(request, schema)
+        command = build(body)
+        details = {k: body[k] for k in _NOTE_DETAILS if k in body}
+        service = request.app[SERVICE]
+        return stored_response(await service.act(caller, key, tid, command, details))
+
+    handle.__name__ = f"{name.replace('-', '_')}_ticket"
+    return handle
+
+
+async def get_ticket(request: web.Request) -> web.Response:
+    tid = ticket_id(request)
+    return json_response(await request.app[SERVICE].get(request[CALLER], tid))
+
+
+async def list_tickets(request: web.Request) -> web.Response:
+    query = request.query
+    states = _multi(query, "state", {s.value for s in State})
+    priorities = _multi(query, "priority", {p.value for p in Priority})
+    technician = query.get("technician_id")
+    if technician is not None and not SAFE_ID.fullmatch(technician):
+        raise _bad_query("technician_id", "must be 1-128 characters of letters, digits and ._:@+=-")
+    limit = _int_param(query, "limit", 50, 1, MAX_PAGE)
+    after = _decode_cursor(query.get("cursor"))
+    items, next_after = await request.app[SERVICE].list(
+        request[CALLER], TicketFilter(states, priorities, technician), after, limit
+    )
+    return json_response({"items": items, "next_cursor": _encode_cursor(next_after)})
+
+
+async def get_timeline(request: web.Request) -> web.Response:
+    tid = ticket_id(request)
+    after_seq = _int_param(request.query, "after_seq", 0, 0, 2**31 - 1)
+    limit = _int_param(request.query, "limit", 100, 1, 500)
+    events = await request.app[SERVICE].timeline(request[CALLER], tid, after_seq, limit)
+    next_after = events[-1]["seq"] if len(events) == limit else None
+    return json_response({"ticket_id": str(tid), "events": events, "next_after_seq": next_after})
+
+
+def _bad_query(name: str, message: str) -> BadRequest:
+    return BadRequest(
+        "invalid_query", f"query parameter {name} {message}", extensions={"parameter": name}
+    )
+
+
+def _multi(query: Any, name: str, allowed: set[str]) -> list[str]:
+    values = [v for raw in query.getall(name, []) for v in raw.split(",") if v]
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise _bad_query(name, f"has unknown values {unknown[:5]}; allowed: {sorted(allowed)}")
+    return values
+
+
+def _int_param(query: Any, name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad_query(name, "must be an integer") from None
+    if not low <= value <= high:
+        raise _bad_query(name, f"must be between {low} and {high}")
+    return value
+
+
+def _encode_cursor(after: tuple[datetime, uuid.UUID] | None) -> str | None:
+    if after is None:
+        return None
+    raw = orjson.dumps([after[0].isoformat(), str(after[1])])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if raw is None:
+        return None
+    try:
+        created, ident = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        return datetime.fromisoformat(created), uuid.UUID(ident)
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise _bad_query("cursor", "is not a cursor this API issued") from None
