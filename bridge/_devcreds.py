@@ -9,7 +9,6 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import asyncpg
 import orjson
 
 from dispatch_api.domain import Role

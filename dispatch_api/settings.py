@@ -88,7 +88,11 @@ class ApiSettings:
             "idempotency_retention_hours",
             "must be at least 24 (clients may retry for a day)",
         )
-        _check(self.idempotency_purge_interval_s > 0, "idempotency_purge_interval_s", "must be positive")
+        _check(
+            self.idempotency_purge_interval_s > 0,
+            "idempotency_purge_interval_s",
+            "must be positive",
+        )
 
     @property
     def max_body_bytes(self) -> int:

@@ -156,7 +156,16 @@ class Note:
 
 
 Command = (
-    Update | Schedule | Dispatch | Arrive | Complete | Hold | Resume | Cancel | AttachEvidence | Note
+    Update
+    | Schedule
+    | Dispatch
+    | Arrive
+    | Complete
+    | Hold
+    | Resume
+    | Cancel
+    | AttachEvidence
+    | Note
 )
 
 
@@ -194,7 +203,9 @@ def create(ticket_id: str, fields: Mapping[str, Any]) -> Accepted:
     draft = _with_fields(Ticket(id=ticket_id, state=State.NEW), fields)
     state = State.READY_TO_SCHEDULE if not draft.missing_fields else State.NEW
     ticket = replace(draft, state=state)
-    return Accepted(Action.CREATE, "created", None, ticket, {"missing_fields": ticket.missing_fields})
+    return Accepted(
+        Action.CREATE, "created", None, ticket, {"missing_fields": ticket.missing_fields}
+    )
 
 
 def allowed_actions(ticket: Ticket) -> list[str]:
@@ -314,9 +325,7 @@ def _with_fields(ticket: Ticket, fields: Mapping[str, Any]) -> Ticket:
     return replace(ticket, **changes)
 
 
-def _accept(
-    before: Ticket, action: Action, after: Ticket, details: Mapping[str, Any]
-) -> Accepted:
+def _accept(before: Ticket, action: Action, after: Ticket, details: Mapping[str, Any]) -> Accepted:
     return Accepted(action, _EVENT_TYPES[action], before.state, after, details)
 
 

@@ -78,7 +78,7 @@ class Action(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who performs an action: the principal itself or, behind the gateway, the agent it vouches for."""
+    """Who acts: the principal itself or, behind a trusted gateway, the agent it vouches for."""
 
     type: ActorType
     id: str

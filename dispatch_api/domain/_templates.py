@@ -34,7 +34,9 @@ def parse_templates(document: Any) -> dict[str, IncidentTemplate]:
             try:
                 kind = EvidenceKind(req["kind"])
             except (KeyError, TypeError, ValueError):
-                raise TemplateError(f"{req_where}.kind: expected one of {list(EvidenceKind)}") from None
+                raise TemplateError(
+                    f"{req_where}.kind: expected one of {list(EvidenceKind)}"
+                ) from None
             tag = req.get("tag")
             if tag is not None and not isinstance(tag, str):
                 raise TemplateError(f"{req_where}.tag: expected a string")

@@ -3,4 +3,12 @@
 from ._tickets import Caller, Clock, EvidenceUpload, TicketService
 from ._views import event_view, evidence_view, ticket_view
 
-__all__ = ["Caller", "Clock", "EvidenceUpload", "TicketService", "event_view", "evidence_view", "ticket_view"]
+__all__ = [
+    "Caller",
+    "Clock",
+    "EvidenceUpload",
+    "TicketService",
+    "event_view",
+    "evidence_view",
+    "ticket_view",
+]

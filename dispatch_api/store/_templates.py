@@ -23,10 +23,8 @@ def read_template_file(path: Path | None) -> dict[str, IncidentTemplate]:
 
 
 async def seed(conn: asyncpg.Connection, templates: dict[str, IncidentTemplate]) -> None:
-    """Insert or update every template; templates absent from the file are kept (tickets use them)."""
-    rows = [
-        (t.name, t.title, template_to_json(t)["requirements"]) for t in templates.values()
-    ]
+    """Insert or update every template; ones absent from the file stay (tickets use them)."""
+    rows = [(t.name, t.title, template_to_json(t)["requirements"]) for t in templates.values()]
     await conn.executemany(
         "INSERT INTO incident_templates (name, title, requirements) VALUES ($1, $2, $3)"
         " ON CONFLICT (name) DO UPDATE SET title = EXCLUDED.title,"
@@ -36,5 +34,7 @@ async def seed(conn: asyncpg.Connection, templates: dict[str, IncidentTemplate])
 
 
 async def load(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, IncidentTemplate]:
-    rows = await conn.fetch("SELECT name, title, requirements FROM incident_templates ORDER BY name")
+    rows = await conn.fetch(
+        "SELECT name, title, requirements FROM incident_templates ORDER BY name"
+    )
     return parse_templates({"templates": [dict(r) for r in rows]})

@@ -85,6 +85,7 @@ _TICKET_COLUMNS = (
     " state_before_hold, hold_cause"
 )
 
+
 def _event_insert(first: int) -> str:
     """INSERT of one event for ticket $1, its 14 values numbered from `first`."""
     values = ", ".join(f"${i}" for i in range(first, first + 14))
@@ -166,7 +167,9 @@ def _record(row: asyncpg.Record) -> TicketRecord:
         technician_id=row["technician_id"],
         window_start=row["window_start"],
         window_end=row["window_end"],
-        state_before_hold=None if row["state_before_hold"] is None else State(row["state_before_hold"]),
+        state_before_hold=None
+        if row["state_before_hold"] is None
+        else State(row["state_before_hold"]),
         hold_cause=None if row["hold_cause"] is None else HoldCause(row["hold_cause"]),
         evidence=tuple(EvidenceSummary(e.kind, e.tag) for e in evidence),
     )

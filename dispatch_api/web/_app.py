@@ -12,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from schemas import openapi_document
 
 from ..domain import template_to_json
 from ..errors import Unavailable
-from ..service import Clock, TicketService
+from ..service import Caller, Clock, TicketService
 from ..settings import ApiSettings
 from ..store import create_pool, idempotency, templates
 from . import _evidence, _tickets
@@ -25,9 +26,11 @@ from ._context import SAFE_ID, PrincipalCache, authenticate, caller_for, header_
 from ._keys import (
     CALLER,
     CLOCK,
+    CORRELATION_ID,
     OPENAPI,
     POOL,
     PRINCIPALS,
+    REQUEST_ID,
     SERVICE,
     SETTINGS,
     TEMPLATES,
@@ -44,34 +47,30 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-_CORRELATION_ID = "dispatch_api.correlation_id"
-_REQUEST_ID = "dispatch_api.request_id"
-
-
 @web.middleware
-async def echo_ids_middleware(
-    request: web.Request, handler: web.RequestHandler
-) -> web.StreamResponse:
+async def echo_ids_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: every response, errors included, carries X-Correlation-ID (and X-Request-ID
     once known). An unsafe incoming id is replaced here and refused by `caller_middleware`."""
     incoming = request.headers.get("X-Correlation-ID", "")
-    request[_CORRELATION_ID] = incoming if SAFE_ID.fullmatch(incoming) else str(uuid.uuid4())
+    request[CORRELATION_ID] = incoming if SAFE_ID.fullmatch(incoming) else str(uuid.uuid4())
     response = await handler(request)
-    response.headers["X-Correlation-ID"] = request[_CORRELATION_ID]
-    if _REQUEST_ID in request:
-        response.headers["X-Request-ID"] = request[_REQUEST_ID]
+    response.headers["X-Correlation-ID"] = request[CORRELATION_ID]
+    if REQUEST_ID in request:
+        response.headers["X-Request-ID"] = request[REQUEST_ID]
     return response
 
 
 @web.middleware
-async def caller_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def caller_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate /v1 calls and resolve who acts, under which request and trace ids."""
     if request.path.startswith("/v1/"):
         header_id(request, "X-Correlation-ID")  # 400 when present but unsafe
         principal = await authenticate(request, request.app[PRINCIPALS], request.app[POOL])
-        caller = replace(caller_for(request, principal), correlation_id=request[_CORRELATION_ID])
+        caller: Caller = replace(
+            caller_for(request, principal), correlation_id=request[CORRELATION_ID]
+        )
         request[CALLER] = caller
-        request[_REQUEST_ID] = caller.request_id
+        request[REQUEST_ID] = caller.request_id
     return await handler(request)
 
 
@@ -147,8 +146,9 @@ def _database(dsn: str):  # type: ignore[no-untyped-def]
             lock_timeout_ms=s.db_lock_timeout_ms,
         )
         app[POOL] = pool
-        app[TEMPLATES] = await templates.load(pool)
-        app[SERVICE] = TicketService(pool, app[TEMPLATES], app[CLOCK])
+        known = await templates.load(pool)
+        app[TEMPLATES] = known
+        app[SERVICE] = TicketService(pool, known, app[CLOCK])
         try:
             yield
         finally:

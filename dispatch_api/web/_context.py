@@ -6,6 +6,7 @@ import re
 import time
 import uuid
 
+import asyncpg
 from aiohttp import web
 
 from ..domain import Actor, ActorType, Role
@@ -30,13 +31,13 @@ class PrincipalCache:
         self._max = max_entries
         self._entries: dict[bytes, tuple[float, Principal | None]] = {}
 
-    async def lookup(self, pool: object, token: str) -> Principal | None:
+    async def lookup(self, pool: asyncpg.Pool, token: str) -> Principal | None:
         digest = principals.token_digest(token)
         now = time.monotonic()
         hit = self._entries.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        found = await principals.find_by_token(pool, token)  # type: ignore[arg-type]
+        found = await principals.find_by_token(pool, token)
         if len(self._entries) >= self._max:
             self._entries.clear()
         self._entries[digest] = (now + self._ttl, found)
@@ -78,7 +79,9 @@ def idempotency_key(request: web.Request) -> str | None:
     return value
 
 
-async def authenticate(request: web.Request, cache: PrincipalCache, pool: object) -> Principal:
+async def authenticate(
+    request: web.Request, cache: PrincipalCache, pool: asyncpg.Pool
+) -> Principal:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -108,8 +111,11 @@ def caller_for(request: web.Request, principal: Principal) -> Caller:
         )
     tool_name = request.headers.get("X-Tool-Name")
     if tool_name is not None and not TOOL_NAME.fullmatch(tool_name):
-        raise BadRequest("invalid_header", "X-Tool-Name must match [A-Za-z0-9_.-]{1,128}",
-                         extensions={"header": "X-Tool-Name"})
+        raise BadRequest(
+            "invalid_header",
+            "X-Tool-Name must match [A-Za-z0-9_.-]{1,128}",
+            extensions={"header": "X-Tool-Name"},
+        )
     present = [h for h in _ACTOR_HEADERS if h in request.headers]
     if present and len(present) != len(_ACTOR_HEADERS):
         missing = [h for h in _ACTOR_HEADERS if h not in request.headers]

@@ -67,7 +67,9 @@ async def attach_evidence(request: web.Request) -> web.Response:
         content=content,
         description=body.get("description"),
     )
-    response = await request.app[SERVICE].attach_evidence(caller, key, tid, upload, body.get("reason"))
+    response = await request.app[SERVICE].attach_evidence(
+        caller, key, tid, upload, body.get("reason")
+    )
     return stored_response(response)
 
 
@@ -99,6 +101,8 @@ async def download_evidence(request: web.Request) -> web.Response:
     return web.Response(
         body=content,
         content_type=content_type,
-        headers={"Content-Disposition": f'attachment; filename="{uuid.UUID(str(eid))}"',
-                 "X-Content-Type-Options": "nosniff"},
+        headers={
+            "Content-Disposition": f'attachment; filename="{uuid.UUID(str(eid))}"',
+            "X-Content-Type-Options": "nosniff",
+        },
     )

@@ -12,14 +12,28 @@ from ._context import PrincipalCache
 from ._validation import BodyValidators
 
 SETTINGS = web.AppKey("settings", ApiSettings)
-CLOCK = web.AppKey("clock", Clock)  # type: ignore[type-abstract]
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 POOL = web.AppKey("pool", asyncpg.Pool)
 SERVICE = web.AppKey("service", TicketService)
-TEMPLATES = web.AppKey("templates", dict[str, IncidentTemplate])
+TEMPLATES: web.AppKey[dict[str, IncidentTemplate]] = web.AppKey("templates")
 VALIDATORS = web.AppKey("validators", BodyValidators)
 PRINCIPALS = web.AppKey("principals", PrincipalCache)
 OPENAPI = web.AppKey("openapi", bytes)
 
 #: Set on every /v1 request by the context middleware.
-CALLER = "dispatch_api.caller"
-__all__ = ["CALLER", "CLOCK", "OPENAPI", "POOL", "PRINCIPALS", "SERVICE", "SETTINGS", "TEMPLATES", "VALIDATORS", "Caller"]
+CALLER = web.RequestKey("caller", Caller)
+CORRELATION_ID = web.RequestKey("correlation_id", str)
+REQUEST_ID = web.RequestKey("request_id", str)
+__all__ = [
+    "CALLER",
+    "CLOCK",
+    "CORRELATION_ID",
+    "OPENAPI",
+    "POOL",
+    "PRINCIPALS",
+    "REQUEST_ID",
+    "SERVICE",
+    "SETTINGS",
+    "TEMPLATES",
+    "VALIDATORS",
+]

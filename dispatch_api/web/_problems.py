@@ -7,6 +7,7 @@ import logging
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..errors import (
     ApiError,
@@ -50,7 +51,7 @@ def _translate(exc: web.HTTPException, request: web.Request) -> ApiError:
 
 
 @web.middleware
-async def problem_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as error:

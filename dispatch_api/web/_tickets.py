@@ -176,7 +176,7 @@ async def list_tickets(request: web.Request) -> web.Response:
         raise _bad_query("technician_id", "must be 1-128 characters of letters, digits and ._:@+=-")
     limit = _int_param(query, "limit", 50, 1, MAX_PAGE)
     after = _decode_cursor(query.get("cursor"))
-    items, next_after = await request.app[SERVICE].list(
+    items, next_after = await request.app[SERVICE].page(
         request[CALLER], TicketFilter(states, priorities, technician), after, limit
     )
     return json_response({"items": items, "next_cursor": _encode_cursor(next_after)})

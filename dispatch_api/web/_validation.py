@@ -49,7 +49,9 @@ class BodyValidators:
 
 def invalid_field(path: str, message: str) -> Unprocessable:
     return Unprocessable(
-        "validation_failed", f"{path}: {message}", extensions={"errors": [{"path": path, "message": message}]}
+        "validation_failed",
+        f"{path}: {message}",
+        extensions={"errors": [{"path": path, "message": message}]},
     )
 
 

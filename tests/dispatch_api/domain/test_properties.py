@@ -171,6 +171,7 @@ def test_random_command_sequences_keep_every_state_machine_invariant(
     ticket = created.ticket
     timeline = [TimelineEvent(1, created.event_type, Action.CREATE, None, ticket.state)]
     terminal: State | None = None
+    held_from: State | None = None  # the test's own memory of where a hold interrupted
 
     for command in commands:
         before = ticket
@@ -195,6 +196,11 @@ def test_random_command_sequences_keep_every_state_machine_invariant(
             # (a) only edges the machine declares are ever taken.
             assert decision.from_state is before.state
             assert (decision.from_state, decision.action, decision.to_state) in TRANSITIONS
+            # and a resume goes back to where the hold interrupted, not just anywhere active.
+            if isinstance(command, Hold):
+                held_from = before.state
+            elif isinstance(command, Resume):
+                assert decision.to_state is held_from
             ticket = decision.ticket
         else:
             # (d) a rejection leaves the ticket exactly as it was.

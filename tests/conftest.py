@@ -1,0 +1,77 @@
+"""Real PostgreSQL for the suite: one embedded server per session (or
+DISPATCH_TEST_DATABASE_URL), a migrated template database, and a fresh copy per test."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from dispatch_api.store import connect, migrate, start_embedded, templates
+
+
+def database_url_for(server_url: str, database: str) -> str:
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    url = os.environ.get("DISPATCH_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    folder = Path(tempfile.mkdtemp(prefix="dispatch-test-pg-"))
+    # The server stops (and its files go) when the test process exits.
+    yield start_embedded(folder / "pg", delete_on_exit=True)
+
+
+@pytest.fixture(scope="session")
+async def template_database(pg_server_url: str) -> AsyncIterator[str]:
+    name = f"dispatch_template_{os.getpid()}"
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        await admin.execute(f"CREATE DATABASE {name}")
+        conn = await connect(database_url_for(pg_server_url, name))
+        try:
+            await migrate(conn)
+            await templates.seed(conn, templates.read_template_file(None))
+        finally:
+            await conn.close()
+        yield name
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database_url(pg_server_url: str, template_database: str) -> AsyncIterator[str]:
+    """A migrated, seeded database of this test's own."""
+    name = f"dispatch_test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
+        yield database_url_for(pg_server_url, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def empty_database_url(pg_server_url: str) -> AsyncIterator[str]:
+    """A database with no tables at all (for migration tests)."""
+    name = f"dispatch_empty_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield database_url_for(pg_server_url, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
