@@ -1,0 +1,122 @@
+"""The README's first screen stays true: `dispatch-bridge up` serves, and the walkthrough runs
+exactly as written against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _walkthrough() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(
+        r"<!-- walkthrough:start -->\s*```bash\n(.*?)```\s*<!-- walkthrough:end -->", text, re.S
+    )
+    assert block, "README.md lost its walkthrough markers"
+    return block.group(1)
+
+
+@pytest.fixture(scope="module")
+def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """`dispatch-bridge up` in a process of its own, on free ports and a fresh data dir."""
+    data_dir = tmp_path_factory.mktemp("product") / ".dispatch"
+    env = {
+        **os.environ,
+        "DISPATCH_DATA_DIR": str(data_dir),
+        "DISPATCH_API_PORT": str(_free_port()),
+        "DISPATCH_BRIDGE_PORT": str(_free_port()),
+    }
+    env.pop("DISPATCH_DATABASE_URL", None)
+    cli = Path(sys.executable).parent / "dispatch-bridge"
+    log = data_dir.parent / "up.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(cli), "up"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    creds_file = data_dir / "dev-credentials.json"
+    try:
+        creds = _wait_until_serving(proc, creds_file, log)
+        yield {**creds, "DISPATCH_DATA_DIR": str(data_dir)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until_serving(
+    proc: subprocess.Popen[bytes], creds_file: Path, log: Path
+) -> dict[str, str]:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = log.read_text()
+            raise AssertionError(f"dispatch-bridge up exited with {proc.returncode}:\n{output}")
+        if creds_file.exists():
+            creds: dict[str, str] = json.loads(creds_file.read_text())
+            try:
+                with urllib.request.urlopen(creds["api_url"] + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return creds
+            except OSError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError("dispatch-bridge up did not serve /healthz within 90 s")
+
+
+def test_up_writes_the_development_credentials(running_product: dict[str, str]) -> None:
+    for key in ("api_url", "bridge_url", "agent_key", "api_token"):
+        assert running_product[key], key
+    creds_file = Path(running_product["DISPATCH_DATA_DIR"]) / "dev-credentials.json"
+    assert creds_file.stat().st_mode & 0o077 == 0, "credentials must not be world-readable"
+
+
+def test_the_readme_walkthrough_runs_as_written(running_product: dict[str, str]) -> None:
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", _walkthrough()],
+        env={**os.environ, "DISPATCH_DATA_DIR": running_product["DISPATCH_DATA_DIR"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1:4] == ["SCHEDULED", "DISPATCHED", "ON_SITE"], result.stdout
+    rejection = json.loads(lines[4])
+    assert rejection["code"] == "evidence_missing"
+    assert [m["tag"] for m in rejection["missing_evidence"]] == ["before", "after", "customer"]
+    assert lines[5:8] == ["evidence_attached"] * 3
+    assert lines[8] == "COMPLETED"
+    types = [line.split()[1] for line in lines[9:]]
+    assert types == [
+        "created",
+        "scheduled",
+        "dispatched",
+        "arrived",
+        "completion_rejected",
+        "evidence_attached",
+        "evidence_attached",
+        "evidence_attached",
+        "completed",
+    ]
