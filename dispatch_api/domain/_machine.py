@@ -46,6 +46,8 @@ SOURCE_STATES: Mapping[Action, frozenset[State]] = {
     Action.MITIGATE: frozenset(State),
 }
 
+NOTE_ACTIONS = frozenset({Action.CONTACT_ATTEMPT, Action.ESCALATE, Action.MITIGATE})
+
 #: Every (from, action, to) edge a ticket may take; nothing else may ever happen.
 TRANSITIONS: frozenset[tuple[State | None, Action, State]] = frozenset(
     {(None, Action.CREATE, State.NEW), (None, Action.CREATE, State.READY_TO_SCHEDULE)}
@@ -58,7 +60,7 @@ TRANSITIONS: frozenset[tuple[State | None, Action, State]] = frozenset(
     | {(s, Action.HOLD, State.ON_HOLD) for s in ACTIVE_STATES}
     | {(State.ON_HOLD, Action.RESUME, s) for s in ACTIVE_STATES}
     | {(s, Action.CANCEL, State.CANCELLED) for s in NON_TERMINAL_STATES}
-    | {(s, a, s) for a in (Action.CONTACT_ATTEMPT, Action.ESCALATE, Action.MITIGATE) for s in State}
+    | {(s, a, s) for a in NOTE_ACTIONS for s in State}
     | {(s, Action.ATTACH_EVIDENCE, s) for s in NON_TERMINAL_STATES}
 )
 
@@ -154,6 +156,10 @@ class Note:
     action: Action
     reason: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.action not in NOTE_ACTIONS:
+            raise ValueError(f"{self.action} is not a note; notes are {sorted(NOTE_ACTIONS)}")
+
 
 Command = (
     Update
@@ -248,7 +254,11 @@ def decide(ticket: Ticket, command: Command, template: IncidentTemplate | None) 
                     ticket.state,
                     "evidence_missing",
                     f"completion needs evidence still missing: {labels}",
-                    {"missing_evidence": missing, "incident_type": ticket.incident_type},
+                    {
+                        "missing_evidence": missing,
+                        "incident_type": ticket.incident_type,
+                        "allowed_actions": allowed_actions(ticket),
+                    },
                 )
             return _accept(ticket, action, replace(ticket, state=State.COMPLETED), {})
         case Hold(cause=cause):
@@ -259,6 +269,9 @@ def decide(ticket: Ticket, command: Command, template: IncidentTemplate | None) 
         case Resume():
             # SOURCE_STATES admits only ON_HOLD here, which always records where it came from.
             previous = ticket.state_before_hold or State.READY_TO_SCHEDULE
+            if previous is State.NEW and not ticket.missing_fields:
+                # Filled in while on hold: resume where an update would have taken it.
+                previous = State.READY_TO_SCHEDULE
             resumed = replace(ticket, state=previous, state_before_hold=None, hold_cause=None)
             return _accept(ticket, action, resumed, {"cause": _str(ticket.hold_cause)})
         case Cancel():

@@ -642,3 +642,26 @@ def test_allowed_actions_offers_dispatch_from_ready_to_schedule_only_to_p1_ticke
     assert "dispatch" in allowed_actions(ticket_in(RTS, priority=Priority.P1))
     for priority in (Priority.P2, Priority.P3, Priority.P4):
         assert "dispatch" not in allowed_actions(ticket_in(RTS, priority=priority))
+
+
+def test_a_new_ticket_filled_in_while_on_hold_resumes_ready_to_schedule() -> None:
+    held = accepted(decide(ticket_in(NEW), Hold(HoldCause.CUSTOMER, "call back"), None)).ticket
+    filled = accepted(decide(held, Update({"site_address": "1 Analytical Row"}), None)).ticket
+    assert filled.state is HLD
+
+    decision = accepted(decide(filled, Resume(), None))
+
+    assert decision.to_state is RTS
+    assert (HLD, Action.RESUME, RTS) in TRANSITIONS
+
+
+@pytest.mark.parametrize("action", [Action.COMPLETE, Action.CREATE, Action.CANCEL])
+def test_a_note_cannot_smuggle_in_a_state_changing_action(action: Action) -> None:
+    with pytest.raises(ValueError, match="not a note"):
+        Note(action)
+
+
+def test_an_evidence_rejection_tells_what_the_ticket_still_allows() -> None:
+    decision = rejected(decide(ticket_in(State.ON_SITE), Complete(), WATER_LEAK))
+
+    assert decision.details["allowed_actions"] == allowed_for(State.ON_SITE, Priority.P2)
