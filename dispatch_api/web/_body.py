@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ._keys import VALIDATORS
+from ._validation import invalid_field
 
 
 async def read_json(request: web.Request, schema: str, limit: int) -> dict[str, Any]:
@@ -29,8 +30,18 @@ async def read_json(request: web.Request, schema: str, limit: int) -> dict[str, 
         except orjson.JSONDecodeError as exc:
             raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
     request.app[VALIDATORS].validate(schema, body)
+    _refuse_nul(body)
     result: dict[str, Any] = body
     return result
+
+
+def _refuse_nul(body: dict[str, Any]) -> None:
+    """422 for a string holding U+0000, which PostgreSQL text and jsonb cannot store.
+
+    Runs after schema validation, so `body` is one of the flat request objects."""
+    for name, value in body.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise invalid_field(f"/{name}", "must not contain the NUL character (U+0000)")
 
 
 async def _read_bounded(request: web.Request, limit: int) -> bytes:

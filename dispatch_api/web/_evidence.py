@@ -16,6 +16,8 @@ from ._keys import CALLER, SERVICE, SETTINGS
 from ._tickets import json_response, mutation, stored_response, ticket_id
 from ._validation import invalid_field
 
+_MAX_BIGINT = 2**63 - 1
+
 
 async def attach_evidence(request: web.Request) -> web.Response:
     tid = ticket_id(request)
@@ -28,6 +30,14 @@ async def attach_evidence(request: web.Request) -> web.Response:
             f"evidence of type {content_type} is not accepted",
             extensions={"allowed_values": list(settings.evidence_content_types)},
         )
+    if "size_bytes" in body:
+        # JSON Schema counts 5.0 as an integer; the column is a bigint.
+        size_bytes = body["size_bytes"]
+        if isinstance(size_bytes, float):
+            size_bytes = int(size_bytes)
+        if size_bytes > _MAX_BIGINT:
+            raise invalid_field("/size_bytes", f"must be at most {_MAX_BIGINT}")
+        body["size_bytes"] = size_bytes
     has_uri, has_inline = "uri" in body, "content_base64" in body
     if has_uri == has_inline:
         raise invalid_field("/", "send exactly one of uri or content_base64")

@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -112,7 +112,10 @@ def _datetime(body: dict[str, Any], name: str) -> datetime:
         raise invalid_field(f"/{name}", "not an RFC 3339 date-time") from None
     if value.tzinfo is None:
         raise invalid_field(f"/{name}", "needs a UTC offset, e.g. 2026-11-27T14:00:00Z")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise invalid_field(f"/{name}", "is out of range") from None
 
 
 def _schedule(body: dict[str, Any]) -> Command:
@@ -230,6 +233,7 @@ def _decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
         return None
     try:
         created, ident = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        return datetime.fromisoformat(created), uuid.UUID(ident)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        # astimezone: a forged offset may push the instant out of datetime's range.
+        return datetime.fromisoformat(created).astimezone(UTC), uuid.UUID(ident)
+    except (ValueError, TypeError, OverflowError, binascii.Error, orjson.JSONDecodeError):
         raise _bad_query("cursor", "is not a cursor this API issued") from None
