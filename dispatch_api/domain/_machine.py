@@ -300,7 +300,10 @@ def _dispatch(ticket: Ticket, command: Dispatch) -> Decision:
     if ticket.state is State.SCHEDULED:
         technician = command.technician_id or ticket.technician_id
         dispatched = replace(ticket, state=State.DISPATCHED, technician_id=technician)
-        return _accept(ticket, Action.DISPATCH, dispatched, {"bypass": False})
+        details: dict[str, Any] = {"bypass": False, "technician_id": technician}
+        if technician != ticket.technician_id:
+            details["reassigned_from"] = ticket.technician_id
+        return _accept(ticket, Action.DISPATCH, dispatched, details)
     # READY_TO_SCHEDULE: only the emergency bypass skips scheduling.
     if ticket.priority is not Priority.P1:
         return _invalid(
@@ -314,11 +317,12 @@ def _dispatch(ticket: Ticket, command: Dispatch) -> Decision:
     if not command.technician_id:
         problems.append({"field": "technician_id", "message": "required for the emergency bypass"})
     if problems:
+        code = "bypass_reason_required" if not command.bypass_reason else "technician_required"
         return Rejected(
             Action.DISPATCH,
             "action_rejected",
             ticket.state,
-            "bypass_reason_required",
+            code,
             "the emergency bypass needs a bypass_reason and a technician_id",
             {"invalid_fields": problems, "allowed_actions": allowed_actions(ticket)},
         )
@@ -327,7 +331,11 @@ def _dispatch(ticket: Ticket, command: Dispatch) -> Decision:
         ticket,
         Action.DISPATCH,
         dispatched,
-        {"bypass": True, "bypass_reason": command.bypass_reason},
+        {
+            "bypass": True,
+            "bypass_reason": command.bypass_reason,
+            "technician_id": command.technician_id,
+        },
     )
 
 

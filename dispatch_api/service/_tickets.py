@@ -39,11 +39,12 @@ from ..store import (
     StoredResponse,
     TicketFilter,
     TicketRecord,
+    connection,
     idempotency,
     tickets,
     transaction,
 )
-from ._views import event_view, ticket_view
+from ._views import event_view, evidence_view, ticket_view
 
 Clock = Callable[[], datetime]
 
@@ -165,10 +166,7 @@ class TicketService:
     # --- reads ------------------------------------------------------------------------
 
     async def get(self, caller: Caller, ticket_id: uuid.UUID) -> dict[str, Any]:
-        record = await tickets.get(self._pool, ticket_id)
-        _check_visible(caller, record, ticket_id)
-        assert record is not None
-        return ticket_view(record)
+        return ticket_view(await self.evidence(caller, ticket_id))
 
     async def page(
         self,
@@ -180,7 +178,8 @@ class TicketService:
         """One page and the keyset cursor of the next, if any. Technicians see their own only."""
         if caller.actor.role is Role.TECHNICIAN:
             where = replace(where, technician_id=caller.actor.id)
-        records = await tickets.list_page(self._pool, where, after, limit + 1)
+        async with connection(self._pool) as conn:
+            records = await tickets.list_page(conn, where, after, limit + 1)
         more = len(records) > limit
         records = records[:limit]
         cursor = (records[-1].created_at, uuid.UUID(records[-1].ticket.id)) if more else None
@@ -188,15 +187,18 @@ class TicketService:
 
     async def timeline(
         self, caller: Caller, ticket_id: uuid.UUID, after_seq: int, limit: int
-    ) -> list[dict[str, Any]]:
-        record = await tickets.get(self._pool, ticket_id)
-        _check_visible(caller, record, ticket_id)
-        return [
-            event_view(e) for e in await tickets.timeline(self._pool, ticket_id, after_seq, limit)
-        ]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Events after `after_seq`, oldest first, and the `after_seq` of the next page if any."""
+        async with connection(self._pool) as conn:
+            _check_visible(caller, await tickets.get(conn, ticket_id), ticket_id)
+            events = await tickets.timeline(conn, ticket_id, after_seq, limit + 1)
+        following = events[limit - 1].seq if len(events) > limit else None
+        return [event_view(e) for e in events[:limit]], following
 
     async def evidence(self, caller: Caller, ticket_id: uuid.UUID) -> TicketRecord:
-        record = await tickets.get(self._pool, ticket_id)
+        """The ticket with its evidence, if the caller may see it."""
+        async with connection(self._pool) as conn:
+            record = await tickets.get(conn, ticket_id)
         _check_visible(caller, record, ticket_id)
         assert record is not None
         return record
@@ -205,7 +207,8 @@ class TicketService:
         self, caller: Caller, ticket_id: uuid.UUID, evidence_id: uuid.UUID
     ) -> tuple[str, bytes | None]:
         await self.evidence(caller, ticket_id)
-        found = await tickets.evidence_content(self._pool, ticket_id, evidence_id)
+        async with connection(self._pool) as conn:
+            found = await tickets.evidence_content(conn, ticket_id, evidence_id)
         if found is None:
             raise NotFound(
                 "evidence_not_found", f"ticket {ticket_id} has no evidence {evidence_id}"
@@ -268,7 +271,10 @@ class TicketService:
                 seq,
                 evidence,
             )
-            return _ok(200, {"ticket": ticket_view(updated), "event": event_view(event)})
+            result = {"ticket": ticket_view(updated), "event": event_view(event)}
+            if new_evidence is not None:
+                return _ok(201, {**result, "evidence": evidence_view(new_evidence, before.id)})
+            return _ok(200, result)
         details = {"action": str(decision.action), "code": decision.code, **decision.details}
         event = self._event(
             caller, before.id, seq, now, decision.event_type, before.state, before.state, reason

@@ -7,7 +7,7 @@ from . import _tickets as tickets
 from ._embedded import start_embedded
 from ._idempotency import IdempotencyKey, StoredResponse
 from ._migrations import migrate, migration_files
-from ._pool import connect, create_pool, transaction
+from ._pool import connect, connection, create_pool, transaction
 from ._principals import Principal
 from ._tickets import Event, EvidenceRecord, TicketFilter, TicketRecord
 
@@ -20,6 +20,7 @@ __all__ = [
     "TicketFilter",
     "TicketRecord",
     "connect",
+    "connection",
     "create_pool",
     "idempotency",
     "migrate",

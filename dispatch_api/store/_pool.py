@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -58,12 +58,11 @@ async def create_pool(
     return pool
 
 
-@asynccontextmanager
-async def transaction(pool: asyncpg.Pool) -> AsyncIterator[Any]:
-    """A connection inside a transaction, with database failures mapped to ApiError."""
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Database failures as ApiError: busy rows 409, timeouts and outages 503."""
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            yield conn
+        yield
     except asyncpg.LockNotAvailableError as exc:
         raise Conflict(
             "ticket_busy",
@@ -75,7 +74,44 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[Any]:
         raise Unavailable(
             "database_timeout", "the database did not answer in time", headers={"Retry-After": "1"}
         ) from exc
-    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+    except (
+        OSError,
+        asyncpg.InterfaceError,
+        asyncpg.PostgresConnectionError,
+        # 57P01 admin shutdown, 57P03 cannot connect now: the server is going away.
+        asyncpg.OperatorInterventionError,
+    ) as exc:
         raise Unavailable(
             "database_unavailable", "the database is unreachable", headers={"Retry-After": "1"}
         ) from exc
+
+
+@asynccontextmanager
+async def _acquired(pool: asyncpg.Pool) -> AsyncIterator[Any]:
+    """A pooled connection; failing to get one at all is an outage (503), whatever the cause."""
+    try:
+        conn = await pool.acquire()
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise Unavailable(
+            "database_unavailable", "the database is unreachable", headers={"Retry-After": "1"}
+        ) from exc
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[Any]:
+    """A pooled connection for reads, with database failures mapped to ApiError."""
+    with _translated():
+        async with _acquired(pool) as conn:
+            yield conn
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[Any]:
+    """A connection inside a transaction, with database failures mapped to ApiError."""
+    with _translated():
+        async with _acquired(pool) as conn, conn.transaction():
+            yield conn

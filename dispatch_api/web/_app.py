@@ -7,7 +7,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -18,18 +17,11 @@ from schemas import openapi_document
 
 from ..domain import template_to_json
 from ..errors import Unavailable
-from ..service import Caller, Clock, TicketService
+from ..service import Clock, TicketService
 from ..settings import ApiSettings
 from ..store import create_pool, idempotency, templates
 from . import _evidence, _tickets
-from ._context import (
-    IDEMPOTENCY_KEY,
-    SAFE_ID,
-    PrincipalCache,
-    authenticate,
-    caller_for,
-    header_id,
-)
+from ._context import SAFE_ID, PrincipalCache, authenticate, caller_for, request_id_for
 from ._keys import (
     CALLER,
     CLOCK,
@@ -72,25 +64,12 @@ async def caller_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Authenticate /v1 calls and resolve who acts, under which request and trace ids."""
     if request.path.startswith("/v1/"):
         # Set before anything can fail, so that a 400 or 401 echoes a request id too.
-        request[REQUEST_ID] = _early_request_id(request)
-        header_id(request, "X-Correlation-ID")  # 400 when present but unsafe
+        request[REQUEST_ID] = request_id_for(request)
         principal = await authenticate(request, request.app[PRINCIPALS], request.app[POOL])
-        caller: Caller = replace(
-            caller_for(request, principal), correlation_id=request[CORRELATION_ID]
+        request[CALLER] = caller_for(
+            request, principal, request[REQUEST_ID], request[CORRELATION_ID]
         )
-        request[CALLER] = caller
-        request[REQUEST_ID] = caller.request_id
     return await handler(request)
-
-
-def _early_request_id(request: web.Request) -> str:
-    """The request id to echo should the caller never be resolved: a safe X-Request-ID,
-    else a valid Idempotency-Key, else a fresh one (the precedence `caller_for` uses)."""
-    for name, pattern in (("X-Request-ID", SAFE_ID), ("Idempotency-Key", IDEMPOTENCY_KEY)):
-        value = request.headers.get(name, "")
-        if pattern.fullmatch(value):
-            return value
-    return str(uuid.uuid4())
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -12,11 +12,12 @@ from aiohttp import web
 from ..domain import Actor, ActorType, Role
 from ..errors import BadRequest, Forbidden, Unauthenticated
 from ..service import Caller
-from ..store import Principal, principals
+from ..store import Principal, connection, principals
 
 SAFE_ID = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
 TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+IDEMPOTENCY_KEY = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,255}")
+MUTATING_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _ACTOR_HEADERS = ("X-Actor-Type", "X-Actor-Id", "X-Actor-Role")
 _ASSERTABLE_ROLES = {Role.DISPATCHER, Role.TECHNICIAN, Role.SUPERVISOR}
@@ -37,7 +38,8 @@ class PrincipalCache:
         hit = self._entries.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        found = await principals.find_by_token(pool, token)
+        async with connection(pool) as conn:
+            found = await principals.find_by_token(conn, token)
         if len(self._entries) >= self._max:
             self._entries.clear()
         self._entries[digest] = (now + self._ttl, found)
@@ -67,16 +69,40 @@ def trace_id(request: web.Request) -> str | None:
 
 
 def idempotency_key(request: web.Request) -> str | None:
+    """The Idempotency-Key of a mutation, None when absent; 400 when malformed.
+
+    The IETF draft makes the header a structured-field string (`"8e03..."`); the bare token
+    most clients send is accepted too, and both spellings name the same key.
+    """
     value = request.headers.get("Idempotency-Key")
     if value is None:
         return None
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
     if not IDEMPOTENCY_KEY.fullmatch(value):
         raise BadRequest(
             "invalid_header",
-            "Idempotency-Key must be 1-255 printable ASCII characters (a UUID is recommended)",
+            "Idempotency-Key must be 1-255 printable ASCII characters without quotes or"
+            " backslashes (a UUID is recommended)",
             extensions={"header": "Idempotency-Key"},
         )
     return value
+
+
+def request_id_for(request: web.Request) -> str:
+    """The request's id, never failing: a safe X-Request-ID, else a mutation's
+    Idempotency-Key, else a fresh UUID. Unsafe headers are refused later, by `caller_for`."""
+    given = request.headers.get("X-Request-ID", "")
+    if SAFE_ID.fullmatch(given):
+        return given
+    if request.method in MUTATING_METHODS:
+        try:
+            key = idempotency_key(request)
+        except BadRequest:
+            key = None
+        if key is not None:
+            return key
+    return str(uuid.uuid4())
 
 
 async def authenticate(
@@ -100,8 +126,15 @@ async def authenticate(
     return principal
 
 
-def caller_for(request: web.Request, principal: Principal) -> Caller:
-    """The acting actor: the principal itself, or the agent a trusted gateway vouches for."""
+def caller_for(
+    request: web.Request, principal: Principal, request_id: str, correlation_id: str
+) -> Caller:
+    """The acting actor: the principal itself, or the agent a trusted gateway vouches for.
+
+    Raises 400 for unsafe id headers, 403 when an untrusted principal asserts an actor.
+    """
+    header_id(request, "X-Request-ID")
+    header_id(request, "X-Correlation-ID")
     asserted = [h for h in (*_ACTOR_HEADERS, "X-Tool-Name") if h in request.headers]
     if asserted and not principal.trusted_gateway:
         raise Forbidden(
@@ -138,12 +171,11 @@ def caller_for(request: web.Request, principal: Principal) -> Caller:
             role=principal.role,
             tool_name=tool_name,
         )
-    key = idempotency_key(request)
     return Caller(
         principal=principal,
         actor=actor,
-        request_id=header_id(request, "X-Request-ID") or key or str(uuid.uuid4()),
-        correlation_id=header_id(request, "X-Correlation-ID"),
+        request_id=request_id,
+        correlation_id=correlation_id,
         trace_id=trace_id(request),
     )
 

@@ -101,6 +101,8 @@ async def update_ticket(request: web.Request) -> web.Response:
     caller, key, body = await mutation(request, "UpdateTicket")
     _check_incident_type(request, body)
     fields = {k: v for k, v in body.items() if k != "reason"}
+    if not fields:
+        raise invalid_field("", "name at least one field to change; reason alone changes nothing")
     command = Update(fields, reason=body.get("reason"))
     return stored_response(await request.app[SERVICE].act(caller, key, tid, command))
 
@@ -189,8 +191,7 @@ async def get_timeline(request: web.Request) -> web.Response:
     tid = ticket_id(request)
     after_seq = _int_param(request.query, "after_seq", 0, 0, 2**31 - 1)
     limit = _int_param(request.query, "limit", 100, 1, 500)
-    events = await request.app[SERVICE].timeline(request[CALLER], tid, after_seq, limit)
-    next_after = events[-1]["seq"] if len(events) == limit else None
+    events, next_after = await request.app[SERVICE].timeline(request[CALLER], tid, after_seq, limit)
     return json_response({"ticket_id": str(tid), "events": events, "next_after_seq": next_after})
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -36,15 +36,26 @@ class BodyValidators:
             self._validators[name] = validator
         errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
         if errors:
+            found = [item for e in errors for item in _describe(e)]
             raise Unprocessable(
                 "validation_failed",
-                "; ".join(f"{_pointer(e.absolute_path)}: {e.message}" for e in errors[:5]),
-                extensions={
-                    "errors": [
-                        {"path": _pointer(e.absolute_path), "message": e.message} for e in errors
-                    ]
-                },
+                "; ".join(f"{f['path'] or 'body'}: {f['message']}" for f in found[:5]),
+                extensions={"errors": found},
             )
+
+
+def _describe(error: ValidationError) -> list[dict[str, str]]:
+    """One entry per problem, located by JSON pointer ("" is the whole body); an unknown
+    member is reported at its own path, with the members that are allowed."""
+    path = _pointer(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        return [
+            {"path": f"{path}/{name}", "message": f"unknown field; allowed: {', '.join(allowed)}"}
+            for name in sorted(error.instance)
+            if name not in allowed
+        ]
+    return [{"path": path, "message": error.message}]
 
 
 def invalid_field(path: str, message: str) -> Unprocessable:
@@ -56,4 +67,5 @@ def invalid_field(path: str, message: str) -> Unprocessable:
 
 
 def _pointer(path: Any) -> str:
-    return "/" + "/".join(str(p) for p in path) if path else "/"
+    """RFC 6901: "" is the document itself, "/a/0" a member of a member."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)

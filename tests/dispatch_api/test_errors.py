@@ -151,8 +151,8 @@ async def test_unknown_fields_on_create_are_422_validation_failed_naming_them(ap
 
     body = assert_problem(reply, 422, "validation_failed")
     assert len(body["errors"]) == 1
-    assert body["errors"][0]["path"] == "/"  # the object that holds the unknown member
-    assert "'state'" in body["errors"][0]["message"]
+    assert body["errors"][0]["path"] == "/state"
+    assert body["errors"][0]["message"].startswith("unknown field; allowed: contact_email,")
     assert await written(api) == (0, 0, 0, 0)
 
 
@@ -167,8 +167,8 @@ async def test_unknown_fields_on_patch_are_422_and_leave_the_ticket_as_it_was(ap
     )
 
     body = assert_problem(reply, 422, "validation_failed")
-    assert error_paths(body) == {"/"}
-    assert "'technician_id'" in body["errors"][0]["message"]
+    assert error_paths(body) == {"/technician_id"}
+    assert "site_address" in body["errors"][0]["message"]  # the allowed fields are listed
     assert await written(api) == before
     now = (await api.request("GET", f"/v1/tickets/{ticket['id']}")).body
     assert now["customer_name"] == "Ada Lovelace"
@@ -181,7 +181,7 @@ async def test_an_empty_patch_is_422(api: Api) -> None:
 
     reply = await api.request("PATCH", f"/v1/tickets/{ticket['id']}", json={})
 
-    assert error_paths(assert_problem(reply, 422, "validation_failed")) == {"/"}
+    assert error_paths(assert_problem(reply, 422, "validation_failed")) == {""}
     assert await written(api) == before
 
 
@@ -200,7 +200,7 @@ async def test_wrong_types_are_422_with_the_path_of_every_bad_field(api: Api) ->
         reply = await api.request(
             "POST", "/v1/tickets", data=json.dumps(not_an_object), headers=JSON_HEADERS
         )
-        assert error_paths(assert_problem(reply, 422, "validation_failed")) == {"/"}
+        assert error_paths(assert_problem(reply, 422, "validation_failed")) == {""}
     assert await written(api) == (0, 0, 0, 0)
 
 

@@ -67,8 +67,10 @@ async def test_an_inline_upload_is_stored_and_downloads_byte_identical(api: Api)
 
     reply = await api.act(ticket["id"], "evidence", inline(PNG, description="kitchen floor"))
 
-    assert reply.status == 200, reply.body
+    assert reply.status == 201, reply.body
     item = reply.body["ticket"]["evidence"][0]
+    assert reply.body["evidence"] == item
+    assert reply.body["event"]["details"]["evidence_id"] == item["id"]
     assert item["size_bytes"] == len(PNG)
     assert item["sha256"] == hashlib.sha256(PNG).hexdigest()
     assert (item["kind"], item["tag"], item["content_type"]) == ("photo", "before", "image/png")
@@ -95,7 +97,7 @@ async def test_the_sha256_is_optional_for_inline_content_and_then_computed(api: 
 
     reply = await api.act(ticket["id"], "evidence", body)
 
-    assert reply.status == 200, reply.body
+    assert reply.status == 201, reply.body
     item = reply.body["ticket"]["evidence"][0]
     assert item["sha256"] == hashlib.sha256(b"plain words").hexdigest()
     assert item["tag"] is None
@@ -155,7 +157,7 @@ async def test_content_over_evidence_max_bytes_is_413_and_the_limit_itself_is_fi
     assert await written(api) == before
 
     at_limit = await api.act(ticket["id"], "evidence", inline(b"x" * MAX_BYTES))
-    assert at_limit.status == 200, at_limit.body
+    assert at_limit.status == 201, at_limit.body
     assert at_limit.body["ticket"]["evidence"][0]["size_bytes"] == MAX_BYTES
 
 
@@ -216,7 +218,7 @@ async def test_uri_evidence_is_listed_with_its_uri_and_has_no_content_here(api: 
 
     reply = await api.act(ticket["id"], "evidence", by_uri())
 
-    assert reply.status == 200, reply.body
+    assert reply.status == 201, reply.body
     listing = await api.request("GET", f"/v1/tickets/{ticket['id']}/evidence")
     assert listing.status == 200
     assert listing.body["ticket_id"] == ticket["id"]
@@ -248,8 +250,9 @@ async def test_an_integral_float_size_is_stored_and_answered_as_an_integer(api: 
 
     reply = await api.act(ticket["id"], "evidence", by_uri(size_bytes=5.0))
 
-    assert reply.status == 200, reply.body
-    assert reply.raw.count(b'"size_bytes":5,') == 2  # the evidence and the event details
+    assert reply.status == 201, reply.body
+    # the new evidence, the ticket's evidence list and the event details
+    assert reply.raw.count(b'"size_bytes":5,') == 3
     listing = await api.request("GET", f"/v1/tickets/{ticket['id']}/evidence")
     assert listing.raw.count(b'"size_bytes":5,') == 1
 
@@ -263,7 +266,7 @@ async def test_evidence_on_a_closed_ticket_is_409_invalid_transition(api: Api) -
     assert (await api.act(tid, "dispatch")).status == 200
     assert (await api.act(tid, "arrive")).status == 200
     note = inline(b"replaced the washer", kind="note", content_type="text/plain")
-    assert (await api.act(tid, "evidence", note)).status == 200
+    assert (await api.act(tid, "evidence", note)).status == 201
     assert (await api.act(tid, "complete")).body["ticket"]["state"] == "COMPLETED"
     evidence_before = await api.count("SELECT count(*) FROM evidence")
 
@@ -329,8 +332,8 @@ async def test_evidence_records_who_captured_it_and_under_which_request(api: Api
         },
     )
 
-    assert by_technician.status == 200, by_technician.body
-    assert by_agent.status == 200, by_agent.body
+    assert by_technician.status == 201, by_technician.body
+    assert by_agent.status == 201, by_agent.body
     first, second = by_agent.body["ticket"]["evidence"]
     assert first["captured_by"] == {
         "actor_type": "human",

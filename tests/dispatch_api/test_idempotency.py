@@ -124,3 +124,21 @@ async def test_mutations_without_a_key_are_refused_with_400(api: Api) -> None:
     assert reply.status == 400
     assert reply.body["code"] == "idempotency_key_missing"
     assert await api.count("SELECT count(*) FROM tickets") == 0
+
+
+async def test_a_quoted_structured_field_key_names_the_same_key_as_the_bare_token(
+    api: Api,
+) -> None:
+    key = str(uuid.uuid4())
+    bare = await api.request("POST", "/v1/tickets", json=COMPLETE_TICKET, key=key)
+    quoted = await api.request("POST", "/v1/tickets", json=COMPLETE_TICKET, key=f'"{key}"')
+
+    assert quoted.headers["Idempotent-Replayed"] == "true"
+    assert quoted.raw == bare.raw
+    assert await api.count("SELECT count(*) FROM tickets") == 1
+
+
+async def test_reads_ignore_an_idempotency_key_header(api: Api) -> None:
+    reply = await api.request("GET", "/v1/tickets", headers={"Idempotency-Key": "not valid\t"})
+
+    assert reply.status == 200

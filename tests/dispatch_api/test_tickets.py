@@ -609,3 +609,25 @@ async def test_the_timeline_is_append_only_in_the_database(api: Api) -> None:
 
     events = await api.timeline(ticket["id"])
     assert [(e["seq"], e["type"], e["reason"]) for e in events] == [(1, "created", None)]
+
+
+async def test_a_patch_carrying_only_a_reason_is_refused_and_records_nothing(api: Api) -> None:
+    ticket = await api.create_ticket()
+
+    reply = await api.request("PATCH", f"/v1/tickets/{ticket['id']}", json={"reason": "tidy"})
+
+    assert reply.status == 422
+    assert reply.body["code"] == "validation_failed"
+    assert [e["type"] for e in await api.timeline(ticket["id"])] == ["created"]
+
+
+async def test_a_full_timeline_page_points_to_a_next_page_only_when_there_is_one(api: Api) -> None:
+    ticket = await api.create_ticket()
+    await api.act(ticket["id"], "schedule", WINDOW)
+    path = f"/v1/tickets/{ticket['id']}/timeline"
+
+    exact = await api.request("GET", f"{path}?limit=2")
+    short = await api.request("GET", f"{path}?limit=1")
+
+    assert exact.body["next_after_seq"] is None
+    assert short.body["next_after_seq"] == 1

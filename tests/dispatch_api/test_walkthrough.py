@@ -40,7 +40,7 @@ async def test_a_water_leak_is_completed_only_once_its_evidence_is_attached(api:
                 "sha256": hashlib.sha256(content).hexdigest(),
             },
         )
-        assert reply.status == 200, reply.body
+        assert reply.status == 201, reply.body
 
     done = await api.act(tid, "complete", {"reason": "leak fixed"})
     assert done.status == 200, done.body

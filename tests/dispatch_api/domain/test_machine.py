@@ -430,13 +430,14 @@ def test_dispatching_a_scheduled_ticket_keeps_its_technician_and_is_no_bypass() 
 
     assert decision.to_state is DIS
     assert decision.ticket.technician_id == "tech-7"
-    assert decision.details == {"bypass": False}
+    assert decision.details == {"bypass": False, "technician_id": "tech-7"}
 
 
 def test_dispatching_a_scheduled_ticket_to_another_technician_reassigns_it() -> None:
     decision = accepted(decide(ticket_in(SCH), Dispatch(technician_id="tech-9"), None))
 
     assert decision.ticket.technician_id == "tech-9"
+    assert decision.details["reassigned_from"] == "tech-7"
 
 
 def test_the_p1_emergency_bypass_dispatches_straight_from_ready_and_logs_its_reason() -> None:
@@ -449,26 +450,34 @@ def test_the_p1_emergency_bypass_dispatches_straight_from_ready_and_logs_its_rea
     assert decision.from_state is RTS
     assert decision.to_state is DIS
     assert decision.ticket.technician_id == "tech-9"
-    assert decision.details == {"bypass": True, "bypass_reason": "gas smell"}
+    assert decision.details == {
+        "bypass": True,
+        "bypass_reason": "gas smell",
+        "technician_id": "tech-9",
+    }
 
 
 @pytest.mark.parametrize(
-    ("command", "bad_fields"),
+    ("command", "bad_fields", "code"),
     [
-        (Dispatch(technician_id="tech-9"), ["bypass_reason"]),
-        (Dispatch(technician_id="tech-9", bypass_reason=""), ["bypass_reason"]),
-        (Dispatch(bypass_reason="gas smell"), ["technician_id"]),
-        (Dispatch(), ["bypass_reason", "technician_id"]),
+        (Dispatch(technician_id="tech-9"), ["bypass_reason"], "bypass_reason_required"),
+        (
+            Dispatch(technician_id="tech-9", bypass_reason=""),
+            ["bypass_reason"],
+            "bypass_reason_required",
+        ),
+        (Dispatch(bypass_reason="gas smell"), ["technician_id"], "technician_required"),
+        (Dispatch(), ["bypass_reason", "technician_id"], "bypass_reason_required"),
     ],
 )
 def test_the_p1_emergency_bypass_is_rejected_without_a_reason_and_a_technician(
-    command: Dispatch, bad_fields: list[str]
+    command: Dispatch, bad_fields: list[str], code: str
 ) -> None:
     ticket = ticket_in(RTS, priority=Priority.P1)
 
     decision = rejected(decide(ticket, command, None))
 
-    assert decision.code == "bypass_reason_required"
+    assert decision.code == code
     assert decision.state is RTS
     assert [problem["field"] for problem in decision.details["invalid_fields"]] == bad_fields
     assert decision.details["allowed_actions"] == allowed_for(RTS, Priority.P1)
