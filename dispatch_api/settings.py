@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,7 +72,6 @@ class ApiSettings:
     idempotency_retention_hours: int = 24
     idempotency_purge_interval_s: float = 600.0
     templates_file: Path | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         _check(1 <= self.api_port <= 65535, "api_port", "must be a port number (1-65535)")
@@ -150,9 +149,9 @@ def load_api_settings(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"--config {config_file}: {exc}") from None
     values: dict[str, Any] = {}
-    known = {f.name: f for f in fields(ApiSettings) if f.name != "extra"}
+    known = {f.name: f for f in fields(ApiSettings)}
     for name in raw:
-        if name not in known and not isinstance(raw[name], dict):
+        if name not in known:
             raise SettingsError(f"{config_file}: unknown setting {name!r}")
     for name, spec in known.items():
         source = env.get(env_name(name), raw.get(name))
@@ -165,5 +164,4 @@ def load_api_settings(
                 f"{env_name(name)}: cannot read {source!r} as {spec.type}"
             ) from None
     values.update(overrides)
-    sections = {k: v for k, v in raw.items() if isinstance(v, dict)}
-    return ApiSettings(**values, extra=sections)
+    return ApiSettings(**values)

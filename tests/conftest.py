@@ -7,6 +7,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,27 +52,27 @@ async def template_database(pg_server_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def database_url(pg_server_url: str, template_database: str) -> AsyncIterator[str]:
-    """A migrated, seeded database of this test's own."""
-    name = f"dispatch_test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(pg_server_url)
+@asynccontextmanager
+async def _scratch_database(server_url: str, prefix: str, template: str) -> AsyncIterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
-        yield database_url_for(pg_server_url, name)
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+        yield database_url_for(server_url, name)
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def database_url(pg_server_url: str, template_database: str) -> AsyncIterator[str]:
+    """A migrated, seeded database of this test's own."""
+    async with _scratch_database(pg_server_url, "dispatch_test", template_database) as url:
+        yield url
 
 
 @pytest.fixture
 async def empty_database_url(pg_server_url: str) -> AsyncIterator[str]:
     """A database with no tables at all (for migration tests)."""
-    name = f"dispatch_empty_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(pg_server_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield database_url_for(pg_server_url, name)
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with _scratch_database(pg_server_url, "dispatch_empty", "template0") as url:
+        yield url

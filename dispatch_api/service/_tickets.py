@@ -22,6 +22,7 @@ from ..domain import (
     Actor,
     AttachEvidence,
     Command,
+    EvidenceKind,
     EvidenceSummary,
     IncidentTemplate,
     Role,
@@ -64,7 +65,7 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class EvidenceUpload:
-    kind: Any
+    kind: EvidenceKind
     tag: str | None
     content_type: str
     size_bytes: int

@@ -63,9 +63,7 @@ def test_settings_are_read_from_a_toml_file(tmp_path: Path) -> None:
         "api_port = 8181\n"
         "max_json_bytes = 2048\n"
         'evidence_content_types = ["image/jpeg", "text/plain"]\n'
-        "idempotency_retention_hours = 48\n"
-        "[bridge]\n"
-        'upstream = "http://127.0.0.1:8181"\n',
+        "idempotency_retention_hours = 48\n",
     )
 
     settings = load_api_settings({}, path)
@@ -74,7 +72,6 @@ def test_settings_are_read_from_a_toml_file(tmp_path: Path) -> None:
     assert settings.max_json_bytes == 2048
     assert settings.evidence_content_types == ("image/jpeg", "text/plain")
     assert settings.idempotency_retention_hours == 48
-    assert settings.extra == {"bridge": {"upstream": "http://127.0.0.1:8181"}}
     assert settings.evidence_max_bytes == ApiSettings().evidence_max_bytes
 
 
