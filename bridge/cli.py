@@ -2,6 +2,7 @@
 
     dispatch-bridge up            everything on embedded PostgreSQL, for development
     dispatch-bridge serve-api     dispatch-api alone (production; DISPATCH_DATABASE_URL)
+    dispatch-bridge serve-bridge  the bridge alone (production; DISPATCH_API_URL, keys)
     dispatch-bridge migrate       apply SQL migrations and seed incident templates
     dispatch-bridge create-principal --id ID --role ROLE [--gateway]
 
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from hashlib import sha256
 from pathlib import Path
 
 import asyncpg
@@ -23,11 +25,13 @@ import orjson
 from aiohttp import web
 
 from dispatch_api.domain import Role
-from dispatch_api.settings import ApiSettings, SettingsError, load_api_settings
+from dispatch_api.settings import ApiSettings, Secret, SettingsError, load_api_settings
 from dispatch_api.store import connect, migrate, principals, start_embedded, templates
 from dispatch_api.web import create_app
 
+from ._app import create_bridge_app
 from ._devcreds import DevCredentials, ensure_dev_credentials
+from .settings import load_bridge_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code: int = asyncio.run(args.run(settings, args))
+    except SettingsError as exc:
+        print(f"dispatch-bridge: invalid setting: {exc}", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         code = 130
     except (OSError, asyncpg.PostgresError) as exc:
@@ -56,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(run=_up)
     serve = commands.add_parser("serve-api", help="run dispatch-api (needs DISPATCH_DATABASE_URL)")
     serve.set_defaults(run=_serve_api)
+    bridge = commands.add_parser(
+        "serve-bridge", help="run the bridge (needs DISPATCH_GATEWAY_TOKEN, agent keys)"
+    )
+    bridge.set_defaults(run=_serve_bridge)
     mig = commands.add_parser("migrate", help="apply migrations and seed incident templates")
     mig.set_defaults(run=_migrate)
     principal = commands.add_parser("create-principal", help="create a dispatch-api token")
@@ -111,31 +122,56 @@ async def _serve_api(settings: ApiSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve_bridge(settings: ApiSettings, args: argparse.Namespace) -> int:
+    bridge = load_bridge_settings(os.environ, args.config)
+    app = create_bridge_app(bridge)
+    await _serve([(app, bridge.host, bridge.port)], drain_timeout_s=bridge.drain_timeout_s)
+    return 0
+
+
 async def _up(settings: ApiSettings, args: argparse.Namespace) -> int:
     dsn = _database_url(settings, embedded_ok=True)
     await _prepare(settings, dsn)
     creds = await ensure_dev_credentials(settings, dsn)
+    bridge = load_bridge_settings(
+        os.environ,
+        args.config,
+        port=settings.bridge_port,
+        api_url=creds.api_url,
+        gateway_token=Secret(creds.gateway_token),
+        agent_keys=(f"dev-agent:supervisor:{sha256(creds.agent_key.encode()).hexdigest()}",),
+    )
     _print_banner(creds, settings.data_dir / "dev-credentials.json")
-    await _serve([(create_app(settings, dsn), settings.api_host, settings.api_port)])
+    await _serve(
+        [
+            (create_app(settings, dsn), settings.api_host, settings.api_port),
+            (create_bridge_app(bridge), bridge.host, bridge.port),
+        ],
+        drain_timeout_s=bridge.drain_timeout_s,
+    )
     return 0
 
 
 def _print_banner(creds: DevCredentials, path: Path) -> None:
     print(
         f"dispatch-api  {creds.api_url}   (token with the supervisor role: {creds.api_token})\n"
-        f"bridge        {creds.bridge_url}   (agent key: {creds.agent_key}; the bridge is not"
-        " built yet)\n"
+        f"bridge        {creds.bridge_url}   (agent key, every tool: {creds.agent_key})\n"
         f"credentials   {path}\n"
         "Ctrl-C stops.",
         flush=True,
     )
 
 
-async def _serve(apps: list[tuple[web.Application, str, int]]) -> None:
-    """Serve every app until SIGINT or SIGTERM, then shut down gracefully."""
+async def _serve(
+    apps: list[tuple[web.Application, str, int]], *, drain_timeout_s: float = 10.0
+) -> None:
+    """Serve every app until SIGINT or SIGTERM, then shut down gracefully: stop accepting,
+    let calls in flight finish for up to `drain_timeout_s`, close resources."""
     runners = []
     for app, host, port in apps:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=drain_timeout_s
+        )
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         runners.append(runner)

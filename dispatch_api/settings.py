@@ -127,41 +127,76 @@ def _parse_tuple(raw: object) -> tuple[str, ...]:
     return tuple(str(i).strip() for i in items if str(i).strip())
 
 
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
 _PARSERS: dict[str, Callable[[object], Any]] = {
     "Path": lambda raw: Path(str(raw)),
     "Path | None": lambda raw: Path(str(raw)) if str(raw) else None,
     "Secret | None": lambda raw: Secret(str(raw)) if str(raw) else None,
     "str": str,
+    "bool": lambda raw: raw if isinstance(raw, bool) else _parse_bool(str(raw)),
     "int": _parse_int,
     "float": _parse_float,
     "tuple[str, ...]": _parse_tuple,
 }
 
 
-def load_api_settings(
-    env: Mapping[str, str], config_file: Path | None = None, **overrides: Any
-) -> ApiSettings:
-    """Build settings from a TOML file (optional), then `DISPATCH_*` variables, then overrides."""
-    raw: dict[str, object] = {}
-    if config_file is not None:
-        try:
-            raw.update(tomllib.loads(config_file.read_text()))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SettingsError(f"--config {config_file}: {exc}") from None
+#: TOML tables that configure the bridge; dispatch-api's own settings are top-level keys.
+BRIDGE_TABLES = frozenset({"bridge", "retry", "agents"})
+
+
+def read_config(config_file: Path | None) -> dict[str, Any]:
+    """The parsed TOML file, or {} without one; SettingsError naming the file when unreadable."""
+    if config_file is None:
+        return {}
+    try:
+        return tomllib.loads(config_file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"--config {config_file}: {exc}") from None
+
+
+def build_settings(
+    cls: type[T],
+    env: Mapping[str, str],
+    table: Mapping[str, Any],
+    *,
+    where: str,
+    ignore: frozenset[str] = frozenset(),
+    **overrides: Any,
+) -> T:
+    """An instance of the frozen dataclass `cls` from a TOML table, then the environment
+    (each field's variable is `DISPATCH_<NAME>` unless its metadata names another), then
+    `overrides`. Unknown TOML keys and unreadable values raise SettingsError."""
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    for name in table:
+        if name not in known and name not in ignore:
+            raise SettingsError(f"{where}: unknown setting {name!r}")
     values: dict[str, Any] = {}
-    known = {f.name: f for f in fields(ApiSettings)}
-    for name in raw:
-        if name not in known:
-            raise SettingsError(f"{config_file}: unknown setting {name!r}")
     for name, spec in known.items():
-        source = env.get(env_name(name), raw.get(name))
+        variable = spec.metadata.get("env", env_name(name))
+        source = env.get(variable, table.get(name))
         if source is None:
             continue
         try:
             values[name] = _PARSERS[str(spec.type)](source)
-        except (TypeError, ValueError):
-            raise SettingsError(
-                f"{env_name(name)}: cannot read {source!r} as {spec.type}"
-            ) from None
+        except (TypeError, ValueError, KeyError):
+            raise SettingsError(f"{variable}: cannot read {source!r} as {spec.type}") from None
     values.update(overrides)
-    return ApiSettings(**values)
+    return cls(**values)
+
+
+def load_api_settings(
+    env: Mapping[str, str], config_file: Path | None = None, **overrides: Any
+) -> ApiSettings:
+    """Build settings from a TOML file (optional), then `DISPATCH_*` variables, then overrides."""
+    raw = read_config(config_file)
+    return build_settings(
+        ApiSettings, env, raw, where=str(config_file), ignore=BRIDGE_TABLES, **overrides
+    )

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+from schemas import Validator
 
 from ..errors import Unprocessable
 
@@ -22,7 +24,7 @@ class BodyValidators:
         resource = Resource.from_contents(document, default_specification=DRAFT202012)
         self._registry: Registry[Any] = Registry().with_resource(_BASE, resource)
         self._names = set(document["components"]["schemas"])
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, Any] = {}
 
     def validate(self, name: str, instance: Any) -> None:
         """Raise 422 `validation_failed` listing every violation with its JSON pointer."""
@@ -30,7 +32,7 @@ class BodyValidators:
         if validator is None:
             if name not in self._names:
                 raise KeyError(name)
-            validator = Draft202012Validator(
+            validator = Validator(
                 {"$ref": f"{_BASE}#/components/schemas/{name}"}, registry=self._registry
             )
             self._validators[name] = validator

@@ -1,0 +1,147 @@
+"""The bridge aiohttp application: agent-facing REST (and MCP) over one DispatchClient."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from dispatch_client import BreakerState, DispatchClient
+from tools import ToolError, catalog
+
+from . import _rest
+from ._agents import AgentDirectory, RateLimiter
+from ._inflight import InFlightRegistry
+from ._keys import (
+    AGENT,
+    AGENTS,
+    CLIENT,
+    CORRELATION_ID,
+    DRAINING,
+    INFLIGHT,
+    LIMITER,
+    PIPELINE,
+    SETTINGS,
+)
+from ._pipeline import Pipeline
+from .settings import BridgeSettings
+
+_log = logging.getLogger("bridge")
+
+#: Routes whose handlers authenticate themselves (invoke answers with its envelope).
+_SELF_AUTHENTICATED = frozenset({"/v1/tools/{name}/invoke"})
+
+
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: correlation id in and out, every error as problem+json, never a 500 body."""
+    request[CORRELATION_ID] = _rest.correlation_id(request)
+    try:
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else ""
+        if template.startswith("/v1/") and template not in _SELF_AUTHENTICATED:
+            request[AGENT] = _rest.authenticate(request)
+        response = await handler(request)
+    except ToolError as error:
+        response = _rest.problem(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _rest.problem(_http_error(exc, request), exc.status)
+    except Exception:
+        _log.exception("unhandled error on %s %s", request.method, request.path)
+        response = _rest.problem(ToolError("internal", "An internal error occurred; it is logged."))
+    response.headers.setdefault("X-Correlation-ID", request[CORRELATION_ID])
+    return response
+
+
+def _http_error(exc: web.HTTPException, request: web.Request) -> ToolError:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return ToolError(
+            "invalid_arguments",
+            f"{request.method} is not allowed here; use {', '.join(sorted(exc.allowed_methods))}",
+            details={"allowed_methods": sorted(exc.allowed_methods)},
+        )
+    if isinstance(exc, web.HTTPNotFound):
+        return ToolError("not_found", f"no route {request.method} {request.path[:200]}")
+    return ToolError("invalid_arguments", exc.reason)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _rest.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when not draining, dispatch-api answers its /readyz, and the breaker is closed."""
+    client = request.app[CLIENT]
+    breaker = client.breaker.state
+    draining = request.app[DRAINING][0]
+    reachable = False if draining else await client.ready()
+    ready = reachable and breaker is not BreakerState.OPEN and not draining
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "dispatch_api": "ok" if reachable else "unreachable",
+        "breaker": str(breaker),
+        "draining": draining,
+    }
+    return _rest.json_response(body, 200 if ready else 503)
+
+
+def create_bridge_app(
+    settings: BridgeSettings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """The bridge application; its HTTP session and client open when the app starts."""
+    if settings.gateway_token is None:
+        raise ValueError("DISPATCH_GATEWAY_TOKEN: the bridge needs its dispatch-api token")
+    app = web.Application(middlewares=[edge_middleware])
+    app[SETTINGS] = settings
+    app[AGENTS] = AgentDirectory(settings.agents)
+    app[LIMITER] = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst, clock)
+    app[INFLIGHT] = InFlightRegistry(clock)
+    app[DRAINING] = [False]
+    app.cleanup_ctx.append(_dispatch_client(clock))
+    app.on_shutdown.append(_start_draining)
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/v1/tools", _rest.list_tools)
+    r.add_post("/v1/tools/{name}/invoke", _rest.invoke)
+    r.add_get("/v1/config", _rest.show_config)
+    r.add_get("/v1/ops/inflight", _rest.inflight)
+    return app
+
+
+async def _start_draining(app: web.Application) -> None:
+    app[DRAINING][0] = True
+
+
+def _dispatch_client(
+    clock: Callable[[], float],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        assert settings.gateway_token is not None
+        # One long-lived session per process, created here (after any instrumentation),
+        # never at import. Loopback and IP addresses skip the resolver's thread pool.
+        connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            client = DispatchClient(
+                session,
+                settings.api_url,
+                settings.gateway_token.reveal(),
+                settings.retry,
+                clock=clock,
+                sleep=asyncio.sleep,
+            )
+            app[CLIENT] = client
+            app[PIPELINE] = Pipeline(catalog(), client, app[INFLIGHT], clock)
+            yield
+
+    return ctx

@@ -1,0 +1,24 @@
+"""Typed application state of the bridge app."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dispatch_client import DispatchClient
+
+from ._agents import Agent, AgentDirectory, RateLimiter
+from ._inflight import InFlightRegistry
+from ._pipeline import Pipeline
+from .settings import BridgeSettings
+
+SETTINGS = web.AppKey("settings", BridgeSettings)
+AGENTS = web.AppKey("agents", AgentDirectory)
+LIMITER = web.AppKey("limiter", RateLimiter)
+INFLIGHT = web.AppKey("inflight", InFlightRegistry)
+CLIENT = web.AppKey("client", DispatchClient)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+#: Set when shutdown begins: /readyz answers 503 so load balancers stop sending calls.
+DRAINING = web.AppKey("draining", list[bool])
+
+AGENT = web.RequestKey("agent", Agent)
+CORRELATION_ID = web.RequestKey("correlation_id", str)

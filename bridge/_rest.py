@@ -1,0 +1,184 @@
+"""REST transport: list tools, invoke one, show the effective config and calls in flight."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tools import FORMATS, HTTP_STATUS, ToolError
+
+from ._agents import Agent
+from ._keys import AGENT, AGENTS, CORRELATION_ID, INFLIGHT, LIMITER, PIPELINE, SETTINGS
+from ._pipeline import Outcome, TraceHeaders
+
+_SAFE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@+=-")
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def problem(error: ToolError, status: int | None = None) -> web.Response:
+    """A non-invoke error as problem+json, carrying the same code and hints as the envelope."""
+    status = status or HTTP_STATUS[error.code]
+    body = {
+        "type": f"https://dispatch-bridge.dev/problems/{error.code}",
+        "title": error.code.replace("_", " ").capitalize(),
+        "status": status,
+        "detail": error.message,
+        "code": error.code,
+        "retryable": error.retryable,
+        "retry_after_ms": error.retry_after_ms,
+        **error.details,
+    }
+    headers = _retry_headers(error)
+    if error.code == "unauthenticated":
+        headers["WWW-Authenticate"] = 'Bearer realm="dispatch-bridge"'
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _retry_headers(error: ToolError) -> dict[str, str]:
+    if error.retry_after_ms is None:
+        return {}
+    return {"Retry-After": str(max(1, -(-error.retry_after_ms // 1000)))}
+
+
+def correlation_id(request: web.Request) -> str:
+    """The caller's X-Correlation-ID when it is safe (1-128 id characters), else a new one."""
+    given = request.headers.get("X-Correlation-ID", "")
+    if 0 < len(given) <= 128 and set(given) <= _SAFE_ID_CHARS:
+        return given
+    return str(uuid.uuid4())
+
+
+def authenticate(request: web.Request) -> Agent:
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    agent = None
+    if scheme.lower() == "bearer" and key.strip():
+        agent = request.app[AGENTS].authenticate(key.strip())
+    if agent is None:
+        raise ToolError(
+            "unauthenticated",
+            "Send your agent API key as Authorization: Bearer <key>.",
+        )
+    return agent
+
+
+def _trace(request: web.Request) -> TraceHeaders:
+    return TraceHeaders(request.headers.get("traceparent"), request.headers.get("tracestate"))
+
+
+async def list_tools(request: web.Request) -> web.Response:
+    fmt = request.query.get("format", "mcp")
+    render = FORMATS.get(fmt)
+    if render is None:
+        raise ToolError(
+            "invalid_arguments",
+            f"format must be one of {', '.join(FORMATS)}",
+            details={"errors": [{"path": "format", "expected": "mcp, openai or anthropic"}]},
+        )
+    tools = request.app[PIPELINE].visible(request[AGENT])
+    return json_response({"format": fmt, "tools": [render(t) for t in tools]})
+
+
+async def invoke(request: web.Request) -> web.Response:
+    """POST /v1/tools/{name}/invoke: always answers with the envelope."""
+    name = request.match_info["name"]
+    cid = request[CORRELATION_ID]
+    trace = _trace(request)
+    try:
+        agent = authenticate(request)
+        wait = request.app[LIMITER].acquire(agent.id)
+        if wait is not None:
+            raise ToolError(
+                "rate_limited",
+                "Too many calls from this agent key. Wait and retry.",
+                retryable=True,
+                retry_after_ms=max(1, round(wait * 1000)),
+            )
+        body = await _read_invocation(request)
+    except ToolError as error:
+        outcome = Outcome(name[:128], None, cid, trace.trace_id, error=error)
+        status = 413 if error.details.get("limit_bytes") else outcome.http_status
+        return _envelope(outcome, status)
+    outcome = await request.app[PIPELINE].invoke(
+        agent, name, body.get("arguments", {}), body.get("tool_call_id"), cid, trace
+    )
+    return _envelope(outcome, outcome.http_status)
+
+
+def _envelope(outcome: Outcome, status: int) -> web.Response:
+    headers = {"X-Correlation-ID": outcome.correlation_id}
+    if outcome.request_id:
+        headers["X-Request-ID"] = outcome.request_id
+    if outcome.error is not None:
+        headers.update(_retry_headers(outcome.error))
+    return json_response(outcome.envelope(), status, headers)
+
+
+async def _read_invocation(request: web.Request) -> dict[str, Any]:
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    chunks, total = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    if request.content_type != "application/json":
+        raise ToolError(
+            "invalid_arguments",
+            f"send the body as application/json, not {request.content_type}",
+        )
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ToolError("invalid_arguments", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ToolError(
+            "invalid_arguments",
+            'the body must be an object: {"arguments": {...}, "tool_call_id": "..."}',
+        )
+    extra = sorted(set(body) - {"arguments", "tool_call_id"})
+    if extra:
+        raise ToolError(
+            "invalid_arguments",
+            f"unknown body fields {extra}; the body holds only arguments and tool_call_id",
+            details={"errors": [{"path": f"/{k}", "expected": "no such field"} for k in extra]},
+        )
+    return body
+
+
+def _too_large(limit: int) -> ToolError:
+    return ToolError(
+        "invalid_arguments",
+        f"the request body exceeds {limit} bytes; attach large evidence by uri instead",
+        details={"limit_bytes": limit},
+    )
+
+
+async def show_config(request: web.Request) -> web.Response:
+    return json_response(request.app[SETTINGS].describe())
+
+
+async def inflight(request: web.Request) -> web.Response:
+    if request[AGENT].role != "supervisor":
+        raise ToolError("forbidden", "Calls in flight are visible to supervisors only.")
+    calls = request.app[INFLIGHT].snapshot()
+    return json_response({"count": len(calls), "calls": calls})

@@ -1,0 +1,127 @@
+"""Bridge settings: one frozen object, read once at the entrypoint.
+
+Environment (`DISPATCH_BRIDGE_HOST`, `DISPATCH_BRIDGE_PORT`, `DISPATCH_API_URL`,
+`DISPATCH_GATEWAY_TOKEN`, `DISPATCH_AGENT_KEYS`, ...) over the TOML tables `[bridge]`,
+`[retry]` (see dispatch_client) and `[[agents]]`. Agent keys are configured as sha256
+digests, never in clear.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from dispatch_api.settings import Secret, SettingsError, build_settings, read_config
+from dispatch_client import PolicyError, RetryConfig, parse_retry_config
+from tools import ROLES, catalog
+
+_AGENT_ID = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKey:
+    """An agent's identity: who it acts as, with which role, and its key's sha256."""
+
+    id: str
+    role: str
+    key_sha256: str
+
+
+def parse_agent(spec: str, where: str) -> AgentKey:
+    """`id:role:sha256hex`, as in DISPATCH_AGENT_KEYS (comma-separated)."""
+    parts = spec.split(":")
+    if len(parts) != 3:
+        raise SettingsError(f"{where}: expected id:role:sha256, got {spec[:40]!r}")
+    agent_id, role, digest = parts
+    if not _AGENT_ID.fullmatch(agent_id):
+        raise SettingsError(f"{where}: agent id {agent_id!r} must be 1-128 safe characters")
+    if role not in ROLES:
+        raise SettingsError(f"{where}: role {role!r} must be one of {sorted(ROLES)}")
+    if not _SHA256.fullmatch(digest):
+        raise SettingsError(f"{where}: key of {agent_id!r} must be a lowercase hex sha256")
+    return AgentKey(agent_id, role, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSettings:
+    host: str = field(default="127.0.0.1", metadata={"env": "DISPATCH_BRIDGE_HOST"})
+    port: int = field(default=8080, metadata={"env": "DISPATCH_BRIDGE_PORT"})
+    api_url: str = field(default="http://127.0.0.1:8081", metadata={"env": "DISPATCH_API_URL"})
+    #: The bridge's own dispatch-api token: a principal trusted to assert the acting agent.
+    gateway_token: Secret | None = None
+    #: `id:role:sha256` entries (DISPATCH_AGENT_KEYS, comma-separated); see also [[agents]].
+    agent_keys: tuple[str, ...] = ()
+    max_body_bytes: int = field(
+        default=8 * 1024 * 1024, metadata={"env": "DISPATCH_BRIDGE_MAX_BODY_BYTES"}
+    )
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: int = 100
+    #: On SIGTERM, how long in-flight calls may take to finish.
+    drain_timeout_s: float = 10.0
+    retry: RetryConfig = field(default_factory=RetryConfig)
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, variable: str, message: str) -> None:
+            if not ok:
+                raise SettingsError(f"{variable}: {message}")
+
+        check(1 <= self.port <= 65535, "DISPATCH_BRIDGE_PORT", "must be a port number (1-65535)")
+        check(
+            self.api_url.startswith(("http://", "https://")),
+            "DISPATCH_API_URL",
+            "must be an http(s) URL",
+        )
+        check(self.max_body_bytes >= 1024, "DISPATCH_BRIDGE_MAX_BODY_BYTES", "must be >= 1024")
+        check(self.rate_limit_per_s > 0, "DISPATCH_RATE_LIMIT_PER_S", "must be positive")
+        check(self.rate_limit_burst >= 1, "DISPATCH_RATE_LIMIT_BURST", "must be at least 1")
+        check(self.drain_timeout_s >= 0, "DISPATCH_DRAIN_TIMEOUT_S", "must not be negative")
+        self.agents  # noqa: B018 - parse now, so a bad key stops start-up
+
+    @property
+    def agents(self) -> tuple[AgentKey, ...]:
+        return tuple(parse_agent(spec, "DISPATCH_AGENT_KEYS") for spec in self.agent_keys)
+
+    def describe(self) -> dict[str, Any]:
+        """What `GET /v1/config` shows: everything but secrets and key digests."""
+        return {
+            "api_url": self.api_url,
+            "max_body_bytes": self.max_body_bytes,
+            "rate_limit": {"per_s": self.rate_limit_per_s, "burst": self.rate_limit_burst},
+            "drain_timeout_s": self.drain_timeout_s,
+            "agents": [{"id": a.id, "role": a.role} for a in self.agents],
+            "retry": self.retry.describe(),
+        }
+
+
+def load_bridge_settings(
+    env: Mapping[str, str], config_file: Path | None = None, **overrides: Any
+) -> BridgeSettings:
+    raw = read_config(config_file)
+    table = raw.get("bridge", {})
+    agents_raw = raw.get("agents", [])
+    if not isinstance(table, Mapping) or not isinstance(agents_raw, list):
+        raise SettingsError(f"{config_file}: [bridge] must be a table, [[agents]] a list")
+    specs = [_agent_spec(a, i) for i, a in enumerate(agents_raw)]
+    try:
+        retry = parse_retry_config(raw.get("retry"), frozenset(t.name for t in catalog()))
+    except PolicyError as exc:
+        raise SettingsError(str(exc)) from None
+    settings = build_settings(
+        BridgeSettings, env, table, where=f"{config_file} [bridge]", retry=retry, **overrides
+    )
+    if specs:
+        settings = replace(settings, agent_keys=(*settings.agent_keys, *specs))
+    return settings
+
+
+def _agent_spec(raw: Any, index: int) -> str:
+    where = f"[[agents]] #{index + 1}"
+    if not isinstance(raw, Mapping) or set(raw) != {"id", "role", "key_sha256"}:
+        raise SettingsError(f"{where}: expected exactly id, role and key_sha256")
+    spec = f"{raw['id']}:{raw['role']}:{raw['key_sha256']}"
+    parse_agent(spec, where)
+    return spec

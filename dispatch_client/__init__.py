@@ -1,0 +1,48 @@
+"""Async client for dispatch-api: one long-lived session, retries under a policy, one error tree.
+
+Create a `DispatchClient` inside the application's `cleanup_ctx` (after tracing is
+instrumented), never at import time.
+"""
+
+from ._breaker import BreakerState, CircuitBreaker
+from ._budget import RetryBudget
+from ._client import AttemptObserver, CallContext, DispatchClient
+from ._errors import (
+    AttemptTimedOut,
+    CircuitOpen,
+    DeadlineExceeded,
+    DispatchError,
+    ProblemResponse,
+    TransportFailure,
+)
+from ._policy import (
+    BreakerConfig,
+    BudgetConfig,
+    PolicyError,
+    RetryConfig,
+    RetryPolicy,
+    parse_retry_config,
+)
+from ._retry import full_jitter
+
+__all__ = [
+    "AttemptObserver",
+    "AttemptTimedOut",
+    "BreakerConfig",
+    "BreakerState",
+    "BudgetConfig",
+    "CallContext",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "DeadlineExceeded",
+    "DispatchClient",
+    "DispatchError",
+    "PolicyError",
+    "ProblemResponse",
+    "RetryBudget",
+    "RetryConfig",
+    "RetryPolicy",
+    "TransportFailure",
+    "full_jitter",
+    "parse_retry_config",
+]

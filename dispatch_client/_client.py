@@ -1,0 +1,263 @@
+"""DispatchClient: dispatch-api over one long-lived aiohttp session, with retries.
+
+Every try of one call carries the same request_id, as `X-Request-ID` and, on mutations, as
+`Idempotency-Key`, so a retry after a lost answer is replayed by dispatch-api, never applied
+twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from ._breaker import CircuitBreaker
+from ._budget import RetryBudget
+from ._errors import (
+    AttemptTimedOut,
+    DeadlineExceeded,
+    DispatchError,
+    ProblemResponse,
+    TransportFailure,
+)
+from ._policy import RetryConfig
+from ._retry import Clock, Sleep, run_with_retries
+
+_TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who a call is for and the ids it travels under."""
+
+    request_id: str
+    correlation_id: str
+    tool_name: str
+    actor_type: str
+    actor_id: str
+    actor_role: str
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+#: Called after every try: (context, attempt number, outcome, seconds the try took), where
+#: outcome is "ok" or the error's class name. Logging and metrics hang off this seam.
+AttemptObserver = Callable[[CallContext, int, str, float], None]
+
+
+class DispatchClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        token: str,
+        retry: RetryConfig,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        observer: AttemptObserver | None = None,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._auth = f"Bearer {token}"
+        self.retry = retry
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._observer = observer
+        self.budget = RetryBudget(retry.budget, clock)
+        self.breaker = CircuitBreaker(retry.breaker, clock)
+
+    # --- the endpoints the tools use --------------------------------------------------
+
+    async def create_ticket(self, ctx: CallContext, fields: Mapping[str, Any]) -> Any:
+        return await self.call(ctx, "POST", "/v1/tickets", json=fields)
+
+    async def get_ticket(self, ctx: CallContext, ticket_id: str) -> Any:
+        return await self.call(ctx, "GET", f"/v1/tickets/{_segment(ticket_id)}")
+
+    async def update_ticket(
+        self, ctx: CallContext, ticket_id: str, fields: Mapping[str, Any]
+    ) -> Any:
+        return await self.call(ctx, "PATCH", f"/v1/tickets/{_segment(ticket_id)}", json=fields)
+
+    async def timeline(self, ctx: CallContext, ticket_id: str, params: Mapping[str, str]) -> Any:
+        path = f"/v1/tickets/{_segment(ticket_id)}/timeline"
+        return await self.call(ctx, "GET", path, params=params)
+
+    async def list_tickets(self, ctx: CallContext, params: list[tuple[str, str]]) -> Any:
+        return await self.call(ctx, "GET", "/v1/tickets", params=params)
+
+    async def act(
+        self, ctx: CallContext, ticket_id: str, action: str, body: Mapping[str, Any]
+    ) -> Any:
+        """POST /v1/tickets/{id}/{action}: schedule, dispatch, arrive, complete, hold, resume,
+        cancel, contact-attempts, escalations, mitigations, evidence."""
+        path = f"/v1/tickets/{_segment(ticket_id)}/{action}"
+        return await self.call(ctx, "POST", path, json=body)
+
+    async def ready(self, timeout_s: float = 1.0) -> bool:
+        """True when dispatch-api's /readyz answers 200 (no retries: this is a probe)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._session.get(self._base + "/readyz") as resp:
+                    await resp.read()
+                    return resp.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
+    # --- the call itself --------------------------------------------------------------
+
+    async def call(
+        self,
+        ctx: CallContext,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+    ) -> Any:
+        """One logical call, retried under the tool's policy; returns the decoded 2xx body.
+
+        Raises a `DispatchError`: the last try's error, `DeadlineExceeded` when the deadline
+        cut a try short, or `CircuitOpen` without trying.
+        """
+        policy = self.retry.for_tool(ctx.tool_name)
+        deadline = self._clock() + policy.deadline_s
+        body = None if json is None else orjson.dumps(json)
+        self.budget.record_call()
+
+        async def attempt(number: int) -> Any:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise DeadlineExceeded("the call's deadline passed before this try")
+            self.breaker.before_call()
+            clipped = remaining < policy.per_try_timeout_s
+            timeout = min(policy.per_try_timeout_s, remaining)
+            started = self._clock()
+            outcome = "ok"
+            try:
+                result = await self._send(ctx, method, path, body, params, timeout, number)
+            except AttemptTimedOut as exc:
+                outcome = type(exc).__name__
+                self.breaker.record_failure()
+                if clipped:
+                    raise DeadlineExceeded("the call's deadline passed during a try") from exc
+                raise
+            except DispatchError as exc:
+                outcome = type(exc).__name__
+                if _is_transient(exc):
+                    self.breaker.record_failure()
+                else:
+                    self.breaker.record_success()
+                raise
+            except BaseException:
+                outcome = "cancelled"
+                self.breaker.record_abandoned()
+                raise
+            finally:
+                if self._observer is not None:
+                    self._observer(ctx, number, outcome, self._clock() - started)
+            self.breaker.record_success()
+            return result
+
+        return await run_with_retries(
+            attempt,
+            policy=policy,
+            budget=self.budget,
+            clock=self._clock,
+            sleep=self._sleep,
+            rng=self._rng,
+            deadline=deadline,
+        )
+
+    async def _send(
+        self,
+        ctx: CallContext,
+        method: str,
+        path: str,
+        body: bytes | None,
+        params: Any,
+        try_timeout_s: float,
+        attempt: int,
+    ) -> Any:
+        headers = {
+            "Authorization": self._auth,
+            "X-Request-ID": ctx.request_id,
+            "X-Correlation-ID": ctx.correlation_id,
+            "X-Actor-Type": ctx.actor_type,
+            "X-Actor-Id": ctx.actor_id,
+            "X-Actor-Role": ctx.actor_role,
+            "X-Tool-Name": ctx.tool_name,
+        }
+        if method != "GET":
+            headers["Idempotency-Key"] = ctx.request_id
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if ctx.traceparent:
+            headers["traceparent"] = ctx.traceparent
+            if ctx.tracestate:
+                headers["tracestate"] = ctx.tracestate
+        try:
+            async with asyncio.timeout(try_timeout_s):
+                async with self._session.request(
+                    method, self._base + path, data=body, params=params, headers=headers
+                ) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except TimeoutError as exc:
+            raise AttemptTimedOut(f"try {attempt} took longer than {try_timeout_s:.3f}s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransportFailure(f"try {attempt}: {type(exc).__name__}: {exc}") from exc
+        if 200 <= status < 300:
+            return orjson.loads(raw) if raw else None
+        raise ProblemResponse(status, _problem(raw, status), retry_after)
+
+
+def _is_transient(exc: DispatchError) -> bool:
+    if isinstance(exc, ProblemResponse):
+        return exc.status in _TRANSIENT_STATUSES
+    return isinstance(exc, TransportFailure | AttemptTimedOut)
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _problem(raw: bytes, status: int) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    return {
+        "status": status,
+        "code": f"http_{status}",
+        "detail": raw[:200].decode(errors="replace"),
+    }
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent/bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,61 @@
+"""The one error tree of dispatch_client.
+
+    DispatchError                  anything that kept a call from a 2xx answer
+    ├── ProblemResponse            dispatch-api answered 4xx/5xx (problem+json parsed)
+    ├── TransportFailure           connect refused, reset, DNS: no answer at all
+    ├── AttemptTimedOut            one try exceeded the per-try timeout
+    ├── DeadlineExceeded           the call's overall deadline ran out
+    └── CircuitOpen                the breaker for dispatch-api is open: not even tried
+
+aiohttp and asyncio exceptions are translated in `_client.py`, never passed upward.
+`retryable` says whether the retry policy may try again; `retry_after_s` carries the
+server's Retry-After (or the breaker's remaining open time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: 409 codes that mean "try again shortly", not "this conflicts".
+RETRYABLE_CONFLICTS = frozenset({"request_in_progress", "ticket_busy"})
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class DispatchError(Exception):
+    retryable: bool = False
+    retry_after_s: float | None = None
+
+
+class ProblemResponse(DispatchError):
+    """A non-2xx answer; `problem` is its problem+json body (or a stand-in when not JSON)."""
+
+    def __init__(
+        self, status: int, problem: Mapping[str, Any], retry_after_s: float | None = None
+    ) -> None:
+        self.status = status
+        self.problem = dict(problem)
+        self.code = str(self.problem.get("code") or f"http_{status}")
+        self.retry_after_s = retry_after_s
+        self.retryable = status in RETRYABLE_STATUSES or (
+            status == 409 and self.code in RETRYABLE_CONFLICTS
+        )
+        super().__init__(f"dispatch-api answered {status} {self.code}")
+
+
+class TransportFailure(DispatchError):
+    retryable = True
+
+
+class AttemptTimedOut(DispatchError):
+    retryable = True
+
+
+class DeadlineExceeded(DispatchError):
+    pass
+
+
+class CircuitOpen(DispatchError):
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"circuit to dispatch-api is open for another {retry_after_s:.1f}s")

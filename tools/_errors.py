@@ -1,0 +1,192 @@
+"""Tool errors an LLM can act on: a bounded set of codes, each with a message written for
+the model, whether retrying may help, when, and machine-readable details.
+
+`from_dispatch_error` is the one place dispatch_client's errors become tool errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dispatch_client import (
+    AttemptTimedOut,
+    CircuitOpen,
+    DeadlineExceeded,
+    DispatchError,
+    ProblemResponse,
+    TransportFailure,
+)
+
+#: Every code a tool call can fail with (DESIGN section 5), and its HTTP status on REST.
+HTTP_STATUS: dict[str, int] = {
+    "invalid_arguments": 422,
+    "unknown_tool": 404,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "invalid_transition": 409,
+    "evidence_missing": 422,
+    "idempotency_conflict": 422,
+    "in_progress": 409,
+    "rate_limited": 429,
+    "upstream_timeout": 504,
+    "upstream_unavailable": 503,
+    "upstream_error": 502,
+    "deadline_exceeded": 504,
+    "internal": 500,
+}
+CODES = frozenset(HTTP_STATUS)
+
+_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "code", "instance"})
+
+
+@dataclass(frozen=True, slots=True)
+class ToolError(Exception):
+    code: str
+    message: str
+    retryable: bool = False
+    retry_after_ms: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise ValueError(f"unknown tool error code {self.code!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+            "retry_after_ms": self.retry_after_ms,
+            "details": self.details,
+        }
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, round(seconds * 1000))
+
+
+def from_dispatch_error(exc: DispatchError, tool: str) -> ToolError:
+    """Translate what went wrong talking to dispatch-api into a tool error for the model."""
+    if isinstance(exc, ProblemResponse):
+        return _from_problem(exc, tool)
+    if isinstance(exc, CircuitOpen):
+        return ToolError(
+            "upstream_unavailable",
+            "The dispatch system is failing and calls to it are paused. Wait and retry later;"
+            " nothing was changed.",
+            retryable=True,
+            retry_after_ms=_ms(exc.retry_after_s),
+        )
+    if isinstance(exc, DeadlineExceeded):
+        return ToolError(
+            "deadline_exceeded",
+            "The dispatch system did not answer within this call's time limit. The change may"
+            " or may not have been applied: retry the same call with the same tool_call_id, it"
+            " will not be applied twice.",
+            retryable=True,
+            retry_after_ms=1000,
+        )
+    if isinstance(exc, AttemptTimedOut):
+        return ToolError(
+            "upstream_timeout",
+            "The dispatch system was too slow to answer. Retry the same call with the same"
+            " tool_call_id; it will not be applied twice.",
+            retryable=True,
+            retry_after_ms=1000,
+        )
+    if isinstance(exc, TransportFailure):
+        return ToolError(
+            "upstream_unavailable",
+            "The dispatch system could not be reached. Retry shortly.",
+            retryable=True,
+            retry_after_ms=1000,
+        )
+    return ToolError("internal", f"Unexpected failure calling the dispatch system ({tool}).")
+
+
+def _from_problem(exc: ProblemResponse, tool: str) -> ToolError:
+    p = exc.problem
+    detail = str(p.get("detail") or exc.code)
+    details = {k: v for k, v in p.items() if k not in _PROBLEM_MEMBERS}
+    details["upstream_code"] = exc.code
+    retry_ms = _ms(exc.retry_after_s)
+    status, code = exc.status, exc.code
+    if code == "evidence_missing":
+        labels = ", ".join(
+            f"{m.get('kind')}{':' + m['tag'] if m.get('tag') else ''}"
+            for m in p.get("missing_evidence", [])
+        )
+        return ToolError(
+            "evidence_missing",
+            f"The ticket cannot be completed: required evidence is missing ({labels}). Attach"
+            " each item with evidence.attach, then call tech.complete again.",
+            details=details,
+        )
+    if code == "idempotency_conflict":
+        return ToolError(
+            "idempotency_conflict",
+            "This tool_call_id was already used with different arguments. Use a new"
+            " tool_call_id for a new call.",
+            details=details,
+        )
+    if status == 409 and code in ("request_in_progress", "ticket_busy"):
+        return ToolError(
+            "in_progress",
+            "This ticket is being changed by another call right now. Retry shortly.",
+            retryable=True,
+            retry_after_ms=retry_ms or 1000,
+            details=details,
+        )
+    if status == 409:
+        allowed = ", ".join(p.get("allowed_actions", [])) or "none"
+        return ToolError(
+            "invalid_transition",
+            f"{detail}. Actions the ticket allows now: {allowed}.",
+            details=details,
+        )
+    if status in (400, 413, 415, 422):
+        return ToolError(
+            "invalid_arguments",
+            f"The dispatch system refused the arguments: {detail}. Correct them and call"
+            f" {tool} again.",
+            details=details,
+        )
+    if status == 403:
+        return ToolError("forbidden", f"Not allowed: {detail}.", details=details)
+    if status == 404:
+        return ToolError(
+            "not_found",
+            f"{detail}. Check the id (queue.view lists tickets).",
+            details=details,
+        )
+    if status == 429:
+        return ToolError(
+            "rate_limited",
+            "The dispatch system is rate limiting. Retry after the indicated delay.",
+            retryable=True,
+            retry_after_ms=retry_ms or 1000,
+            details=details,
+        )
+    if status in (502, 503):
+        return ToolError(
+            "upstream_unavailable",
+            "The dispatch system is temporarily unavailable. Retry shortly.",
+            retryable=True,
+            retry_after_ms=retry_ms or 1000,
+            details=details,
+        )
+    if status == 504:
+        return ToolError(
+            "upstream_timeout",
+            "The dispatch system timed out. Retry the same call with the same tool_call_id.",
+            retryable=True,
+            retry_after_ms=retry_ms or 1000,
+            details=details,
+        )
+    return ToolError(
+        "upstream_error",
+        f"The dispatch system failed ({status} {code}). This is not caused by the arguments.",
+        details=details,
+    )

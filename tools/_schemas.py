@@ -1,0 +1,134 @@
+"""Tool schemas from `schemas/tools/`, bundled and compiled once.
+
+Output schemas refer to shared definitions as `#/$defs/Name`; loading copies `_defs.json`'s
+`$defs` into each, so every schema a client sees is self-contained (MCP clients validate
+`structuredContent` against it and must not have to fetch anything).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import ValidationError
+
+from schemas import Validator
+
+from ._errors import ToolError
+
+_RECEIVED_MAX = 80
+
+
+def _read(name: str) -> dict[str, Any]:
+    text = resources.files("schemas.tools").joinpath(name).read_text()
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+@cache
+def _shared_defs() -> dict[str, Any]:
+    defs: dict[str, Any] = _read("_defs.json")["$defs"]
+    return defs
+
+
+def input_schema(tool: str) -> dict[str, Any]:
+    return _read(f"{tool}.input.json")
+
+
+def output_schema(tool: str) -> dict[str, Any]:
+    schema = _read(f"{tool}.output.json")
+    return {**schema, "$defs": {**_shared_defs(), **schema.get("$defs", {})}}
+
+
+class ArgumentValidator:
+    """A compiled validator for one tool's input; errors read as path, expected, received."""
+
+    def __init__(self, tool: str, schema: dict[str, Any]) -> None:
+        Validator.check_schema(schema)
+        self._tool = tool
+        self._validator = Validator(schema)
+
+    def validate(self, arguments: Any) -> None:
+        """Raise ToolError `invalid_arguments` listing every violation."""
+        errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.path))
+        if not errors:
+            return
+        # dict.fromkeys: each missing required field is one error, but each such error
+        # describes the whole list, so the same entry comes out several times.
+        found = list({repr(f): f for e in errors for f in _describe(e)}.values())
+        summary = "; ".join(
+            f"{f['path'] or 'arguments'}: expected {f['expected']}, got {f['received']}"
+            for f in found[:5]
+        )
+        raise ToolError(
+            "invalid_arguments",
+            f"Invalid arguments for {self._tool}: {summary}. Fix them and call again.",
+            details={"errors": found},
+        )
+
+
+def _describe(error: ValidationError) -> list[dict[str, str]]:
+    path = "".join(f"/{p}" for p in error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        return [
+            {
+                "path": f"{path}/{name}",
+                "expected": f"no such field (allowed: {', '.join(allowed)})",
+                "received": _received(error.instance[name]),
+                "message": f"unknown field {name!r}",
+            }
+            for name in sorted(error.instance)
+            if name not in allowed
+        ]
+    if error.validator == "required":
+        return [
+            {
+                "path": f"{path}/{name}",
+                "expected": "a value (required)",
+                "received": "nothing",
+                "message": f"missing required field {name!r}",
+            }
+            for name in error.validator_value
+            if isinstance(error.instance, dict) and name not in error.instance
+        ]
+    return [
+        {
+            "path": path,
+            "expected": _expected(error),
+            "received": _received(error.instance),
+            "message": error.message,
+        }
+    ]
+
+
+def _expected(error: ValidationError) -> str:
+    value = error.validator_value
+    match error.validator:
+        case "type":
+            return " or ".join(value) if isinstance(value, list) else str(value)
+        case "enum":
+            return "one of " + ", ".join("null" if v is None else str(v) for v in value)
+        case "pattern":
+            return f"a string matching {value}"
+        case "minLength":
+            return f"at least {value} characters"
+        case "maxLength":
+            return f"at most {value} characters"
+        case "minimum":
+            return f"a number >= {value}"
+        case "maximum":
+            return f"a number <= {value}"
+        case "maxItems":
+            return f"at most {value} items"
+        case "format":
+            return f"a {value} string"
+        case _:
+            return f"{error.validator} {json.dumps(value, default=str)[:60]}"
+
+
+def _received(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= _RECEIVED_MAX else text[: _RECEIVED_MAX - 1] + "…"
