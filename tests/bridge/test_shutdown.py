@@ -1,0 +1,63 @@
+"""Graceful shutdown: stop accepting, let calls in flight finish, then close."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+from aiohttp import web
+
+from bridge import create_bridge_app
+from bridge._keys import DRAINING, SETTINGS
+
+from .conftest import COMPLETE_TICKET, Bridge
+
+
+async def _draining(app: web.Application) -> None:
+    while not app[DRAINING][0]:
+        await asyncio.sleep(0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_a_call_in_flight_at_shutdown_finishes_and_new_connections_are_refused(
+    bridge: Bridge,
+) -> None:
+    app = create_bridge_app(bridge.app[SETTINGS])
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}/v1/tools/ticket.create/invoke"
+    headers = {"Authorization": f"Bearer {bridge.keys['supervisor']}"}
+    bridge.proxy.hold()
+    async with aiohttp.ClientSession() as session:
+        call = asyncio.create_task(
+            session.post(url, json={"arguments": COMPLETE_TICKET}, headers=headers)
+        )
+        await asyncio.wait_for(bridge.proxy.holding.wait(), 5)
+        stopping = asyncio.create_task(runner.cleanup())
+        await asyncio.wait_for(_draining(app), 5)  # the listener is closed before draining
+
+        try:
+            async with aiohttp.ClientSession() as fresh:
+                await fresh.get(f"http://127.0.0.1:{port}/healthz")
+            refused = False
+        except aiohttp.ClientConnectionError:
+            refused = True
+        bridge.proxy.release()
+        response = await asyncio.wait_for(call, 10)
+        body = await response.json()
+        response.release()
+        await asyncio.wait_for(stopping, 10)
+
+    assert refused
+    assert response.status == 200
+    assert body["ok"] is True
+    assert await bridge.api.count("SELECT count(*) FROM tickets") == 1
