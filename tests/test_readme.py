@@ -27,13 +27,25 @@ def _free_port() -> int:
         return port
 
 
-def _walkthrough() -> str:
+def _walkthrough(marker: str = "walkthrough") -> str:
     text = (ROOT / "README.md").read_text()
     block = re.search(
-        r"<!-- walkthrough:start -->\s*```bash\n(.*?)```\s*<!-- walkthrough:end -->", text, re.S
+        rf"<!-- {marker}:start -->\s*```bash\n(.*?)```\s*<!-- {marker}:end -->", text, re.S
     )
-    assert block, "README.md lost its walkthrough markers"
+    assert block, f"README.md lost its {marker} markers"
     return block.group(1)
+
+
+def _run(script: str, product: dict[str, str]) -> list[str]:
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env={**os.environ, "DISPATCH_DATA_DIR": product["DISPATCH_DATA_DIR"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -92,17 +104,9 @@ def test_up_writes_the_development_credentials(running_product: dict[str, str]) 
 
 
 def test_the_readme_walkthrough_runs_as_written(running_product: dict[str, str]) -> None:
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", _walkthrough()],
-        env={**os.environ, "DISPATCH_DATA_DIR": running_product["DISPATCH_DATA_DIR"]},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    lines = _run(_walkthrough(), running_product)
 
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[1:4] == ["SCHEDULED", "DISPATCHED", "ON_SITE"], result.stdout
+    assert lines[1:4] == ["SCHEDULED", "DISPATCHED", "ON_SITE"], lines
     rejection = json.loads(lines[4])
     assert rejection["code"] == "evidence_missing"
     assert [m["tag"] for m in rejection["missing_evidence"]] == ["before", "after", "customer"]
@@ -120,3 +124,15 @@ def test_the_readme_walkthrough_runs_as_written(running_product: dict[str, str])
         "evidence_attached",
         "completed",
     ]
+
+
+def test_the_readme_agent_walkthrough_runs_as_written(running_product: dict[str, str]) -> None:
+    lines = _run(_walkthrough("agent-walkthrough"), running_product)
+
+    assert lines[0] == "17 tools"
+    assert lines[1:4] == ["SCHEDULED", "DISPATCHED", "ON_SITE"], lines
+    envelope = json.loads(lines[4])
+    assert envelope["ok"] is False
+    assert envelope["tool"] == "tech.complete"
+    assert envelope["error"]["code"] == "evidence_missing"
+    assert "photo:before, photo:after, signature:customer" in envelope["error"]["message"]
