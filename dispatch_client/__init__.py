@@ -12,6 +12,7 @@ from ._errors import (
     CircuitOpen,
     DeadlineExceeded,
     DispatchError,
+    InvalidResponse,
     ProblemResponse,
     TransportFailure,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "DeadlineExceeded",
     "DispatchClient",
     "DispatchError",
+    "InvalidResponse",
     "PolicyError",
     "ProblemResponse",
     "RetryBudget",

@@ -19,8 +19,8 @@ class CircuitBreaker:
     """Opens after `failure_threshold` consecutive transient failures; after `open_s` one
     probe is let through (half-open): its success closes the circuit, its failure reopens it.
 
-    Only transient failures count (no answer, timeouts, 502/503/504): a 4xx is a healthy
-    downstream saying no.
+    Only signs of an unhealthy downstream count (no answer, timeouts, 5xx, a 2xx that is not
+    JSON): a 4xx, 429 included, is a healthy downstream saying no.
     """
 
     def __init__(self, config: BreakerConfig, clock: Callable[[], float]) -> None:
@@ -38,14 +38,14 @@ class CircuitBreaker:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
 
-    def before_call(self) -> None:
-        """Raise CircuitOpen unless a call may go out now."""
+    def before_call(self) -> bool:
+        """Raise CircuitOpen unless a call may go out now; True when it goes out as the probe."""
         state = self.state
         if state is BreakerState.CLOSED:
-            return
+            return False
         if state is BreakerState.HALF_OPEN and not self._probing:
             self._probing = True
-            return
+            return True
         assert self._opened_at is not None
         remaining = self._config.open_s - (self._clock() - self._opened_at)
         raise CircuitOpen(max(remaining, 0.1))
@@ -56,7 +56,9 @@ class CircuitBreaker:
         self._probing = False
 
     def record_abandoned(self) -> None:
-        """The call ended without a verdict (cancelled): let another probe through."""
+        """The probe ended without a verdict (cancelled): let another probe through.
+
+        Call it only for the call `before_call` admitted as the probe."""
         self._probing = False
 
     def record_failure(self) -> None:

@@ -25,13 +25,12 @@ from ._errors import (
     AttemptTimedOut,
     DeadlineExceeded,
     DispatchError,
+    InvalidResponse,
     ProblemResponse,
     TransportFailure,
 )
 from ._policy import RetryConfig
 from ._retry import Clock, Sleep, run_with_retries
-
-_TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +139,7 @@ class DispatchClient:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise DeadlineExceeded("the call's deadline passed before this try")
-            self.breaker.before_call()
+            probe = self.breaker.before_call()
             clipped = remaining < policy.per_try_timeout_s
             timeout = min(policy.per_try_timeout_s, remaining)
             started = self._clock()
@@ -155,14 +154,17 @@ class DispatchClient:
                 raise
             except DispatchError as exc:
                 outcome = type(exc).__name__
-                if _is_transient(exc):
+                if _counts_against_breaker(exc):
                     self.breaker.record_failure()
                 else:
                     self.breaker.record_success()
                 raise
-            except BaseException:
-                outcome = "cancelled"
-                self.breaker.record_abandoned()
+            except BaseException as exc:
+                outcome = (
+                    "cancelled" if isinstance(exc, asyncio.CancelledError) else type(exc).__name__
+                )
+                if probe:  # only the probe holds the half-open slot
+                    self.breaker.record_abandoned()
                 raise
             finally:
                 if self._observer is not None:
@@ -220,14 +222,19 @@ class DispatchClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportFailure(f"try {attempt}: {type(exc).__name__}: {exc}") from exc
         if 200 <= status < 300:
-            return orjson.loads(raw) if raw else None
+            try:
+                return orjson.loads(raw) if raw else None
+            except orjson.JSONDecodeError as exc:
+                raise InvalidResponse(f"a {status} answer whose body is not JSON") from exc
         raise ProblemResponse(status, _problem(raw, status), retry_after)
 
 
-def _is_transient(exc: DispatchError) -> bool:
+def _counts_against_breaker(exc: DispatchError) -> bool:
+    """A downstream that does not answer, or answers 5xx, is unhealthy; 4xx (429 included)
+    is a healthy downstream saying no."""
     if isinstance(exc, ProblemResponse):
-        return exc.status in _TRANSIENT_STATUSES
-    return isinstance(exc, TransportFailure | AttemptTimedOut)
+        return exc.status >= 500
+    return isinstance(exc, TransportFailure | AttemptTimedOut | InvalidResponse)
 
 
 def _segment(value: str) -> str:

@@ -4,6 +4,7 @@
     ├── ProblemResponse            dispatch-api answered 4xx/5xx (problem+json parsed)
     ├── TransportFailure           connect refused, reset, DNS: no answer at all
     ├── AttemptTimedOut            one try exceeded the per-try timeout
+    ├── InvalidResponse            a 2xx whose body is not JSON: a broken downstream
     ├── DeadlineExceeded           the call's overall deadline ran out
     └── CircuitOpen                the breaker for dispatch-api is open: not even tried
 
@@ -49,6 +50,10 @@ class TransportFailure(DispatchError):
 
 class AttemptTimedOut(DispatchError):
     retryable = True
+
+
+class InvalidResponse(DispatchError):
+    pass
 
 
 class DeadlineExceeded(DispatchError):

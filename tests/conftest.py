@@ -16,6 +16,9 @@ import pytest
 
 from dispatch_api.store import connect, migrate, start_embedded, templates
 
+# The dispatch-api harness (the `api` fixture and friends) serves every test package.
+pytest_plugins = ["tests.support.api"]
+
 
 def database_url_for(server_url: str, database: str) -> str:
     parts = urlsplit(server_url)

@@ -14,6 +14,7 @@ from dispatch_client import (
     CircuitOpen,
     DeadlineExceeded,
     DispatchError,
+    InvalidResponse,
     ProblemResponse,
     TransportFailure,
 )
@@ -95,6 +96,12 @@ def from_dispatch_error(exc: DispatchError, tool: str) -> ToolError:
             " tool_call_id; it will not be applied twice.",
             retryable=True,
             retry_after_ms=1000,
+        )
+    if isinstance(exc, InvalidResponse):
+        return ToolError(
+            "upstream_error",
+            "The dispatch system answered with something that is not JSON. This is not caused"
+            " by the arguments; report it if it persists.",
         )
     if isinstance(exc, TransportFailure):
         return ToolError(

@@ -18,15 +18,7 @@ from bridge.settings import BridgeSettings
 from dispatch_api.settings import Secret
 from dispatch_client import RetryConfig, RetryPolicy
 from schemas import Validator
-from tests.dispatch_api.conftest import (  # noqa: F401 - fixtures used by this package
-    COMPLETE_TICKET,
-    WINDOW,
-    Api,
-    Reply,
-    api,
-    api_settings,
-    clock,
-)
+from tests.support.api import Api, Reply
 from tests.support.fault_proxy import FaultProxy
 from tools import catalog
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.support.api import COMPLETE_TICKET, WINDOW
 from tools import catalog
 
-from .conftest import COMPLETE_TICKET, WINDOW, Bridge
+from .conftest import Bridge
 
 
 async def test_every_tool_runs_end_to_end_and_honours_its_output_schema(bridge: Bridge) -> None:
@@ -49,7 +50,8 @@ async def test_every_tool_runs_end_to_end_and_honours_its_output_schema(bridge: 
     other = (await ok("ticket.create", COMPLETE_TICKET))["ticket"]["id"]
     await ok("ticket.cancel", {"ticket_id": other, "reason": "duplicate"})
     page = await ok("queue.view", {"state": ["COMPLETED", "CANCELLED"], "limit": 1})
-    assert len(page["items"]) == 1 and page["next_cursor"]
+    assert len(page["items"]) == 1
+    assert page["next_cursor"]
     rest = await ok(
         "queue.view", {"state": ["COMPLETED", "CANCELLED"], "cursor": page["next_cursor"]}
     )

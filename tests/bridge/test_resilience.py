@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from .conftest import COMPLETE_TICKET, WINDOW, Bridge
+from tests.support.api import COMPLETE_TICKET, WINDOW
+
+from .conftest import Bridge
 
 
 async def test_a_response_lost_after_commit_is_replayed_not_applied_twice(bridge: Bridge) -> None:

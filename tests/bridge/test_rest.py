@@ -6,7 +6,9 @@ import uuid
 
 import pytest
 
-from .conftest import COMPLETE_TICKET, WINDOW, Bridge
+from tests.support.api import COMPLETE_TICKET, WINDOW
+
+from .conftest import Bridge
 
 
 async def _ticket_on_site(bridge: Bridge) -> str:

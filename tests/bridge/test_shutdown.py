@@ -9,14 +9,10 @@ import aiohttp
 from aiohttp import web
 
 from bridge import create_bridge_app
-from bridge._keys import DRAINING, SETTINGS
+from bridge._keys import SETTINGS
+from tests.support.api import COMPLETE_TICKET
 
-from .conftest import COMPLETE_TICKET, Bridge
-
-
-async def _draining(app: web.Application) -> None:
-    while not app[DRAINING][0]:
-        await asyncio.sleep(0)
+from .conftest import Bridge
 
 
 def _free_port() -> int:
@@ -30,6 +26,12 @@ async def test_a_call_in_flight_at_shutdown_finishes_and_new_connections_are_ref
     bridge: Bridge,
 ) -> None:
     app = create_bridge_app(bridge.app[SETTINGS])
+    draining = asyncio.Event()
+
+    async def mark(app: web.Application) -> None:
+        draining.set()
+
+    app.on_shutdown.append(mark)  # runs once the listener has closed
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
     await runner.setup()
     port = _free_port()
@@ -43,7 +45,7 @@ async def test_a_call_in_flight_at_shutdown_finishes_and_new_connections_are_ref
         )
         await asyncio.wait_for(bridge.proxy.holding.wait(), 5)
         stopping = asyncio.create_task(runner.cleanup())
-        await asyncio.wait_for(_draining(app), 5)  # the listener is closed before draining
+        await asyncio.wait_for(draining.wait(), 5)
 
         try:
             async with aiohttp.ClientSession() as fresh:

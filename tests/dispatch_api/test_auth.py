@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import COMPLETE_TICKET, WINDOW, Api
+from tests.support.api import COMPLETE_TICKET, WINDOW, Api
 
 GATEWAY_ACTOR = {
     "X-Actor-Type": "agent",

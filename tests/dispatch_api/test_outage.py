@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from .conftest import Api
+from tests.support.api import Api
 
 
 async def _set_accepting(api: Api, pg_server_url: str, accepting: bool) -> None:

@@ -9,8 +9,7 @@ import asyncpg
 import pytest
 
 from dispatch_api.store import connect
-
-from .conftest import COMPLETE_TICKET, WINDOW, Api
+from tests.support.api import COMPLETE_TICKET, WINDOW, Api
 
 
 async def get_ticket(api: Api, ticket_id: str) -> dict[str, Any]:

@@ -1,0 +1,153 @@
+"""dispatch-api served over real HTTP on loopback, on a database of the test's own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from dispatch_api.domain import Role
+from dispatch_api.settings import ApiSettings
+from dispatch_api.store import connect, principals
+from dispatch_api.web import create_app
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+    raw: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0]
+
+
+@dataclass
+class Api:
+    """A running dispatch-api plus tokens for each kind of principal."""
+
+    session: aiohttp.ClientSession
+    database_url: str
+    clock: FakeClock
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        as_: str = "supervisor",
+        key: str | None = "auto",
+        headers: Mapping[str, str] | None = None,
+        data: bytes | str | None = None,
+    ) -> Reply:
+        """One request as principal `as_`; mutations get a fresh Idempotency-Key unless given."""
+        sent: dict[str, str] = {}
+        if as_:
+            sent["Authorization"] = f"Bearer {self.tokens[as_]}"
+        if method in ("POST", "PATCH") and key is not None:
+            sent["Idempotency-Key"] = str(uuid.uuid4()) if key == "auto" else key
+        sent.update(headers or {})
+        async with self.session.request(method, path, json=json, data=data, headers=sent) as resp:
+            raw = await resp.read()
+            ctype = resp.headers.get("Content-Type", "")
+            body = await resp.json(content_type=None) if "json" in ctype and raw else None
+            return Reply(resp.status, resp.headers, body, raw)
+
+    async def create_ticket(self, **fields: Any) -> dict[str, Any]:
+        body = {**COMPLETE_TICKET, **fields}
+        reply = await self.request("POST", "/v1/tickets", json=body)
+        assert reply.status == 201, reply.body
+        ticket: dict[str, Any] = reply.body["ticket"]
+        return ticket
+
+    async def act(self, ticket_id: str, action: str, body: Any = None, **kw: Any) -> Reply:
+        return await self.request("POST", f"/v1/tickets/{ticket_id}/{action}", json=body, **kw)
+
+    async def timeline(self, ticket_id: str) -> list[dict[str, Any]]:
+        reply = await self.request("GET", f"/v1/tickets/{ticket_id}/timeline")
+        assert reply.status == 200, reply.body
+        events: list[dict[str, Any]] = reply.body["events"]
+        return events
+
+    async def count(self, sql: str, *args: Any) -> int:
+        conn = await connect(self.database_url)
+        try:
+            value: int = await conn.fetchval(sql, *args)
+            return value
+        finally:
+            await conn.close()
+
+
+COMPLETE_TICKET: dict[str, Any] = {
+    "customer_name": "Ada Lovelace",
+    "contact_phone": "+44 20 7946 0000",
+    "site_address": "12 Analytical Row, London",
+    "incident_type": "water_leak",
+    "priority": "P2",
+}
+
+WINDOW = {
+    "technician_id": "tech-1",
+    "window_start": "2026-11-27T13:00:00Z",
+    "window_end": "2026-11-27T15:00:00Z",
+}
+
+PRINCIPALS = {
+    "supervisor": ("sup-1", Role.SUPERVISOR, False),
+    "dispatcher": ("disp-1", Role.DISPATCHER, False),
+    "technician": ("tech-1", Role.TECHNICIAN, False),
+    "other_technician": ("tech-2", Role.TECHNICIAN, False),
+    "gateway": ("bridge", Role.GATEWAY, True),
+}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def api_settings() -> ApiSettings:
+    return ApiSettings(db_pool_min=1, db_pool_max=8, db_lock_timeout_ms=1000)
+
+
+@pytest.fixture
+async def api(database_url: str, clock: FakeClock, api_settings: ApiSettings) -> AsyncIterator[Api]:
+    conn = await connect(database_url)
+    tokens = {}
+    try:
+        for name, (pid, role, gateway) in PRINCIPALS.items():
+            tokens[name] = principals.new_token()
+            await principals.upsert(conn, pid, role, tokens[name], trusted_gateway=gateway)
+    finally:
+        await conn.close()
+    server = TestServer(create_app(api_settings, database_url, clock=clock), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession(base_url=str(server.make_url(""))) as session:
+            yield Api(session, database_url, clock, tokens)
+    finally:
+        await server.close()
