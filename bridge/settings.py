@@ -33,7 +33,8 @@ class AgentKey:
 
 def parse_agent(spec: str, where: str) -> AgentKey:
     """`id:role:sha256hex`, as in DISPATCH_AGENT_KEYS (comma-separated)."""
-    parts = spec.split(":")
+    # From the right: the id may contain ":" (see _AGENT_ID), role and digest never do.
+    parts = spec.rsplit(":", 2)
     if len(parts) != 3:
         raise SettingsError(f"{where}: expected id:role:sha256, got {spec[:40]!r}")
     agent_id, role, digest = parts
@@ -54,7 +55,7 @@ class BridgeSettings:
     #: The bridge's own dispatch-api token: a principal trusted to assert the acting agent.
     gateway_token: Secret | None = None
     #: `id:role:sha256` entries (DISPATCH_AGENT_KEYS, comma-separated); see also [[agents]].
-    agent_keys: tuple[str, ...] = ()
+    agent_keys: tuple[str, ...] = field(default=(), repr=False)
     max_body_bytes: int = field(
         default=8 * 1024 * 1024, metadata={"env": "DISPATCH_BRIDGE_MAX_BODY_BYTES"}
     )
@@ -79,7 +80,12 @@ class BridgeSettings:
         check(self.rate_limit_per_s > 0, "DISPATCH_RATE_LIMIT_PER_S", "must be positive")
         check(self.rate_limit_burst >= 1, "DISPATCH_RATE_LIMIT_BURST", "must be at least 1")
         check(self.drain_timeout_s >= 0, "DISPATCH_DRAIN_TIMEOUT_S", "must not be negative")
-        self.agents  # noqa: B018 - parse now, so a bad key stops start-up
+        agents = self.agents  # parse now, so a bad key stops start-up
+        ids = [a.id for a in agents]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        check(not repeated, "DISPATCH_AGENT_KEYS", f"two agents share an id: {repeated}")
+        digests = [a.key_sha256 for a in agents]
+        check(len(set(digests)) == len(digests), "DISPATCH_AGENT_KEYS", "two agents share a key")
 
     @property
     def agents(self) -> tuple[AgentKey, ...]:
@@ -106,8 +112,11 @@ def load_bridge_settings(
     if not isinstance(table, Mapping) or not isinstance(agents_raw, list):
         raise SettingsError(f"{config_file}: [bridge] must be a table, [[agents]] a list")
     specs = [_agent_spec(a, i) for i, a in enumerate(agents_raw)]
+    retry_raw = raw.get("retry")
+    if retry_raw is not None and not isinstance(retry_raw, Mapping):
+        raise SettingsError(f"retry: expected a table, got {retry_raw!r}")
     try:
-        retry = parse_retry_config(raw.get("retry"), frozenset(t.name for t in catalog()))
+        retry = parse_retry_config(retry_raw, frozenset(t.name for t in catalog()))
     except PolicyError as exc:
         raise SettingsError(str(exc)) from None
     settings = build_settings(

@@ -124,6 +124,7 @@ def _from_problem(exc: ProblemResponse, tool: str) -> ToolError:
         labels = ", ".join(
             f"{m.get('kind')}{':' + m['tag'] if m.get('tag') else ''}"
             for m in p.get("missing_evidence", [])
+            if isinstance(m, dict)
         )
         return ToolError(
             "evidence_missing",
@@ -150,7 +151,7 @@ def _from_problem(exc: ProblemResponse, tool: str) -> ToolError:
         allowed = ", ".join(p.get("allowed_actions", [])) or "none"
         return ToolError(
             "invalid_transition",
-            f"{detail}. Actions the ticket allows now: {allowed}.",
+            f"{detail.rstrip('.')}. Actions the ticket allows now: {allowed}.",
             details=details,
         )
     if status in (400, 413, 415, 422):

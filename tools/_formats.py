@@ -7,7 +7,11 @@ from typing import Any
 from ._tool import Tool
 
 #: Keywords OpenAI strict mode does not accept, and documentation-only ones.
-_STRICT_DROP = frozenset({"$schema", "examples", "contentEncoding", "title"})
+#: OpenAI strict mode documents no string length limits (the bridge still enforces them when
+#: it validates the arguments).
+_STRICT_DROP = frozenset(
+    {"$schema", "examples", "contentEncoding", "title", "minLength", "maxLength"}
+)
 
 
 def mcp_tool(tool: Tool) -> dict[str, Any]:
@@ -51,11 +55,21 @@ def strict_schema(schema: Any) -> Any:
         return [strict_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: strict_schema(v) for k, v in schema.items() if k not in _STRICT_DROP}
+    out = {k: _strict_member(k, v) for k, v in schema.items() if k not in _STRICT_DROP}
     if out.get("type") == "object" and "properties" in out:
         out["required"] = list(out["properties"])
         out["additionalProperties"] = False
     return out
+
+
+def _strict_member(keyword: str, value: Any) -> Any:
+    # Keys of these maps are property or definition names, not keywords: a property called
+    # `title` must survive. enum and const hold instance values, not schemas.
+    if keyword in ("properties", "patternProperties", "$defs") and isinstance(value, dict):
+        return {name: strict_schema(sub) for name, sub in value.items()}
+    if keyword in ("enum", "const"):
+        return value
+    return strict_schema(value)
 
 
 FORMATS = {"mcp": mcp_tool, "openai": openai_tool, "anthropic": anthropic_tool}
