@@ -13,8 +13,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from dispatch_api.store import connect, migrate, start_embedded, templates
+from telemetry import TracingSettings, configure_tracing, instrument_database
 
 # The dispatch-api harness (the `api` fixture and friends) serves every test package.
 pytest_plugins = ["tests.support.api"]
@@ -23,6 +26,20 @@ pytest_plugins = ["tests.support.api"]
 def database_url_for(server_url: str, database: str) -> str:
     parts = urlsplit(server_url)
     return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def spans() -> InMemorySpanExporter:
+    """Tracing as in production (one global provider, asyncpg instrumented), exporting to
+    memory so tests can read the spans."""
+    exporter = InMemorySpanExporter()
+    configure_tracing(
+        TracingSettings(sampling_ratio=1.0),
+        "dispatch-tests",
+        processor=SimpleSpanProcessor(exporter),
+    )
+    instrument_database()
+    return exporter
 
 
 @pytest.fixture(scope="session")

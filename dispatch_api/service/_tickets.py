@@ -31,7 +31,8 @@ from ..domain import (
     may_access,
     may_perform,
 )
-from ..errors import ApiError, Forbidden, NotFound, problem
+from ..errors import ApiError, Forbidden, NotFound, Unprocessable, problem
+from ..metrics import ApiMetrics
 from ..store import (
     Event,
     EvidenceRecord,
@@ -77,11 +78,16 @@ class EvidenceUpload:
 
 class TicketService:
     def __init__(
-        self, pool: asyncpg.Pool, templates: Mapping[str, IncidentTemplate], clock: Clock
+        self,
+        pool: asyncpg.Pool,
+        templates: Mapping[str, IncidentTemplate],
+        clock: Clock,
+        metrics: ApiMetrics | None = None,
     ) -> None:
         self._pool = pool
         self._templates = templates
         self._clock = clock
+        self._metrics = metrics
 
     # --- mutations --------------------------------------------------------------------
 
@@ -97,7 +103,8 @@ class TicketService:
             event = replace(event, details=dict(decision.details))
             await tickets.insert(conn, ticket, event)
             record = TicketRecord(ticket, now, now, now, 1, ())
-            return _ok(201, {"ticket": ticket_view(record), "event": event_view(event)})
+            body = {"ticket": ticket_view(record), "event": event_view(event)}
+            return StoredResponse(201, orjson.dumps(body), transition=(None, str(ticket.state)))
 
         return await self._idempotent(key, work)
 
@@ -224,13 +231,32 @@ class TicketService:
         work: Callable[[asyncpg.Connection, datetime], Awaitable[StoredResponse]],
     ) -> StoredResponse:
         now = self._clock()
-        async with transaction(self._pool) as conn:
-            stored = await idempotency.claim(conn, key, now)
-            if stored is not None:
-                return stored
-            response = await work(conn, now)
-            await idempotency.store(conn, key, response)
-            return response
+        try:
+            async with transaction(self._pool) as conn:
+                stored = await idempotency.claim(conn, key, now)
+                if stored is not None:
+                    response = stored
+                else:
+                    response = await work(conn, now)
+                    await idempotency.store(conn, key, response)
+        except Unprocessable as exc:
+            if self._metrics is not None and exc.code == "idempotency_conflict":
+                self._metrics.conflicts.inc()
+            raise
+        if self._metrics is not None:
+            self._count(self._metrics, response)  # committed: now it happened
+        return response
+
+    @staticmethod
+    def _count(metrics: ApiMetrics, response: StoredResponse) -> None:
+        if response.replayed:
+            metrics.replays.inc()
+        elif response.transition is not None:
+            before, after = response.transition
+            if before is None:
+                metrics.tickets_created.inc()
+            else:
+                metrics.transitions.labels(before, after).inc()
 
     async def _lock(
         self, conn: asyncpg.Connection, caller: Caller, ticket_id: uuid.UUID
@@ -275,7 +301,8 @@ class TicketService:
             result = {"ticket": ticket_view(updated), "event": event_view(event)}
             if new_evidence is not None:
                 return _ok(201, {**result, "evidence": evidence_view(new_evidence, before.id)})
-            return _ok(200, result)
+            transition = (str(before.state), str(after.state)) if changed else None
+            return StoredResponse(200, orjson.dumps(result), transition=transition)
         details = {"action": str(decision.action), "code": decision.code, **decision.details}
         event = self._event(
             caller, before.id, seq, now, decision.event_type, before.state, before.state, reason

@@ -33,6 +33,8 @@ class StoredResponse:
     status: int
     body: bytes
     replayed: bool = False
+    #: (from, to) of the state change this answer made; never stored, so replays have none.
+    transition: tuple[str | None, str] | None = None
 
 
 def fingerprint(method: str, path: str, body: Any) -> bytes:

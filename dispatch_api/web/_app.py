@@ -14,18 +14,29 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from schemas import openapi_document
+from telemetry import (
+    SAFE_ID,
+    JsonLog,
+    log_context,
+    metrics_response,
+    new_registry,
+    observe_middleware,
+    tracing_middleware,
+)
 
 from ..domain import template_to_json
 from ..errors import Unavailable
+from ..metrics import ApiMetrics
 from ..service import Clock, TicketService
 from ..settings import ApiSettings
-from ..store import create_pool, idempotency, templates
+from ..store import connection, create_pool, idempotency, templates
 from . import _evidence, _tickets
-from ._context import SAFE_ID, PrincipalCache, authenticate, caller_for, request_id_for
+from ._context import PrincipalCache, authenticate, caller_for, request_id_for
 from ._keys import (
     CALLER,
     CLOCK,
     CORRELATION_ID,
+    METRICS,
     OPENAPI,
     POOL,
     PRINCIPALS,
@@ -66,8 +77,13 @@ async def caller_middleware(request: web.Request, handler: Handler) -> web.Strea
         # Set before anything can fail, so that a 400 or 401 echoes a request id too.
         request[REQUEST_ID] = request_id_for(request)
         principal = await authenticate(request, request.app[PRINCIPALS], request.app[POOL])
-        request[CALLER] = caller_for(
-            request, principal, request[REQUEST_ID], request[CORRELATION_ID]
+        caller = caller_for(request, principal, request[REQUEST_ID], request[CORRELATION_ID])
+        request[CALLER] = caller
+        log_context(request).update(
+            actor_type=str(caller.actor.type),
+            actor_id=caller.actor.id,
+            role=str(caller.actor.role),
+            tool_name=caller.actor.tool_name,
         )
     return await handler(request)
 
@@ -96,12 +112,46 @@ async def list_templates(request: web.Request) -> web.Response:
     return json_response({"templates": items})
 
 
-def create_app(settings: ApiSettings, dsn: str, *, clock: Clock = utc_now) -> web.Application:
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition; `tickets_in_state` is read from the database first, so every
+    replica reports the same truth, across restarts."""
+    registry = request.app[METRICS]
+    try:
+        async with connection(request.app[POOL]) as conn:
+            rows = await conn.fetch("SELECT state, count(*) AS n FROM tickets GROUP BY state")
+        registry.set_ticket_counts({r["state"]: r["n"] for r in rows})
+    except Unavailable:
+        _log.warning("tickets_in_state not refreshed: database unavailable")
+    return metrics_response(registry.registry)
+
+
+def _on_response(request: web.Request, status: int, route: str, latency_ms: float) -> None:
+    m = request.app[METRICS]
+    m.requests.labels(route, str(status)).inc()
+    m.latency_ms.labels(route).observe(latency_ms)
+    if status >= 400:
+        m.errors.labels(log_context(request).get("error_code") or f"http_{status}").inc()
+
+
+def create_app(
+    settings: ApiSettings,
+    dsn: str,
+    *,
+    clock: Clock = utc_now,
+    log: JsonLog | None = None,
+) -> web.Application:
     """The dispatch-api application; the pool opens when the app starts, not here."""
     app = web.Application(
-        middlewares=[echo_ids_middleware, problem_middleware, caller_middleware],
+        middlewares=[
+            tracing_middleware("dispatch-api", excluded={"/healthz", "/metrics"}),
+            observe_middleware(log or JsonLog("dispatch-api"), _on_response),
+            echo_ids_middleware,
+            problem_middleware,
+            caller_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
+    app[METRICS] = ApiMetrics(new_registry())
     document = openapi_document("dispatch-api")
     app[SETTINGS] = settings
     app[CLOCK] = clock
@@ -119,6 +169,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/openapi.json", openapi)
+    r.add_get("/metrics", metrics)
     r.add_get("/v1/templates", list_templates)
     r.add_post("/v1/tickets", _tickets.create_ticket)
     r.add_get("/v1/tickets", _tickets.list_tickets)
@@ -146,7 +197,7 @@ def _database(dsn: str):  # type: ignore[no-untyped-def]
         app[POOL] = pool
         known = await templates.load(pool)
         app[TEMPLATES] = known
-        app[SERVICE] = TicketService(pool, known, app[CLOCK])
+        app[SERVICE] = TicketService(pool, known, app[CLOCK], app[METRICS])
         try:
             yield
         finally:

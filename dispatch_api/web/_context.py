@@ -9,12 +9,13 @@ import uuid
 import asyncpg
 from aiohttp import web
 
+from telemetry import SAFE_ID, current_ids
+
 from ..domain import Actor, ActorType, Role
 from ..errors import BadRequest, Forbidden, Unauthenticated
 from ..service import Caller
 from ..store import Principal, connection, principals
 
-SAFE_ID = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
 TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 IDEMPOTENCY_KEY = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,255}")
 MUTATING_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
@@ -61,7 +62,11 @@ def header_id(request: web.Request, name: str) -> str | None:
 
 
 def trace_id(request: web.Request) -> str | None:
-    """The trace id of a valid W3C traceparent; an invalid one is ignored, as the spec says."""
+    """The trace this request runs in: the server span's, which continues a valid incoming
+    traceparent; without tracing, the traceparent's own (an invalid one is ignored)."""
+    current, _ = current_ids()
+    if current is not None:
+        return current
     match = TRACEPARENT.fullmatch(request.headers.get("traceparent", ""))
     if match is None or match.group(1) == "0" * 32:
         return None

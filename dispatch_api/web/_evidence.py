@@ -73,7 +73,7 @@ async def attach_evidence(request: web.Request) -> web.Response:
     response = await request.app[SERVICE].attach_evidence(
         caller, key, tid, upload, body.get("reason")
     )
-    return stored_response(response)
+    return stored_response(request, response)
 
 
 async def list_evidence(request: web.Request) -> web.Response:

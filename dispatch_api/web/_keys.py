@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from ..domain import IncidentTemplate
+from ..metrics import ApiMetrics
 from ..service import Caller, Clock, TicketService
 from ..settings import ApiSettings
 from ._context import PrincipalCache
@@ -19,6 +20,7 @@ TEMPLATES: web.AppKey[dict[str, IncidentTemplate]] = web.AppKey("templates")
 VALIDATORS = web.AppKey("validators", BodyValidators)
 PRINCIPALS = web.AppKey("principals", PrincipalCache)
 OPENAPI = web.AppKey("openapi", bytes)
+METRICS = web.AppKey("metrics", ApiMetrics)
 
 #: Set on every /v1 request by the context middleware.
 CALLER = web.RequestKey("caller", Caller)
@@ -28,6 +30,7 @@ __all__ = [
     "CALLER",
     "CLOCK",
     "CORRELATION_ID",
+    "METRICS",
     "OPENAPI",
     "POOL",
     "PRINCIPALS",

@@ -9,6 +9,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from telemetry import log_context
+
 from ..errors import (
     ApiError,
     BadRequest,
@@ -55,14 +57,19 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ApiError as error:
-        return problem_response(error)
+        return _answer(request, error)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem_response(_translate(exc, request))
+        return _answer(request, _translate(exc, request))
     except Exception:
         _log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem_response(_Internal())
+        return _answer(request, _Internal())
+
+
+def _answer(request: web.Request, error: ApiError) -> web.Response:
+    log_context(request)["error_code"] = error.code
+    return problem_response(error)
 
 
 class _Internal(ApiError):

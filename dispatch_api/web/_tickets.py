@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from telemetry import SAFE_ID, log_context
+
 from ..domain import (
     Action,
     Arrive,
@@ -32,7 +34,7 @@ from ..errors import BadRequest, IdempotencyKeyMissing, Unprocessable
 from ..service import Caller
 from ..store import IdempotencyKey, StoredResponse, TicketFilter, idempotency
 from ._body import read_json
-from ._context import SAFE_ID, idempotency_key
+from ._context import idempotency_key
 from ._keys import CALLER, SERVICE, SETTINGS, TEMPLATES
 from ._validation import invalid_field
 
@@ -43,8 +45,16 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-def stored_response(stored: StoredResponse) -> web.Response:
+def stored_response(request: web.Request, stored: StoredResponse) -> web.Response:
+    """The stored (or just stored) answer; its problem code or ticket id go to the log line."""
     content_type = "application/problem+json" if stored.status >= 400 else "application/json"
+    if stored.status >= 400 or "ticket_id" not in request.match_info:
+        body = orjson.loads(stored.body)
+        fields = log_context(request)
+        if stored.status >= 400:
+            fields["error_code"] = body.get("code")
+        elif isinstance(body.get("ticket"), dict):
+            fields["ticket_id"] = body["ticket"].get("id")
     response = web.Response(status=stored.status, body=stored.body, content_type=content_type)
     if stored.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -93,7 +103,7 @@ def _check_incident_type(request: web.Request, body: dict[str, Any]) -> None:
 async def create_ticket(request: web.Request) -> web.Response:
     caller, key, body = await mutation(request, "CreateTicket")
     _check_incident_type(request, body)
-    return stored_response(await request.app[SERVICE].create(caller, key, body))
+    return stored_response(request, await request.app[SERVICE].create(caller, key, body))
 
 
 async def update_ticket(request: web.Request) -> web.Response:
@@ -104,7 +114,7 @@ async def update_ticket(request: web.Request) -> web.Response:
     if not fields:
         raise invalid_field("", "name at least one field to change; reason alone changes nothing")
     command = Update(fields, reason=body.get("reason"))
-    return stored_response(await request.app[SERVICE].act(caller, key, tid, command))
+    return stored_response(request, await request.app[SERVICE].act(caller, key, tid, command))
 
 
 def _datetime(body: dict[str, Any], name: str) -> datetime:
@@ -161,7 +171,7 @@ def action_handler(name: str) -> Callable[[web.Request], Any]:
         command = build(body)
         details = {k: body[k] for k in _NOTE_DETAILS if k in body}
         service = request.app[SERVICE]
-        return stored_response(await service.act(caller, key, tid, command, details))
+        return stored_response(request, await service.act(caller, key, tid, command, details))
 
     handle.__name__ = f"{name.replace('-', '_')}_ticket"
     return handle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -515,14 +516,13 @@ async def test_without_x_request_id_the_idempotency_key_is_the_request_id(api: A
     event = (await api.timeline(ticket["id"]))[-1]
     assert event["request_id"] == "escalate-key-7"
     assert reply.headers["X-Request-ID"] == "escalate-key-7"
-    assert event["trace_id"] is None
+    assert event["trace_id"] != TRACE_ID  # the invalid traceparent started a fresh trace
     assert event["correlation_id"] == reply.headers["X-Correlation-ID"]
 
 
-async def test_an_invalid_traceparent_is_ignored(api: Api) -> None:
+async def test_an_invalid_traceparent_starts_a_fresh_trace(api: Api) -> None:
     ticket = await api.create_ticket()
     for traceparent in (
-        f"01-{TRACE_ID}-00f067aa0ba902b7-01",
         f"00-{'0' * 32}-00f067aa0ba902b7-01",
         f"00-{TRACE_ID.upper()}-00f067aa0ba902b7-01",
         "garbage",
@@ -531,7 +531,22 @@ async def test_an_invalid_traceparent_is_ignored(api: Api) -> None:
             ticket["id"], "mitigations", {"action": "x"}, headers={"traceparent": traceparent}
         )
         assert reply.status == 200, reply.body
-        assert reply.body["event"]["trace_id"] is None, traceparent
+        trace_id = reply.body["event"]["trace_id"]
+        assert re.fullmatch("[0-9a-f]{32}", trace_id), traceparent
+        assert trace_id not in (TRACE_ID, "0" * 32), traceparent
+
+
+async def test_a_future_traceparent_version_is_read_leniently(api: Api) -> None:
+    ticket = await api.create_ticket()
+
+    reply = await api.act(
+        ticket["id"],
+        "mitigations",
+        {"action": "x"},
+        headers={"traceparent": f"01-{TRACE_ID}-00f067aa0ba902b7-01"},
+    )
+
+    assert reply.body["event"]["trace_id"] == TRACE_ID
 
 
 async def test_a_gateway_records_the_agent_it_asserts(api: Api) -> None:

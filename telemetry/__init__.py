@@ -1,0 +1,50 @@
+"""What both services share to be observable: JSON logs, metrics helpers, tracing, ids.
+
+_logging.py   JsonLog (one JSON line per event, DESIGN section 6 fields), stdlib bridge
+_metrics.py   millisecond buckets, route labels, the /metrics response
+_tracing.py   provider set-up, server-span middleware, client-span trace config
+_ids.py       correlation/request id validation and minting
+"""
+
+from ._ids import SAFE_ID, UnsafeId, incoming_id, new_id
+from ._logging import FIELDS, JsonFormatter, JsonLog, Sink, configure_stdlib_logging, current_ids
+from ._metrics import LATENCY_BUCKETS_MS, UNMATCHED, metrics_response, new_registry, route_label
+from ._observe import LOG_CONTEXT, OnResponse, log_context, observe_middleware
+from ._tracing import (
+    EXPORTERS,
+    TracingSettings,
+    client_trace_config,
+    configure_tracing,
+    instrument_database,
+    resend_count,
+    tracing_middleware,
+)
+
+__all__ = [
+    "EXPORTERS",
+    "FIELDS",
+    "LATENCY_BUCKETS_MS",
+    "LOG_CONTEXT",
+    "SAFE_ID",
+    "UNMATCHED",
+    "JsonFormatter",
+    "JsonLog",
+    "OnResponse",
+    "Sink",
+    "TracingSettings",
+    "UnsafeId",
+    "client_trace_config",
+    "configure_stdlib_logging",
+    "configure_tracing",
+    "current_ids",
+    "incoming_id",
+    "instrument_database",
+    "log_context",
+    "metrics_response",
+    "new_id",
+    "new_registry",
+    "observe_middleware",
+    "resend_count",
+    "route_label",
+    "tracing_middleware",
+]

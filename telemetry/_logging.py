@@ -1,0 +1,110 @@
+"""JSON logs: one object per line (orjson), every DESIGN section 6 field always present.
+
+Each service owns a `JsonLog` writing to a sink (stdout by default, a list in tests). The
+stdlib `logging` records of the libraries are rendered by `JsonFormatter` into the same
+shape, so stdout holds nothing but JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+
+#: Fields every request log line carries, null where not applicable (DESIGN section 6).
+FIELDS: tuple[str, ...] = (
+    "ts",
+    "level",
+    "service",
+    "event",
+    "request_id",
+    "correlation_id",
+    "trace_id",
+    "span_id",
+    "actor_type",
+    "actor_id",
+    "role",
+    "tool_name",
+    "ticket_id",
+    "endpoint",
+    "status_code",
+    "latency_ms",
+)
+_BLANK = dict.fromkeys(FIELDS)
+
+Sink = Callable[[bytes], None]
+
+
+def stdout_sink(line: bytes) -> None:
+    sys.stdout.buffer.write(line)
+    sys.stdout.buffer.flush()
+
+
+def current_ids() -> tuple[str | None, str | None]:
+    """(trace_id, span_id) of the current span as hex, or (None, None) outside one."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None, None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+class JsonLog:
+    def __init__(self, service: str, sink: Sink = stdout_sink) -> None:
+        self.service = service
+        self._sink = sink
+
+    def emit(self, event: str, fields: Mapping[str, Any], level: str = "info") -> None:
+        """One line: the standard fields (null unless given), then any extra ones given."""
+        trace_id, span_id = current_ids()
+        record = {
+            **_BLANK,
+            "trace_id": trace_id,
+            "span_id": span_id,
+            **fields,
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": level,
+            "service": self.service,
+            "event": event,
+        }
+        self._sink(orjson.dumps(record, default=str) + b"\n")
+
+
+class JsonFormatter(logging.Formatter):
+    """stdlib records (errors, library warnings) as the same JSON lines."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        trace_id, span_id = current_ids()
+        body: dict[str, Any] = {
+            **_BLANK,
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "service": self._service,
+            "event": "log",
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            body["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(body, default=str).decode()
+
+
+def configure_stdlib_logging(service: str, level: int = logging.INFO) -> None:
+    """Route the root logger to stdout as JSON (called once, at the entrypoint)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiohttp's access log duplicates our request lines and costs throughput.
+    logging.getLogger("aiohttp.access").disabled = True

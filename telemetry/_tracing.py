@@ -1,0 +1,141 @@
+"""OpenTelemetry: provider set-up from settings, the server-span middleware, client spans.
+
+The provider is global (OpenTelemetry allows one per process) and configured once, at the
+entrypoint. Client spans come from the aiohttp-client instrumentation as a per-session
+`trace_config` (no global patching, so sessions created at any time are traced); server
+spans from our own small middleware (the aiohttp-server instrumentation would swap
+`web.Application`'s class, which silently misses apps created before it runs).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+EXPORTERS = ("none", "console", "otlp")
+
+#: How many times the HTTP request under way was sent before (0 on the first try); set by
+#: dispatch_client around each try, read when the client span starts.
+resend_count: contextvars.ContextVar[int] = contextvars.ContextVar("resend_count", default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    exporter: str = field(default="none", metadata={"env": "DISPATCH_TRACE_EXPORTER"})
+    sampling_ratio: float = field(default=1.0, metadata={"env": "DISPATCH_TRACE_SAMPLING_RATIO"})
+    otlp_endpoint: str = field(default="", metadata={"env": "DISPATCH_OTLP_ENDPOINT"})
+    service_version: str = "0.1.0"
+
+    def __post_init__(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"DISPATCH_TRACE_EXPORTER: must be one of {', '.join(EXPORTERS)}")
+        if not 0.0 <= self.sampling_ratio <= 1.0:
+            raise ValueError("DISPATCH_TRACE_SAMPLING_RATIO: must be between 0 and 1")
+
+
+def configure_tracing(
+    settings: TracingSettings,
+    service: str,
+    *,
+    processor: SpanProcessor | None = None,
+) -> TracerProvider:
+    """Install the global tracer provider. With exporter `none` spans are still created (so
+    trace ids propagate and reach logs and the timeline) but nothing is exported.
+
+    Sampling follows a local parent, and otherwise the ratio, also for remote parents: a
+    public caller's sampled flag is not trusted to decide our tracing load. The ratio is
+    decided by trace id, so every service with the same ratio samples the same traces.
+    """
+    ratio = TraceIdRatioBased(settings.sampling_ratio)
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": service, "service.version": settings.service_version}
+        ),
+        sampler=ParentBased(ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ratio),
+    )
+    exporter = _exporter(settings)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if processor is not None:
+        provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _exporter(settings: TracingSettings) -> SpanExporter | None:
+    if settings.exporter == "console":
+        return ConsoleSpanExporter()
+    if settings.exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = settings.otlp_endpoint
+        return OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+    return None
+
+
+def instrument_database() -> None:
+    """asyncpg spans (statements only, never parameters). Global, so call it once."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    instrumentor = AsyncPGInstrumentor(capture_parameters=False)  # type: ignore[no-untyped-call]
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+
+
+def client_trace_config() -> aiohttp.TraceConfig:
+    """A client span per HTTP request (so one per retry try), with trace headers injected."""
+
+    def on_request(span: trace.Span, params: aiohttp.TraceRequestStartParams) -> None:
+        count = resend_count.get()
+        if count:
+            span.set_attribute("http.request.resend_count", count)
+
+    return create_trace_config(request_hook=on_request)
+
+
+def tracing_middleware(service: str, excluded: Collection[str]) -> Middleware:
+    """A SERVER span per request, continuing the caller's `traceparent`; none for `excluded`
+    paths (health probes and scrapes would drown the traces)."""
+    tracer = trace.get_tracer(service)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in excluded:
+            return await handler(request)
+        parent = propagate.extract(request.headers)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else None
+        name = f"{request.method} {route}" if route else request.method
+        with tracer.start_as_current_span(
+            name,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": request.method,
+                "url.path": request.path,
+                "http.route": route or "",
+            },
+        ) as span:
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+
+    return middleware
