@@ -11,7 +11,17 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from dispatch_client import BreakerState, DispatchClient
+from dispatch_client import AttemptObserver, BreakerState, CallContext, DispatchClient
+from telemetry import (
+    JsonLog,
+    client_trace_config,
+    log_context,
+    metrics_response,
+    new_id,
+    new_registry,
+    observe_middleware,
+    tracing_middleware,
+)
 from tools import ToolError, catalog
 
 from . import _rest
@@ -25,9 +35,12 @@ from ._keys import (
     DRAINING,
     INFLIGHT,
     LIMITER,
+    LOG,
+    METRICS,
     PIPELINE,
     SETTINGS,
 )
+from ._metrics import BridgeMetrics
 from ._pipeline import Pipeline
 from .settings import BridgeSettings
 
@@ -40,14 +53,16 @@ _SELF_AUTHENTICATED = frozenset({"/v1/tools/{name}/invoke"})
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: correlation id in and out, every error as problem+json, never a 500 body."""
-    request[CORRELATION_ID] = _rest.correlation_id(request)
     try:
+        request[CORRELATION_ID] = new_id()  # until the caller's is validated
+        request[CORRELATION_ID] = _rest.correlation_id(request)
         route = request.match_info.route.resource
         template = route.canonical if route is not None else ""
         if template.startswith("/v1/") and template not in _SELF_AUTHENTICATED:
             request[AGENT] = _rest.authenticate(request)
         response = await handler(request)
     except ToolError as error:
+        log_context(request)["error_code"] = error.code
         response = _rest.problem(error)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -92,15 +107,33 @@ async def readyz(request: web.Request) -> web.Response:
     return _rest.json_response(body, 200 if ready else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    return metrics_response(request.app[METRICS].registry)
+
+
+def _no_request_metrics(request: web.Request, status: int, route: str, latency: float) -> None:
+    """Tool metrics are recorded by the pipeline, per tool; HTTP routes add nothing here."""
+
+
 def create_bridge_app(
     settings: BridgeSettings,
     *,
     clock: Callable[[], float] = time.monotonic,
+    log: JsonLog | None = None,
 ) -> web.Application:
     """The bridge application; its HTTP session and client open when the app starts."""
     if settings.gateway_token is None:
         raise ValueError("DISPATCH_GATEWAY_TOKEN: the bridge needs its dispatch-api token")
-    app = web.Application(middlewares=[edge_middleware])
+    log = log or JsonLog("bridge")
+    app = web.Application(
+        middlewares=[
+            tracing_middleware("bridge", excluded={"/healthz", "/metrics"}),
+            observe_middleware(log, _no_request_metrics),
+            edge_middleware,
+        ]
+    )
+    app[METRICS] = BridgeMetrics(new_registry())
+    app[LOG] = log
     app[SETTINGS] = settings
     app[AGENTS] = AgentDirectory(settings.agents)
     app[LIMITER] = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst, clock)
@@ -111,6 +144,7 @@ def create_bridge_app(
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics)
     r.add_get("/v1/tools", _rest.list_tools)
     r.add_post("/v1/tools/{name}/invoke", _rest.invoke)
     r.add_get("/v1/config", _rest.show_config)
@@ -131,7 +165,10 @@ def _dispatch_client(
         # One long-lived session per process, created here (after any instrumentation),
         # never at import. Loopback and IP addresses skip the resolver's thread pool.
         connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with aiohttp.ClientSession(
+            connector=connector, trace_configs=[client_trace_config()]
+        ) as session:
+            metrics = app[METRICS]
             client = DispatchClient(
                 session,
                 settings.api_url,
@@ -139,9 +176,35 @@ def _dispatch_client(
                 settings.retry,
                 clock=clock,
                 sleep=asyncio.sleep,
+                observer=_attempt_logger(app[LOG]),
+                on_retry=lambda ctx, reason: metrics.retries.labels(ctx.tool_name, reason).inc(),
             )
+            metrics.watch(client)
             app[CLIENT] = client
-            app[PIPELINE] = Pipeline(catalog(), client, app[INFLIGHT], clock)
+            app[PIPELINE] = Pipeline(catalog(), client, app[INFLIGHT], clock, metrics)
             yield
 
     return ctx
+
+
+def _attempt_logger(log: JsonLog) -> AttemptObserver:
+    """One line per HTTP try to dispatch-api, with its attempt number."""
+
+    def observe(ctx: CallContext, attempt: int, outcome: str, seconds: float) -> None:
+        log.emit(
+            "upstream_attempt",
+            {
+                "request_id": ctx.request_id,
+                "correlation_id": ctx.correlation_id,
+                "actor_type": ctx.actor_type,
+                "actor_id": ctx.actor_id,
+                "role": ctx.actor_role,
+                "tool_name": ctx.tool_name,
+                "attempt": attempt,
+                "outcome": outcome,
+                "latency_ms": round(seconds * 1000, 3),
+            },
+            level="info" if outcome == "ok" else "warning",
+        )
+
+    return observe

@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from dispatch_client import DispatchClient
+from telemetry import JsonLog
 
 from ._agents import Agent, AgentDirectory, RateLimiter
 from ._inflight import InFlightRegistry
+from ._metrics import BridgeMetrics
 from ._pipeline import Pipeline
 from .settings import BridgeSettings
 
@@ -17,6 +19,8 @@ LIMITER = web.AppKey("limiter", RateLimiter)
 INFLIGHT = web.AppKey("inflight", InFlightRegistry)
 CLIENT = web.AppKey("client", DispatchClient)
 PIPELINE = web.AppKey("pipeline", Pipeline)
+METRICS = web.AppKey("metrics", BridgeMetrics)
+LOG = web.AppKey("log", JsonLog)
 #: Set when shutdown begins: /readyz answers 503 so load balancers stop sending calls.
 DRAINING = web.AppKey("draining", list[bool])
 

@@ -6,36 +6,29 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from dispatch_client import CallContext, DispatchClient, DispatchError
+from telemetry import current_ids
 from tools import HTTP_STATUS, Tool, ToolError, from_dispatch_error
 
 from ._agents import Agent
 from ._inflight import InFlightCall, InFlightRegistry
+from ._metrics import UNKNOWN_TOOL, BridgeMetrics
 
 _log = logging.getLogger("bridge")
+_tracer = trace.get_tracer("bridge")
 
 #: Namespace of request_ids derived from an agent's tool_call_id (uuid5).
 REQUEST_ID_NAMESPACE = uuid.UUID("5d6b1f0e-6a7c-4f37-9a53-2f0b9a8c1e44")
 TOOL_CALL_ID = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
-TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
-
-
-@dataclass(frozen=True, slots=True)
-class TraceHeaders:
-    traceparent: str | None = None
-    tracestate: str | None = None
-
-    @property
-    def trace_id(self) -> str | None:
-        match = TRACEPARENT.fullmatch(self.traceparent or "")
-        if match is None or match.group(1) == "0" * 32:
-            return None
-        return match.group(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +77,14 @@ class Pipeline:
         client: DispatchClient,
         inflight: InFlightRegistry,
         clock: Callable[[], float],
+        metrics: BridgeMetrics,
     ) -> None:
         self.tools = tuple(tools)
         self._by_name = {n: t for t in self.tools for n in (t.name, t.alias)}
         self._client = client
         self._inflight = inflight
         self._clock = clock
+        self._metrics = metrics
 
     def visible(self, agent: Agent) -> list[Tool]:
         """The tools `agent` may call, in catalog order."""
@@ -105,13 +100,45 @@ class Pipeline:
         arguments: Any,
         tool_call_id: Any,
         correlation_id: str,
-        trace: TraceHeaders,
     ) -> Outcome:
+        """Run one tool call for `agent`; never raises: every failure is in the Outcome."""
+        started = time.perf_counter()
         tool = self.resolve(name)
-        label = tool.name if tool else name[:128]
+        if tool is None:
+            error = _unknown_tool(name, self.visible(agent))
+            outcome = Outcome(name[:128], None, correlation_id, current_ids()[0], error=error)
+        else:
+            self._metrics.in_flight.labels(tool.name).inc()
+            try:
+                outcome = await self._execute(agent, tool, arguments, tool_call_id, correlation_id)
+            finally:
+                self._metrics.in_flight.labels(tool.name).dec()
+        label = tool.name if tool is not None else UNKNOWN_TOOL
+        code = "ok" if outcome.error is None else outcome.error.code
+        self._metrics.invocations.labels(label, code).inc()
+        self._metrics.latency_ms.labels(label).observe((time.perf_counter() - started) * 1000)
+        return outcome
+
+    async def _execute(
+        self, agent: Agent, tool: Tool, arguments: Any, tool_call_id: Any, correlation_id: str
+    ) -> Outcome:
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool.name}
+        if isinstance(tool_call_id, str) and TOOL_CALL_ID.fullmatch(tool_call_id):
+            attributes["gen_ai.tool.call.id"] = tool_call_id
+        with _tracer.start_as_current_span(
+            f"execute_tool {tool.name}", kind=SpanKind.INTERNAL, attributes=attributes
+        ) as span:
+            outcome = await self._run(agent, tool, arguments, tool_call_id, correlation_id)
+            if outcome.error is not None:
+                span.set_attribute("error.type", "tool_error")
+                span.set_status(Status(StatusCode.ERROR, outcome.error.code))
+            return outcome
+
+    async def _run(
+        self, agent: Agent, tool: Tool, arguments: Any, tool_call_id: Any, correlation_id: str
+    ) -> Outcome:
+        trace_id = current_ids()[0]
         try:
-            if tool is None:
-                raise _unknown_tool(name, self.visible(agent))
             if not tool.allowed(agent.role):
                 raise ToolError(
                     "forbidden",
@@ -128,7 +155,7 @@ class Pipeline:
                 )
             tool.validator.validate(arguments)
         except ToolError as error:
-            return Outcome(label, None, correlation_id, trace.trace_id, error=error)
+            return Outcome(tool.name, None, correlation_id, trace_id, error=error)
         request_id = request_id_for(agent, tool, call_id)
         args = {k: v for k, v in arguments.items() if v is not None}
         ctx = CallContext(
@@ -138,8 +165,6 @@ class Pipeline:
             actor_type="agent",
             actor_id=agent.id,
             actor_role=agent.role,
-            traceparent=trace.traceparent,
-            tracestate=trace.tracestate,
         )
         token = self._inflight.start(
             InFlightCall(
@@ -149,18 +174,18 @@ class Pipeline:
                 agent.id,
                 agent.role,
                 correlation_id,
-                trace.trace_id,
+                trace_id,
                 self._clock(),
             )
         )
         try:
             result = await tool.handler(self._client, ctx, dict(args))
-            return Outcome(tool.name, request_id, correlation_id, trace.trace_id, result=result)
+            return Outcome(tool.name, request_id, correlation_id, trace_id, result=result)
         except Exception as exc:  # every failure becomes a tool error the model can read
             failure = _tool_error(exc, tool, request_id)
         finally:
             self._inflight.finish(token)
-        return Outcome(tool.name, request_id, correlation_id, trace.trace_id, error=failure)
+        return Outcome(tool.name, request_id, correlation_id, trace_id, error=failure)
 
 
 def _tool_error(exc: Exception, tool: Tool, request_id: str) -> ToolError:

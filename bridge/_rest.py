@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from telemetry import UnsafeId, current_ids, incoming_id, log_context, new_id
 from tools import FORMATS, HTTP_STATUS, ToolError
 
 from ._agents import Agent
 from ._keys import AGENT, AGENTS, CORRELATION_ID, INFLIGHT, LIMITER, PIPELINE, SETTINGS
-from ._pipeline import Outcome, TraceHeaders
-
-_SAFE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@+=-")
+from ._pipeline import Outcome
 
 
 def json_response(
@@ -27,7 +25,7 @@ def json_response(
 
 def problem(error: ToolError, status: int | None = None) -> web.Response:
     """A non-invoke error as problem+json, carrying the same code and hints as the envelope."""
-    status = status or HTTP_STATUS[error.code]
+    status = status or error.details.get("http_status") or HTTP_STATUS[error.code]
     body = {
         "type": f"https://dispatch-bridge.dev/problems/{error.code}",
         "title": error.code.replace("_", " ").capitalize(),
@@ -56,11 +54,13 @@ def _retry_headers(error: ToolError) -> dict[str, str]:
 
 
 def correlation_id(request: web.Request) -> str:
-    """The caller's X-Correlation-ID when it is safe (1-128 id characters), else a new one."""
-    given = request.headers.get("X-Correlation-ID", "")
-    if 0 < len(given) <= 128 and set(given) <= _SAFE_ID_CHARS:
-        return given
-    return str(uuid.uuid4())
+    """The caller's X-Correlation-ID, or a new one; ToolError (400) when it is unsafe."""
+    try:
+        return incoming_id(request.headers.get("X-Correlation-ID"), "X-Correlation-ID") or new_id()
+    except UnsafeId as exc:
+        raise ToolError(
+            "invalid_arguments", str(exc), details={"header": exc.header, "http_status": 400}
+        ) from None
 
 
 def authenticate(request: web.Request) -> Agent:
@@ -74,10 +74,6 @@ def authenticate(request: web.Request) -> Agent:
             "Send your agent API key as Authorization: Bearer <key>.",
         )
     return agent
-
-
-def _trace(request: web.Request) -> TraceHeaders:
-    return TraceHeaders(request.headers.get("traceparent"), request.headers.get("tracestate"))
 
 
 async def list_tools(request: web.Request) -> web.Response:
@@ -97,7 +93,6 @@ async def invoke(request: web.Request) -> web.Response:
     """POST /v1/tools/{name}/invoke: always answers with the envelope."""
     name = request.match_info["name"]
     cid = request[CORRELATION_ID]
-    trace = _trace(request)
     try:
         agent = authenticate(request)
         wait = request.app[LIMITER].acquire(agent.id)
@@ -110,13 +105,30 @@ async def invoke(request: web.Request) -> web.Response:
             )
         body = await _read_invocation(request)
     except ToolError as error:
-        outcome = Outcome(name[:128], None, cid, trace.trace_id, error=error)
+        outcome = Outcome(name[:128], None, cid, current_ids()[0], error=error)
         status = 413 if error.details.get("limit_bytes") else outcome.http_status
         return _envelope(outcome, status)
+    arguments = body.get("arguments", {})
     outcome = await request.app[PIPELINE].invoke(
-        agent, name, body.get("arguments", {}), body.get("tool_call_id"), cid, trace
+        agent, name, arguments, body.get("tool_call_id"), cid
+    )
+    log_context(request).update(
+        actor_type="agent",
+        actor_id=agent.id,
+        role=agent.role,
+        tool_name=outcome.tool if request.app[PIPELINE].resolve(name) else None,
+        ticket_id=_ticket_of(arguments, outcome),
+        error_code=None if outcome.error is None else outcome.error.code,
     )
     return _envelope(outcome, outcome.http_status)
+
+
+def _ticket_of(arguments: Any, outcome: Outcome) -> Any:
+    """The ticket a call was about: its argument, or the one it created."""
+    if isinstance(arguments, dict) and arguments.get("ticket_id"):
+        return arguments["ticket_id"]
+    ticket = (outcome.result or {}).get("ticket")
+    return ticket.get("id") if isinstance(ticket, dict) else None
 
 
 def _envelope(outcome: Outcome, status: int) -> web.Response:

@@ -25,9 +25,22 @@ import orjson
 from aiohttp import web
 
 from dispatch_api.domain import Role
-from dispatch_api.settings import ApiSettings, Secret, SettingsError, load_api_settings
+from dispatch_api.settings import (
+    ApiSettings,
+    Secret,
+    SettingsError,
+    build_settings,
+    load_api_settings,
+    read_config,
+)
 from dispatch_api.store import connect, migrate, principals, start_embedded, templates
 from dispatch_api.web import create_app
+from telemetry import (
+    TracingSettings,
+    configure_stdlib_logging,
+    configure_tracing,
+    instrument_database,
+)
 
 from ._app import create_bridge_app
 from ._devcreds import DevCredentials, ensure_dev_credentials
@@ -92,7 +105,7 @@ async def _prepare(settings: ApiSettings, dsn: str) -> None:
     try:
         applied = await migrate(conn)
         if applied:
-            print(f"applied migrations: {', '.join(applied)}")
+            print(f"applied migrations: {', '.join(applied)}", file=sys.stderr)
         await templates.seed(conn, templates.read_template_file(settings.templates_file))
     finally:
         await conn.close()
@@ -116,7 +129,26 @@ async def _create_principal(settings: ApiSettings, args: argparse.Namespace) -> 
     return 0
 
 
+def _observability(service: str, args: argparse.Namespace, *, database: bool) -> None:
+    """Process-wide set-up, once, before any app or session exists: JSON logs on stdout,
+    the tracer provider, asyncpg spans for the service that talks to PostgreSQL."""
+    try:
+        tracing = build_settings(
+            TracingSettings,
+            os.environ,
+            read_config(args.config).get("tracing", {}),
+            where="[tracing]",
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    configure_stdlib_logging(service)
+    configure_tracing(tracing, service)
+    if database:
+        instrument_database()
+
+
 async def _serve_api(settings: ApiSettings, args: argparse.Namespace) -> int:
+    _observability("dispatch-api", args, database=True)
     dsn = _database_url(settings, embedded_ok=False)
     await _serve([(create_app(settings, dsn), settings.api_host, settings.api_port)])
     return 0
@@ -124,12 +156,14 @@ async def _serve_api(settings: ApiSettings, args: argparse.Namespace) -> int:
 
 async def _serve_bridge(settings: ApiSettings, args: argparse.Namespace) -> int:
     bridge = load_bridge_settings(os.environ, args.config)
+    _observability("bridge", args, database=False)
     app = create_bridge_app(bridge)
     await _serve([(app, bridge.host, bridge.port)], drain_timeout_s=bridge.drain_timeout_s)
     return 0
 
 
 async def _up(settings: ApiSettings, args: argparse.Namespace) -> int:
+    _observability("dispatch-bridge", args, database=True)
     dsn = _database_url(settings, embedded_ok=True)
     await _prepare(settings, dsn)
     creds = await ensure_dev_credentials(settings, dsn)
@@ -153,11 +187,13 @@ async def _up(settings: ApiSettings, args: argparse.Namespace) -> int:
 
 
 def _print_banner(creds: DevCredentials, path: Path) -> None:
+    # On stderr: stdout carries the services' JSON log lines only.
     print(
         f"dispatch-api  {creds.api_url}   (token with the supervisor role: {creds.api_token})\n"
         f"bridge        {creds.bridge_url}   (agent key, every tool: {creds.agent_key})\n"
         f"credentials   {path}\n"
         "Ctrl-C stops.",
+        file=sys.stderr,
         flush=True,
     )
 

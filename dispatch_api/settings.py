@@ -149,7 +149,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
 
 
 #: TOML tables that configure the bridge; dispatch-api's own settings are top-level keys.
-BRIDGE_TABLES = frozenset({"bridge", "retry", "agents"})
+BRIDGE_TABLES = frozenset({"bridge", "retry", "agents", "tracing"})
 
 
 def read_config(config_file: Path | None) -> dict[str, Any]:

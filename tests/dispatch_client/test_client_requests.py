@@ -118,18 +118,6 @@ async def test_the_json_body_is_sent_as_application_json(harness: Harness) -> No
     assert orjson.loads(call.kwargs["data"]) == body
 
 
-async def test_trace_context_headers_are_forwarded_when_present(harness: Harness) -> None:
-    harness.mock.get(TICKET, payload={"id": "T-1"})
-    client = harness.client()
-    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-    await client.get_ticket(context(traceparent=traceparent, tracestate="vendor=1"), "T-1")
-
-    (call,) = harness.requests()
-    assert _headers(call)["traceparent"] == traceparent
-    assert _headers(call)["tracestate"] == "vendor=1"
-
-
 async def test_a_ticket_id_is_percent_encoded_as_one_path_segment(harness: Harness) -> None:
     harness.mock.get(f"{BASE}/v1/tickets/a%2Fb%3Fc", payload={"id": "a/b?c"})
     client = harness.client()

@@ -1,0 +1,69 @@
+"""The bridge's Prometheus metrics (names as DESIGN section 6, the rest in its spirit)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dispatch_client import BreakerState, DispatchClient
+from telemetry import LATENCY_BUCKETS_MS
+
+#: The tool label of calls naming no known tool: arbitrary names never become labels.
+UNKNOWN_TOOL = "_unknown"
+
+
+class BridgeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.invocations = Counter(
+            "tool_invocations",
+            "Tool calls by tool and outcome code (ok or a tool error code)",
+            ["tool", "code"],
+            registry=registry,
+        )
+        self.latency_ms = Histogram(
+            "tool_latency_ms",
+            "Tool call latency in milliseconds, retries included",
+            ["tool"],
+            buckets=LATENCY_BUCKETS_MS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "tool_calls_in_flight", "Tool calls running now", ["tool"], registry=registry
+        )
+        self.retries = Counter(
+            "tool_retries",
+            "HTTP retries to dispatch-api, by tool and the failure that caused them",
+            ["tool", "reason"],
+            registry=registry,
+        )
+
+    def watch(self, client: DispatchClient) -> None:
+        """Expose the client's retry budget and breaker (state lives in the client)."""
+        self.registry.register(_ClientCollector(client))
+
+
+class _ClientCollector(Collector):
+    def __init__(self, client: DispatchClient) -> None:
+        self._client = client
+
+    def collect(self) -> Iterator[Metric]:
+        exhausted = CounterMetricFamily(
+            "retry_budget_exhausted",
+            "Retries refused because the retry budget was spent",
+            labels=["downstream"],
+        )
+        exhausted.add_metric(["dispatch-api"], self._client.budget.exhausted_total)
+        yield exhausted
+        state = GaugeMetricFamily(
+            "circuit_breaker_state",
+            "1 for the breaker's current state (closed, open, half_open)",
+            labels=["downstream", "state"],
+        )
+        current = self._client.breaker.state
+        for candidate in BreakerState:
+            state.add_metric(["dispatch-api", str(candidate)], 1.0 if candidate is current else 0.0)
+        yield state
