@@ -18,6 +18,7 @@ from bridge.settings import BridgeSettings
 from dispatch_api.settings import Secret
 from dispatch_client import RetryConfig, RetryPolicy
 from schemas import Validator
+from telemetry import JsonLog
 from tests.support.api import Api, Reply
 from tests.support.fault_proxy import FaultProxy
 from tools import catalog
@@ -100,7 +101,7 @@ def bridge_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def bridge(
-    api: Api, bridge_retry: RetryConfig, bridge_overrides: dict[str, Any]
+    api: Api, bridge_retry: RetryConfig, bridge_overrides: dict[str, Any], log_lines: list[bytes]
 ) -> AsyncIterator[Bridge]:
     assert api.session._base_url is not None
     upstream = api.session._base_url
@@ -117,7 +118,7 @@ async def bridge(
         retry=bridge_retry,
         **bridge_overrides,
     )
-    app = create_bridge_app(settings)
+    app = create_bridge_app(settings, log=JsonLog("bridge", sink=log_lines.append))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -16,6 +17,7 @@ from dispatch_api.domain import Role
 from dispatch_api.settings import ApiSettings
 from dispatch_api.store import connect, principals
 from dispatch_api.web import create_app
+from telemetry import JsonLog
 
 
 class FakeClock:
@@ -135,7 +137,19 @@ def api_settings() -> ApiSettings:
 
 
 @pytest.fixture
-async def api(database_url: str, clock: FakeClock, api_settings: ApiSettings) -> AsyncIterator[Api]:
+def log_lines() -> list[bytes]:
+    """Every JSON log line the services under test wrote, in order."""
+    return []
+
+
+def parsed_logs(lines: list[bytes]) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in lines]
+
+
+@pytest.fixture
+async def api(
+    database_url: str, clock: FakeClock, api_settings: ApiSettings, log_lines: list[bytes]
+) -> AsyncIterator[Api]:
     conn = await connect(database_url)
     tokens = {}
     try:
@@ -144,7 +158,9 @@ async def api(database_url: str, clock: FakeClock, api_settings: ApiSettings) ->
             await principals.upsert(conn, pid, role, tokens[name], trusted_gateway=gateway)
     finally:
         await conn.close()
-    server = TestServer(create_app(api_settings, database_url, clock=clock), host="127.0.0.1")
+    log = JsonLog("dispatch-api", sink=log_lines.append)
+    app = create_app(api_settings, database_url, clock=clock, log=log)
+    server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
         async with aiohttp.ClientSession(base_url=str(server.make_url(""))) as session:
