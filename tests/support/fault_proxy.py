@@ -8,7 +8,6 @@ and count the requests it forwarded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 
 class FaultProxy:
@@ -16,6 +15,7 @@ class FaultProxy:
         self._upstream = (upstream_host, upstream_port)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self.requests = 0
         self.drop_responses = 0
         self.released = asyncio.Event()
@@ -36,14 +36,15 @@ class FaultProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
 
     async def close(self) -> None:
+        """Stop listening and cut every open connection, as a crashed peer would."""
         if self._server is not None:
             self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._server is not None:
             await self._server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     def hold(self) -> None:
         """Keep responses back until `release()`; `holding` is set once one is held."""
@@ -57,12 +58,15 @@ class FaultProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         except OSError:
-            writer.close()
+            writer.transport.abort()
+            self._writers.discard(writer)
             self._tasks.discard(task)
             return
+        self._writers.add(up_writer)
         try:
             await asyncio.gather(
                 self._requests(reader, up_writer), self._responses(up_reader, writer)
@@ -71,7 +75,8 @@ class FaultProxy:
             pass
         finally:
             for w in (writer, up_writer):
-                w.close()
+                w.transport.abort()
+                self._writers.discard(w)
             self._tasks.discard(task)
 
     async def _requests(self, reader: asyncio.StreamReader, up: asyncio.StreamWriter) -> None:
