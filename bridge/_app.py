@@ -14,7 +14,9 @@ from aiohttp.typedefs import Handler
 from dispatch_client import AttemptObserver, BreakerState, CallContext, DispatchClient
 from telemetry import (
     JsonLog,
+    UnsafeId,
     client_trace_config,
+    incoming_id,
     log_context,
     metrics_response,
     new_id,
@@ -72,7 +74,16 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         _log.exception("unhandled error on %s %s", request.method, request.path)
         response = _rest.problem(ToolError("internal", "An internal error occurred; it is logged."))
     response.headers.setdefault("X-Correlation-ID", request[CORRELATION_ID])
+    if "X-Request-ID" not in response.headers:  # tool calls carry their request_id already
+        response.headers["X-Request-ID"] = _request_id(request)
     return response
+
+
+def _request_id(request: web.Request) -> str:
+    try:
+        return incoming_id(request.headers.get("X-Request-ID"), "X-Request-ID") or new_id()
+    except UnsafeId:
+        return new_id()
 
 
 def _http_error(exc: web.HTTPException, request: web.Request) -> ToolError:

@@ -17,6 +17,7 @@ from ._tracing import (
     configure_tracing,
     instrument_database,
     resend_count,
+    tracer_provider,
     tracing_middleware,
 )
 
@@ -46,5 +47,6 @@ __all__ = [
     "observe_middleware",
     "resend_count",
     "route_label",
+    "tracer_provider",
     "tracing_middleware",
 ]

@@ -55,8 +55,20 @@ def configure_tracing(
     *,
     processor: SpanProcessor | None = None,
 ) -> TracerProvider:
-    """Install the global tracer provider. With exporter `none` spans are still created (so
-    trace ids propagate and reach logs and the timeline) but nothing is exported.
+    """Install the global tracer provider (once per process) built by `tracer_provider`."""
+    provider = tracer_provider(settings, service, processor=processor)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def tracer_provider(
+    settings: TracingSettings,
+    service: str,
+    *,
+    processor: SpanProcessor | None = None,
+) -> TracerProvider:
+    """A provider for `service`. With exporter `none` spans are still created (so trace ids
+    propagate and reach logs and the timeline) but nothing is exported.
 
     Sampling follows a local parent, and otherwise the ratio, also for remote parents: a
     public caller's sampled flag is not trusted to decide our tracing load. The ratio is
@@ -74,7 +86,6 @@ def configure_tracing(
         provider.add_span_processor(BatchSpanProcessor(exporter))
     if processor is not None:
         provider.add_span_processor(processor)
-    trace.set_tracer_provider(provider)
     return provider
 
 

@@ -65,8 +65,7 @@ async def echo_ids_middleware(request: web.Request, handler: Handler) -> web.Str
     request[CORRELATION_ID] = incoming if SAFE_ID.fullmatch(incoming) else str(uuid.uuid4())
     response = await handler(request)
     response.headers["X-Correlation-ID"] = request[CORRELATION_ID]
-    if REQUEST_ID in request:
-        response.headers["X-Request-ID"] = request[REQUEST_ID]
+    response.headers["X-Request-ID"] = request.get(REQUEST_ID) or request_id_for(request)
     return response
 
 

@@ -262,3 +262,23 @@ async def test_health_and_readiness(bridge: Bridge) -> None:
         "breaker": "closed",
         "draining": False,
     }
+
+
+async def test_ids_are_echoed_on_every_response_and_an_unsafe_correlation_id_is_refused(
+    bridge: Bridge,
+) -> None:
+    listing = await bridge.request(
+        "GET", "/v1/tools", headers={"X-Correlation-ID": "case-1", "X-Request-ID": "req-1"}
+    )
+    health = await bridge.request("GET", "/healthz", as_="")
+    unsafe = await bridge.request("GET", "/v1/tools", headers={"X-Correlation-ID": "a b\tc"})
+
+    assert (listing.headers["X-Correlation-ID"], listing.headers["X-Request-ID"]) == (
+        "case-1",
+        "req-1",
+    )
+    uuid.UUID(health.headers["X-Correlation-ID"])
+    uuid.UUID(health.headers["X-Request-ID"])
+    assert unsafe.status == 400
+    assert unsafe.body["header"] == "X-Correlation-ID"
+    assert "a b" not in unsafe.headers["X-Correlation-ID"]

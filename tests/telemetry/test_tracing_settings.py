@@ -1,0 +1,81 @@
+"""Tracing is configured by settings: exporter, sampling ratio, service name and version."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace.sampling import Decision
+
+from telemetry import TracingSettings, tracer_provider
+
+CLI = Path(sys.executable).with_name("dispatch-bridge")
+
+
+def test_the_provider_names_the_service_and_its_version() -> None:
+    provider = tracer_provider(TracingSettings(service_version="9.9.9"), "bridge")
+
+    attributes = provider.resource.attributes
+    assert (attributes["service.name"], attributes["service.version"]) == ("bridge", "9.9.9")
+
+
+@pytest.mark.parametrize(("ratio", "sampled"), [(0.0, 0), (1.0, 200)])
+def test_the_sampling_ratio_decides_how_many_root_traces_are_recorded(
+    ratio: float, sampled: int
+) -> None:
+    provider = tracer_provider(TracingSettings(sampling_ratio=ratio), "bridge")
+
+    decisions = [
+        provider.sampler.should_sample(None, trace_id, "x").decision for trace_id in range(1, 201)
+    ]
+
+    assert sum(d is Decision.RECORD_AND_SAMPLE for d in decisions) == sampled
+
+
+def test_a_remote_callers_sampled_flag_does_not_force_sampling() -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    provider = tracer_provider(TracingSettings(sampling_ratio=0.0), "bridge")
+    remote = SpanContext(
+        trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        span_id=0x00F067AA0BA902B7,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    parent = trace.set_span_in_context(NonRecordingSpan(remote))
+
+    result = provider.sampler.should_sample(parent, remote.trace_id, "x")
+
+    assert result.decision is Decision.DROP
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"exporter": "jaeger"}, "DISPATCH_TRACE_EXPORTER"),
+        ({"sampling_ratio": 1.5}, "DISPATCH_TRACE_SAMPLING_RATIO"),
+    ],
+)
+def test_bad_tracing_settings_are_refused_naming_the_variable(
+    kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        TracingSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_cli_refuses_an_unknown_exporter_with_exit_2() -> None:
+    result = subprocess.run(
+        [str(CLI), "serve-bridge"],
+        env={**os.environ, "DISPATCH_TRACE_EXPORTER": "jaeger", "DISPATCH_GATEWAY_TOKEN": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "DISPATCH_TRACE_EXPORTER" in result.stderr
