@@ -93,6 +93,12 @@ class Pipeline:
     def resolve(self, name: str) -> Tool | None:
         return self._by_name.get(name)
 
+    def count_refusal(self, name: str, code: str) -> None:
+        """Count a call the transport refused before the pipeline ran (no key, rate limit,
+        unreadable body), so tool_invocations_total sees every call."""
+        tool = self.resolve(name)
+        self._metrics.invocations.labels(tool.name if tool else UNKNOWN_TOOL, code).inc()
+
     async def invoke(
         self,
         agent: Agent,

@@ -105,6 +105,7 @@ async def invoke(request: web.Request) -> web.Response:
             )
         body = await _read_invocation(request)
     except ToolError as error:
+        request.app[PIPELINE].count_refusal(name, error.code)
         outcome = Outcome(name[:128], None, cid, current_ids()[0], error=error)
         status = 413 if error.details.get("limit_bytes") else outcome.http_status
         return _envelope(outcome, status)

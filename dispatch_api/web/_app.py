@@ -120,6 +120,8 @@ async def metrics(request: web.Request) -> web.Response:
             rows = await conn.fetch("SELECT state, count(*) AS n FROM tickets GROUP BY state")
         registry.set_ticket_counts({r["state"]: r["n"] for r in rows})
     except Unavailable:
+        # No stale truth: the series vanish until the database answers again.
+        registry.in_state.clear()
         _log.warning("tickets_in_state not refreshed: database unavailable")
     return metrics_response(registry.registry)
 
