@@ -26,7 +26,7 @@ from telemetry import (
 )
 from tools import ToolError, catalog
 
-from . import _rest
+from . import _mcp, _rest
 from ._agents import AgentDirectory, RateLimiter
 from ._inflight import InFlightRegistry
 from ._keys import (
@@ -158,6 +158,9 @@ def create_bridge_app(
     r.add_get("/metrics", metrics)
     r.add_get("/v1/tools", _rest.list_tools)
     r.add_post("/v1/tools/{name}/invoke", _rest.invoke)
+    r.add_post("/mcp", _mcp.handle)
+    r.add_get("/mcp", _mcp.reject_method)
+    r.add_delete("/mcp", _mcp.reject_method)
     r.add_get("/v1/config", _rest.show_config)
     r.add_get("/v1/ops/inflight", _rest.inflight)
     return app

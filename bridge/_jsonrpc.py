@@ -1,0 +1,88 @@
+"""JSON-RPC 2.0 framing for the MCP transport: parse, classify, answer, and the errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+HEADER_MISMATCH = -32020  # MCP 2026-07-28
+UNSUPPORTED_PROTOCOL_VERSION = -32022  # MCP 2026-07-28
+
+
+class RpcError(Exception):
+    """A JSON-RPC error answer; `http_status` is what Streamable HTTP asks for."""
+
+    def __init__(
+        self, code: int, message: str, data: Any = None, *, http_status: int = 200
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+        self.http_status = http_status
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One incoming JSON-RPC message. `id` is absent for notifications; `is_response` for a
+    client's answer to a server request (we send none, so they are acknowledged only)."""
+
+    method: str | None
+    params: dict[str, Any]
+    id: str | int | None
+    is_notification: bool
+    is_response: bool
+
+
+def parse(raw: bytes) -> Message:
+    """Raise RpcError (HTTP 400) for anything that is not one valid JSON-RPC 2.0 message."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RpcError(PARSE_ERROR, f"Parse error: {exc}", http_status=400) from None
+    if isinstance(body, list):
+        raise RpcError(
+            INVALID_REQUEST,
+            "Invalid Request: batches are not supported; send one JSON-RPC message per POST",
+            http_status=400,
+        )
+    if not isinstance(body, dict):
+        raise RpcError(INVALID_REQUEST, "Invalid Request: expected an object", http_status=400)
+    if body.get("jsonrpc") != "2.0":
+        raise RpcError(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"', http_status=400)
+    has_id = "id" in body
+    ident = body.get("id")
+    if has_id and (isinstance(ident, bool) or not isinstance(ident, str | int)):
+        raise RpcError(
+            INVALID_REQUEST, "Invalid Request: id must be a string or an integer", http_status=400
+        )
+    if "method" not in body:
+        if has_id and ("result" in body or "error" in body):
+            return Message(None, {}, ident, False, True)
+        raise RpcError(INVALID_REQUEST, 'Invalid Request: "method" is missing', http_status=400)
+    method = body["method"]
+    if not isinstance(method, str) or not method:
+        raise RpcError(
+            INVALID_REQUEST, 'Invalid Request: "method" must be a string', http_status=400
+        )
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        raise RpcError(INVALID_PARAMS, "Invalid params: params must be an object", http_status=400)
+    return Message(method, params, ident if has_id else None, not has_id, False)
+
+
+def result(ident: str | int | None, value: dict[str, Any]) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": ident, "result": value})
+
+
+def error(ident: str | int | None, exc: RpcError) -> bytes:
+    err: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.data is not None:
+        err["data"] = exc.data
+    return orjson.dumps({"jsonrpc": "2.0", "id": ident, "error": err})

@@ -1,0 +1,286 @@
+"""MCP transport: Streamable HTTP at POST /mcp, JSON responses only, no session state.
+
+Two eras share one endpoint and one invocation pipeline with REST:
+- handshake revisions (2025-06-18, 2025-11-25): `initialize`, then requests carrying the
+  `MCP-Protocol-Version` header. No session id is issued, so any replica answers anything.
+- the stateless revision (2026-07-28): no handshake; every request names its version and
+  capabilities in `params._meta`, mirrored in the `MCP-Protocol-Version`, `Mcp-Method` and
+  `Mcp-Name` headers; `server/discover` advertises what we support.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from aiohttp import web
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from telemetry import log_context
+from tools import ToolError, mcp_tool
+
+from . import _jsonrpc as rpc
+from ._agents import Agent
+from ._keys import CORRELATION_ID, LIMITER, PIPELINE, SETTINGS
+from ._pipeline import Outcome
+from ._rest import authenticate
+
+HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
+MODERN_VERSIONS = ("2026-07-28",)
+SUPPORTED_VERSIONS = (*HANDSHAKE_VERSIONS, *MODERN_VERSIONS)
+#: A client without the header speaks the revision before it was introduced (spec).
+DEFAULT_HANDSHAKE_VERSION = "2025-03-26"
+
+META_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+#: An agent may name its call, as `tool_call_id` does on REST, so a re-sent call deduplicates.
+META_TOOL_CALL_ID = "dispatch-bridge.dev/toolCallId"
+
+SERVER_INFO = {
+    "name": "dispatch-bridge",
+    "title": "Field-service dispatch tools",
+    "version": "0.1.0",
+}
+INSTRUCTIONS = (
+    "Tools for field-service dispatch: open and update tickets, schedule and dispatch"
+    " technicians, record arrival, attach evidence and complete jobs. Errors are tool results"
+    " with isError and a JSON body whose error.code and error.message say what to do next."
+)
+CAPABILITIES = {"tools": {"listChanged": False}}
+#: tools/list depends on the caller's role: cacheable, but never across credentials.
+TOOLS_TTL_MS = 60_000
+_B64_HEADER = re.compile(r"=\?base64\?(?P<payload>[A-Za-z0-9+/=]*)\?=")
+
+_tracer = trace.get_tracer("bridge")
+
+
+async def handle(request: web.Request) -> web.Response:
+    """POST /mcp."""
+    _check_origin(request)
+    try:
+        agent = authenticate(request)
+    except ToolError as error:
+        body = rpc.error(None, rpc.RpcError(-32001, error.message))
+        return _json(body, 401, {"WWW-Authenticate": 'Bearer realm="dispatch-bridge"'})
+    try:
+        message = rpc.parse(await _read(request))
+    except rpc.RpcError as exc:
+        return _json(rpc.error(None, exc), exc.http_status)
+    if message.is_notification or message.is_response:
+        return web.Response(status=202)
+    try:
+        version = _version(request, message)
+        value = await _dispatch(request, agent, message, version)
+    except rpc.RpcError as exc:
+        log_context(request)["error_code"] = f"jsonrpc_{exc.code}"
+        return _json(rpc.error(message.id, exc), exc.http_status)
+    if version in MODERN_VERSIONS:
+        value = {**value, "resultType": "complete"}
+    return _json(rpc.result(message.id, value), 200)
+
+
+async def reject_method(request: web.Request) -> web.Response:
+    """GET (server-sent stream) and DELETE (session end) are not offered: no sessions."""
+    return web.Response(status=405, headers={"Allow": "POST"})
+
+
+def _json(body: bytes, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+def _check_origin(request: web.Request) -> None:
+    """DNS-rebinding guard (spec): a browser Origin must be this host or loopback."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    host = urlsplit(origin).hostname or ""
+    if host not in ("localhost", "127.0.0.1", "::1", request.url.host):
+        raise web.HTTPForbidden(text="Origin not allowed")
+
+
+async def _read(request: web.Request) -> bytes:
+    limit = request.app[SETTINGS].max_body_bytes
+    too_large = rpc.RpcError(
+        rpc.INVALID_REQUEST, f"Request too large: the limit is {limit} bytes", http_status=413
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks, total = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _version(request: web.Request, message: rpc.Message) -> str:
+    """The revision this request speaks, checked against what we support."""
+    meta = message.params.get("_meta")
+    header = request.headers.get("MCP-Protocol-Version")
+    if message.method == "initialize":
+        return _negotiate(message.params.get("protocolVersion"))
+    if message.method == "server/discover" or (isinstance(meta, dict) and META_VERSION in meta):
+        return _modern(request, message, meta)
+    version = header or DEFAULT_HANDSHAKE_VERSION
+    if version in MODERN_VERSIONS or (header and version not in HANDSHAKE_VERSIONS):
+        raise rpc.RpcError(
+            rpc.INVALID_REQUEST,
+            f"Unsupported MCP-Protocol-Version {version!r}; supported: {list(SUPPORTED_VERSIONS)}",
+            http_status=400,
+        )
+    return version
+
+
+def _negotiate(requested: Any) -> str:
+    """initialize: answer the client's revision when we speak it, else our latest."""
+    if isinstance(requested, str) and requested in HANDSHAKE_VERSIONS:
+        return requested
+    return HANDSHAKE_VERSIONS[-1]
+
+
+def _modern(request: web.Request, message: rpc.Message, meta: Any) -> str:
+    if not isinstance(meta, dict) or META_VERSION not in meta or META_CAPABILITIES not in meta:
+        raise rpc.RpcError(
+            rpc.INVALID_PARAMS,
+            f"params._meta must carry {META_VERSION!r} and {META_CAPABILITIES!r}",
+            http_status=400,
+        )
+    version = meta[META_VERSION]
+    if request.headers.get("MCP-Protocol-Version") != version:
+        raise _mismatch("MCP-Protocol-Version header does not match params._meta")
+    if request.headers.get("Mcp-Method") != message.method:
+        raise _mismatch("Mcp-Method header does not match the request's method")
+    if message.method == "tools/call":
+        name = _decode_header(request.headers.get("Mcp-Name"))
+        if name != message.params.get("name"):
+            raise _mismatch("Mcp-Name header does not match params.name")
+    if not isinstance(version, str):
+        raise rpc.RpcError(rpc.INVALID_PARAMS, "protocol version must be a string", http_status=400)
+    if version not in MODERN_VERSIONS:
+        raise rpc.RpcError(
+            rpc.UNSUPPORTED_PROTOCOL_VERSION,
+            "Unsupported protocol version",
+            {"supported": list(SUPPORTED_VERSIONS), "requested": version},
+            http_status=400,
+        )
+    return version
+
+
+def _mismatch(text: str) -> rpc.RpcError:
+    return rpc.RpcError(rpc.HEADER_MISMATCH, text, http_status=400)
+
+
+def _decode_header(value: str | None) -> str | None:
+    """Header values outside ASCII travel as `=?base64?...?=` (2026-07-28)."""
+    if value is None:
+        return None
+    match = _B64_HEADER.fullmatch(value)
+    if match is None:
+        return value
+    try:
+        return base64.b64decode(match.group("payload"), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+async def _dispatch(
+    request: web.Request, agent: Agent, message: rpc.Message, version: str
+) -> dict[str, Any]:
+    pipeline = request.app[PIPELINE]
+    match message.method:
+        case "initialize":
+            return {
+                "protocolVersion": version,
+                "capabilities": CAPABILITIES,
+                "serverInfo": SERVER_INFO,
+                "instructions": INSTRUCTIONS,
+            }
+        case "server/discover":
+            return {
+                "supportedVersions": list(SUPPORTED_VERSIONS),
+                "capabilities": CAPABILITIES,
+                "instructions": INSTRUCTIONS,
+                "cacheScope": "private",
+                "ttlMs": TOOLS_TTL_MS,
+                "_meta": {"io.modelcontextprotocol/serverInfo": SERVER_INFO},
+            }
+        case "ping" if version not in MODERN_VERSIONS:
+            return {}
+        case "tools/list":
+            listed: dict[str, Any] = {"tools": [mcp_tool(t) for t in pipeline.visible(agent)]}
+            if version in MODERN_VERSIONS:
+                listed.update(ttlMs=TOOLS_TTL_MS, cacheScope="private")
+            return listed
+        case "tools/call":
+            return await _call(request, agent, message)
+    raise rpc.RpcError(rpc.METHOD_NOT_FOUND, f"Method not found: {message.method}")
+
+
+async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dict[str, Any]:
+    params = message.params
+    name = params.get("name")
+    pipeline = request.app[PIPELINE]
+    if not isinstance(name, str) or pipeline.resolve(name) is None:
+        pipeline.count_refusal(str(name)[:128], "unknown_tool")
+        raise rpc.RpcError(
+            rpc.INVALID_PARAMS,
+            f"Unknown tool: {str(name)[:64]}",
+            {"available": [t.name for t in pipeline.visible(agent)]},
+        )
+    raw_meta = params.get("_meta")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+    cid = request[CORRELATION_ID]
+    wait = request.app[LIMITER].acquire(agent.id)
+    if wait is not None:
+        pipeline.count_refusal(name, "rate_limited")
+        error = ToolError(
+            "rate_limited",
+            "Too many calls from this agent key. Wait and retry.",
+            retryable=True,
+            retry_after_ms=max(1, round(wait * 1000)),
+        )
+        return _tool_result(Outcome(name, None, cid, None, error=error))
+    # Trace context in _meta continues the caller's trace (as the HTTP header would).
+    parent = propagate.extract(meta) if "traceparent" in meta else None
+    with _tracer.start_as_current_span(
+        f"tools/call {name}",
+        context=parent,
+        kind=SpanKind.SERVER if parent is not None else SpanKind.INTERNAL,
+        attributes={"mcp.method.name": "tools/call", "gen_ai.tool.name": name},
+    ):
+        outcome = await pipeline.invoke(
+            agent, name, params.get("arguments", {}), meta.get(META_TOOL_CALL_ID), cid
+        )
+    arguments = params.get("arguments")
+    log_context(request).update(
+        actor_type="agent",
+        actor_id=agent.id,
+        role=agent.role,
+        tool_name=outcome.tool,
+        request_id=outcome.request_id,
+        ticket_id=arguments.get("ticket_id") if isinstance(arguments, dict) else None,
+        error_code=None if outcome.error is None else outcome.error.code,
+    )
+    return _tool_result(outcome)
+
+
+def _tool_result(outcome: Outcome) -> dict[str, Any]:
+    """Success: structuredContent plus the same JSON as text. Failure: isError with the REST
+    envelope as text, so the model reads the same code, message and details."""
+    if outcome.error is None:
+        text = orjson.dumps(outcome.result).decode()
+        return {
+            "content": [{"type": "text", "text": text}],
+            "structuredContent": outcome.result,
+            "isError": False,
+        }
+    return {
+        "content": [{"type": "text", "text": orjson.dumps(outcome.envelope()).decode()}],
+        "isError": True,
+    }
