@@ -136,3 +136,49 @@ def test_the_readme_agent_walkthrough_runs_as_written(running_product: dict[str,
     assert envelope["tool"] == "tech.complete"
     assert envelope["error"]["code"] == "evidence_missing"
     assert "photo:before, photo:after, signature:customer" in envelope["error"]["message"]
+
+
+def test_the_mcp_example_session_runs_against_the_product(
+    running_product: dict[str, str],
+) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "mcp_agent_session.py")],
+        env={**os.environ, "DISPATCH_DATA_DIR": running_product["DISPATCH_DATA_DIR"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "tech.complete      isError: evidence_missing" in out
+    assert out.count("evidence.attach    ok") == 3
+    assert "is COMPLETED" in out
+    assert re.search(r"5 completion_rejected .* via tech.complete", out)
+    assert re.search(r"9 completed .* via tech.complete", out)
+
+
+async def test_the_mcp_client_config_snippet_reaches_the_bridge(
+    running_product: dict[str, str],
+) -> None:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    config = json.loads((ROOT / "examples" / "mcp-client-config.json").read_text())
+    server = config["mcpServers"]["dispatch-bridge"]
+    assert server["url"] == "http://localhost:8080/mcp"  # what `make run` serves by default
+    headers = {
+        name: value.replace("${DISPATCH_AGENT_KEY}", running_product["agent_key"])
+        for name, value in server["headers"].items()
+    }
+    # The product under test listens on a free port rather than 8080.
+    url = running_product["bridge_url"] + "/mcp"
+
+    async with (
+        httpx2.AsyncClient(headers=headers) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        tools = await client.list_tools()
+
+    assert "tech.complete" in [tool.name for tool in tools.tools]
