@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .domain import Priority, SlaTargets
+
 T = TypeVar("T")
 
 
@@ -72,6 +74,11 @@ class ApiSettings:
     idempotency_retention_hours: int = 24
     idempotency_purge_interval_s: float = 600.0
     templates_file: Path | None = None
+    #: Response/resolution targets in hours per priority, e.g. "P1=2/8,P2=4/24,P3=24/72,P4=72/168".
+    sla_targets: str = "P1=2/8,P2=4/24,P3=24/72,P4=72/168"
+    #: A target due within this many minutes is "at risk".
+    sla_at_risk_minutes: float = 60.0
+    sla_sweep_interval_s: float = 15.0
 
     def __post_init__(self) -> None:
         _check(1 <= self.api_port <= 65535, "api_port", "must be a port number (1-65535)")
@@ -92,6 +99,35 @@ class ApiSettings:
             "idempotency_purge_interval_s",
             "must be positive",
         )
+        _check(self.sla_at_risk_minutes >= 0, "sla_at_risk_minutes", "must not be negative")
+        _check(self.sla_sweep_interval_s > 0, "sla_sweep_interval_s", "must be positive")
+        self.targets  # noqa: B018 - parse now, so a bad value stops start-up
+
+    @property
+    def targets(self) -> SlaTargets:
+        """`sla_targets` parsed; SettingsError naming DISPATCH_SLA_TARGETS when malformed."""
+        response: dict[Priority, float] = {}
+        resolution: dict[Priority, float] = {}
+        for part in self.sla_targets.split(","):
+            name, _, hours = part.strip().partition("=")
+            first, _, second = hours.partition("/")
+            try:
+                priority = Priority(name)
+                response[priority] = float(first) * 3600
+                resolution[priority] = float(second) * 3600
+            except ValueError:
+                raise SettingsError(
+                    f"DISPATCH_SLA_TARGETS: cannot read {part.strip()!r};"
+                    " expected P1=<response hours>/<resolution hours>"
+                ) from None
+            if not 0 < response[priority] <= resolution[priority]:
+                raise SettingsError(
+                    f"DISPATCH_SLA_TARGETS: {name} needs 0 < response <= resolution"
+                )
+        missing = [str(p) for p in Priority if p not in response]
+        if missing:
+            raise SettingsError(f"DISPATCH_SLA_TARGETS: no targets for {', '.join(missing)}")
+        return SlaTargets(response, resolution)
 
     @property
     def max_body_bytes(self) -> int:

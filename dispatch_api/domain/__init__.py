@@ -43,6 +43,7 @@ from ._model import (
     Ticket,
 )
 from ._permissions import ROLE_ACTIONS, may_access, may_perform
+from ._sla import SlaState, SlaTargets, advance, remaining_s
 from ._templates import TemplateError, parse_templates, template_to_json
 
 __all__ = [
@@ -75,16 +76,20 @@ __all__ = [
     "Resume",
     "Role",
     "Schedule",
+    "SlaState",
+    "SlaTargets",
     "State",
     "TemplateError",
     "Ticket",
     "Update",
+    "advance",
     "allowed_actions",
     "create",
     "decide",
     "may_access",
     "may_perform",
     "parse_templates",
+    "remaining_s",
     "template_to_json",
     "unmet_requirements",
 ]

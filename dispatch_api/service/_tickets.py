@@ -26,6 +26,9 @@ from ..domain import (
     EvidenceSummary,
     IncidentTemplate,
     Role,
+    SlaState,
+    SlaTargets,
+    advance,
     create,
     decide,
     may_access,
@@ -83,7 +86,9 @@ class TicketService:
         templates: Mapping[str, IncidentTemplate],
         clock: Clock,
         metrics: ApiMetrics | None = None,
+        targets: SlaTargets | None = None,
     ) -> None:
+        self._targets = targets or SlaTargets.defaults()
         self._pool = pool
         self._templates = templates
         self._clock = clock
@@ -101,8 +106,9 @@ class TicketService:
             ticket = decision.ticket
             event = self._event(caller, ticket.id, 1, now, decision.event_type, None, ticket.state)
             event = replace(event, details=dict(decision.details))
-            await tickets.insert(conn, ticket, event)
-            record = TicketRecord(ticket, now, now, now, 1, ())
+            sla = advance(SlaState(), None, ticket, now, now, self._targets)
+            await tickets.insert(conn, ticket, sla, event)
+            record = TicketRecord(ticket, now, now, now, 1, (), sla)
             body = {"ticket": ticket_view(record), "event": event_view(event)}
             return StoredResponse(201, orjson.dumps(body), transition=(None, str(ticket.state)))
 
@@ -287,7 +293,8 @@ class TicketService:
                 caller, before.id, seq, now, decision.event_type, before.state, after.state, reason
             )
             event = replace(event, details={**decision.details, **extra_details})
-            await tickets.save(conn, record, after, event)
+            sla = advance(record.sla, before, after, now, record.created_at, self._targets)
+            await tickets.save(conn, record, after, sla, event)
             changed = before.state is not after.state
             evidence = record.evidence + ((new_evidence,) if new_evidence else ())
             updated = TicketRecord(
@@ -297,6 +304,7 @@ class TicketService:
                 now if changed else record.state_entered_at,
                 seq,
                 evidence,
+                sla,
             )
             result = {"ticket": ticket_view(updated), "event": event_view(event)}
             if new_evidence is not None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from ..domain import EvidenceKind, EvidenceSummary, HoldCause, Priority, State, Ticket
+from ..domain import EvidenceKind, EvidenceSummary, HoldCause, Priority, SlaState, State, Ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,7 @@ class TicketRecord:
     state_entered_at: datetime
     last_seq: int
     evidence: tuple[EvidenceRecord, ...]
+    sla: SlaState = field(default_factory=SlaState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,9 @@ _SELECT_TICKET = f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence FROM tickets t WHE
 _TICKET_COLUMNS = (
     "state, priority, customer_name, contact_phone, contact_email, site_address,"
     " incident_type, description, technician_id, window_start, window_end,"
-    " state_before_hold, hold_cause"
+    " state_before_hold, hold_cause,"
+    " response_due_at, resolution_due_at, sla_paused_since, sla_paused_s,"
+    " provider_hold_since, provider_hold_s, responded_at, resolved_at"
 )
 
 
@@ -96,7 +99,15 @@ def _event_insert(first: int) -> str:
     )
 
 
-def _ticket_values(t: Ticket) -> tuple[Any, ...]:
+#: How many values `_ticket_values` gives: the columns above.
+_N = 21
+
+
+def _params(first: int, count: int = _N) -> str:
+    return ", ".join(f"${i}" for i in range(first, first + count))
+
+
+def _ticket_values(t: Ticket, sla: SlaState) -> tuple[Any, ...]:
     return (
         str(t.state),
         None if t.priority is None else str(t.priority),
@@ -111,6 +122,14 @@ def _ticket_values(t: Ticket) -> tuple[Any, ...]:
         t.window_end,
         None if t.state_before_hold is None else str(t.state_before_hold),
         None if t.hold_cause is None else str(t.hold_cause),
+        sla.response_due_at,
+        sla.resolution_due_at,
+        sla.paused_since,
+        sla.paused_s,
+        sla.provider_hold_since,
+        sla.provider_hold_s,
+        sla.responded_at,
+        sla.resolved_at,
     )
 
 
@@ -173,6 +192,16 @@ def _record(row: asyncpg.Record) -> TicketRecord:
         hold_cause=None if row["hold_cause"] is None else HoldCause(row["hold_cause"]),
         evidence=tuple(EvidenceSummary(e.kind, e.tag) for e in evidence),
     )
+    sla = SlaState(
+        row["response_due_at"],
+        row["resolution_due_at"],
+        row["sla_paused_since"],
+        row["sla_paused_s"],
+        row["provider_hold_since"],
+        row["provider_hold_s"],
+        row["responded_at"],
+        row["resolved_at"],
+    )
     return TicketRecord(
         ticket,
         row["created_at"],
@@ -180,6 +209,7 @@ def _record(row: asyncpg.Record) -> TicketRecord:
         row["state_entered_at"],
         row["last_seq"],
         evidence,
+        sla,
     )
 
 
@@ -194,29 +224,32 @@ async def lock(conn: asyncpg.Connection, ticket_id: uuid.UUID) -> TicketRecord |
     return None if row is None else _record(row)
 
 
-async def insert(conn: asyncpg.Connection, ticket: Ticket, event: Event) -> None:
+async def insert(conn: asyncpg.Connection, ticket: Ticket, sla: SlaState, event: Event) -> None:
     """Create the ticket together with its `created` event; the event's time is the ticket's."""
+    seq, at = f"${_N + 2}", f"${_N + 3}"
     await conn.execute(
         f"WITH t AS (INSERT INTO tickets (id, {_TICKET_COLUMNS}, created_at, updated_at,"
-        " state_entered_at, last_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-        " $12, $13, $14, $16, $16, $16, $15)) " + _event_insert(15),
+        f" state_entered_at, last_seq) VALUES ($1, {_params(2)}, {at}, {at}, {at}, {seq})) "
+        + _event_insert(_N + 2),
         uuid.UUID(ticket.id),
-        *_ticket_values(ticket),
+        *_ticket_values(ticket, sla),
         *_event_values(event),
     )
 
 
-async def save(conn: asyncpg.Connection, before: TicketRecord, after: Ticket, event: Event) -> None:
+async def save(
+    conn: asyncpg.Connection, before: TicketRecord, after: Ticket, sla: SlaState, event: Event
+) -> None:
     """Write the ticket's new values and append `event`, in one statement."""
     state_changed = before.ticket.state is not after.state
+    changed, seq, at = f"${_N + 2}", f"${_N + 3}", f"${_N + 4}"
     await conn.execute(
-        f"WITH t AS (UPDATE tickets SET ({_TICKET_COLUMNS}) ="
-        " ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14),"
-        " updated_at = $17, last_seq = $16,"
-        " state_entered_at = CASE WHEN $15::boolean THEN $17 ELSE state_entered_at END"
-        " WHERE id = $1) " + _event_insert(16),
+        f"WITH t AS (UPDATE tickets SET ({_TICKET_COLUMNS}) = ({_params(2)}),"
+        f" updated_at = {at}, last_seq = {seq},"
+        f" state_entered_at = CASE WHEN {changed}::boolean THEN {at} ELSE state_entered_at END"
+        " WHERE id = $1) " + _event_insert(_N + 3),
         uuid.UUID(after.id),
-        *_ticket_values(after),
+        *_ticket_values(after, sla),
         state_changed,
         *_event_values(event),
     )

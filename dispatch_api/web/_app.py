@@ -198,7 +198,7 @@ def _database(dsn: str):  # type: ignore[no-untyped-def]
         app[POOL] = pool
         known = await templates.load(pool)
         app[TEMPLATES] = known
-        app[SERVICE] = TicketService(pool, known, app[CLOCK], app[METRICS])
+        app[SERVICE] = TicketService(pool, known, app[CLOCK], app[METRICS], s.targets)
         try:
             yield
         finally:
