@@ -46,6 +46,18 @@ class ApiMetrics:
             ["state"],
             registry=registry,
         )
+        self.oldest_in_state = Gauge(
+            "tickets_oldest_in_state_seconds",
+            "Age in its state of the ticket longest in each state (0 when none)",
+            ["state"],
+            registry=registry,
+        )
+        self.sla_now = Gauge(
+            "tickets_sla",
+            "Active tickets whose SLA is breached or at risk now",
+            ["status"],
+            registry=registry,
+        )
         self.sla_breaches = Counter(
             "sla_breach", "SLA breaches recorded, by priority", ["priority"], registry=registry
         )
@@ -65,6 +77,16 @@ class ApiMetrics:
         for state in State:
             self.in_state.labels(state=str(state))
 
-    def set_ticket_counts(self, counts: dict[str, int]) -> None:
+    def set_ticket_counts(
+        self, counts: dict[str, int], oldest_s: dict[str, float], sla: dict[str, int]
+    ) -> None:
+        """Gauges read from the database at scrape time (the same on every replica)."""
         for state in State:
             self.in_state.labels(state=str(state)).set(counts.get(str(state), 0))
+            self.oldest_in_state.labels(state=str(state)).set(oldest_s.get(str(state), 0))
+        for status, value in sla.items():
+            self.sla_now.labels(status=status).set(value)
+
+    def forget_database_gauges(self) -> None:
+        for gauge in (self.in_state, self.oldest_in_state, self.sla_now):
+            gauge.clear()

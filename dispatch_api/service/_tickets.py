@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -49,7 +49,8 @@ from ..store import (
     tickets,
     transaction,
 )
-from ._views import event_view, evidence_view, ticket_view
+from ..store import _sla as sla_store
+from ._views import event_view, evidence_view, queue_view, ticket_view
 
 Clock = Callable[[], datetime]
 
@@ -197,7 +198,28 @@ class TicketService:
         more = len(records) > limit
         records = records[:limit]
         cursor = (records[-1].created_at, uuid.UUID(records[-1].ticket.id)) if more else None
-        return [ticket_view(r) for r in records], cursor
+        now = self._clock()
+        return [queue_view(r, now) for r in records], cursor
+
+    async def sla(
+        self, caller: Caller, status: str, at_risk: timedelta, limit: int
+    ) -> list[dict[str, Any]]:
+        """Active tickets breached (or at risk) now, most urgent first, as queue rows."""
+        now = self._clock()
+        async with connection(self._pool) as conn:
+            rows = await sla_store.listing(conn, status, now, at_risk, limit)
+            records = await tickets.get_many(conn, [r["id"] for r in rows])
+        visible = [r for r in records if may_access(caller.actor, r.ticket)]
+        return [queue_view(r, now) for r in visible]
+
+    async def sweep_sla(self) -> int:
+        """Record every SLA breach due now, once; returns how many were recorded."""
+        async with connection(self._pool) as conn:
+            priorities = await sla_store.sweep(conn, self._clock())
+        if self._metrics is not None:
+            for priority in priorities:
+                self._metrics.sla_breaches.labels(priority=priority).inc()
+        return len(priorities)
 
     async def timeline(
         self, caller: Caller, ticket_id: uuid.UUID, after_seq: int, limit: int

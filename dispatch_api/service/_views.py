@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..domain import allowed_actions
+from ..domain import allowed_actions, remaining_s
 from ..store import Event, EvidenceRecord, TicketRecord
 
 
@@ -68,6 +68,42 @@ def ticket_view(record: TicketRecord) -> dict[str, Any]:
         "updated_at": _iso(record.updated_at),
         "state_entered_at": _iso(record.state_entered_at),
         "last_event_seq": record.last_seq,
+        "sla": {
+            "response_due_at": _iso(record.sla.response_due_at),
+            "resolution_due_at": _iso(record.sla.resolution_due_at),
+            "responded_at": _iso(record.sla.responded_at),
+            "resolved_at": _iso(record.sla.resolved_at),
+            "clock_paused": record.sla.paused_since is not None,
+            "customer_hold_s": round(record.sla.paused_s, 3),
+            "provider_hold_s": round(record.sla.provider_hold_s, 3),
+        },
+    }
+
+
+def queue_view(record: TicketRecord, now: datetime) -> dict[str, Any]:
+    """A ticket as a queue row: everything RB1 needs in one request — how long it has
+    waited, how long its targets have left (negative: late), what was done to it last."""
+    sla = record.sla
+    response_left = (
+        None if sla.responded_at else remaining_s(sla.response_due_at, now, sla.paused_since)
+    )
+    resolution_left = (
+        None if sla.resolved_at else remaining_s(sla.resolution_due_at, now, sla.paused_since)
+    )
+    last = record.last_event or {}
+    return {
+        **ticket_view(record),
+        "time_in_state_s": round((now - record.state_entered_at).total_seconds(), 3),
+        "response_remaining_s": None if response_left is None else round(response_left, 3),
+        "resolution_remaining_s": None if resolution_left is None else round(resolution_left, 3),
+        "last_event": {
+            "at": last.get("at"),
+            "type": last.get("type"),
+            "actor_type": last.get("actor_type"),
+            "actor_id": last.get("actor_id"),
+            "role": last.get("role"),
+            "tool_name": last.get("tool_name"),
+        },
     }
 
 

@@ -44,6 +44,9 @@ class TicketRecord:
     last_seq: int
     evidence: tuple[EvidenceRecord, ...]
     sla: SlaState = field(default_factory=SlaState)
+    #: The newest timeline event (at, type, actor_type, actor_id, role, tool_name), when the
+    #: query asked for it (listings do: RB1 needs the last mutation in one request).
+    last_event: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,12 @@ _EVIDENCE_JSON = """
         'captured_by_role', e.captured_by_role, 'captured_at', e.captured_at,
         'request_id', e.request_id) ORDER BY e.captured_at, e.id), '[]'::jsonb)
     FROM evidence e WHERE e.ticket_id = t.id
+"""
+
+_LAST_EVENT_JSON = """
+    SELECT jsonb_build_object('at', e.at, 'type', e.type, 'actor_type', e.actor_type,
+        'actor_id', e.actor_id, 'role', e.role, 'tool_name', e.tool_name)
+    FROM timeline_events e WHERE e.ticket_id = t.id AND e.seq = t.last_seq
 """
 
 _SELECT_TICKET = f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence FROM tickets t WHERE t.id = $1"
@@ -210,6 +219,7 @@ def _record(row: asyncpg.Record) -> TicketRecord:
         row["last_seq"],
         evidence,
         sla,
+        row.get("last_event"),
     )
 
 
@@ -318,10 +328,10 @@ async def list_page(
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[TicketRecord]:
-    """Tickets oldest first, keyset-paginated on (created_at, id)."""
+    """Tickets oldest first, keyset-paginated on (created_at, id), with their last event."""
     rows = await conn.fetch(
-        f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence FROM tickets t"
-        " WHERE (cardinality($1::text[]) = 0 OR t.state = ANY($1))"
+        f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence, ({_LAST_EVENT_JSON}) AS last_event"
+        " FROM tickets t WHERE (cardinality($1::text[]) = 0 OR t.state = ANY($1))"
         " AND (cardinality($2::text[]) = 0 OR t.priority = ANY($2))"
         " AND ($3::text IS NULL OR t.technician_id = $3)"
         " AND ($4::timestamptz IS NULL OR (t.created_at, t.id) > ($4, $5::uuid))"
@@ -334,6 +344,19 @@ async def list_page(
         limit,
     )
     return [_record(r) for r in rows]
+
+
+async def get_many(
+    conn: asyncpg.Connection | asyncpg.Pool, ids: list[uuid.UUID]
+) -> list[TicketRecord]:
+    """The tickets of `ids`, in that order, with their last event."""
+    rows = await conn.fetch(
+        f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence, ({_LAST_EVENT_JSON}) AS last_event"
+        " FROM tickets t WHERE t.id = ANY($1::uuid[])",
+        ids,
+    )
+    by_id = {r["id"]: _record(r) for r in rows}
+    return [by_id[i] for i in ids if i in by_id]
 
 
 async def timeline(

@@ -29,6 +29,7 @@ from ..errors import Unavailable
 from ..metrics import ApiMetrics
 from ..service import Clock, TicketService
 from ..settings import ApiSettings
+from ..store import _sla as sla_store
 from ..store import connection, create_pool, idempotency, templates
 from . import _evidence, _tickets
 from ._context import PrincipalCache, authenticate, caller_for, request_id_for
@@ -116,12 +117,22 @@ async def metrics(request: web.Request) -> web.Response:
     replica reports the same truth, across restarts."""
     registry = request.app[METRICS]
     try:
+        now = request.app[CLOCK]()
+        window = timedelta(minutes=request.app[SETTINGS].sla_at_risk_minutes)
         async with connection(request.app[POOL]) as conn:
-            rows = await conn.fetch("SELECT state, count(*) AS n FROM tickets GROUP BY state")
-        registry.set_ticket_counts({r["state"]: r["n"] for r in rows})
+            rows = await conn.fetch(
+                "SELECT state, count(*) AS n, min(state_entered_at) AS oldest"
+                " FROM tickets GROUP BY state"
+            )
+            sla_now = await sla_store.counts(conn, now, window)
+        registry.set_ticket_counts(
+            {r["state"]: r["n"] for r in rows},
+            {r["state"]: (now - r["oldest"]).total_seconds() for r in rows},
+            sla_now,
+        )
     except Unavailable:
         # No stale truth: the series vanish until the database answers again.
-        registry.in_state.clear()
+        registry.forget_database_gauges()
         _log.warning("tickets_in_state not refreshed: database unavailable")
     return metrics_response(registry.registry)
 
@@ -161,6 +172,7 @@ def create_app(
     app[PRINCIPALS] = PrincipalCache()
     app.cleanup_ctx.append(_database(dsn))
     app.cleanup_ctx.append(_purge_idempotency_keys)
+    app.cleanup_ctx.append(_sweep_sla_breaches)
     _add_routes(app)
     return app
 
@@ -183,6 +195,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_get("/v1/tickets/{ticket_id}/evidence/{evidence_id}", _evidence.get_evidence)
     r.add_get("/v1/tickets/{ticket_id}/evidence/{evidence_id}/content", _evidence.download_evidence)
     r.add_get("/v1/tickets/{ticket_id}/timeline", _tickets.get_timeline)
+    r.add_get("/v1/sla", _tickets.list_sla)
 
 
 def _database(dsn: str):  # type: ignore[no-untyped-def]
@@ -224,6 +237,28 @@ async def _purge_idempotency_keys(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(settings.idempotency_purge_interval_s)
 
     task = asyncio.create_task(loop(), name="idempotency-purge")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _sweep_sla_breaches(app: web.Application) -> AsyncIterator[None]:
+    """Record SLA breaches as they fall due, every sweep interval. Every replica sweeps;
+    the database decides who records each breach, so it is recorded once."""
+    interval = app[SETTINGS].sla_sweep_interval_s
+
+    async def loop() -> None:
+        while True:
+            try:
+                recorded = await app[SERVICE].sweep_sla()
+                if recorded:
+                    _log.info("recorded %d SLA breaches", recorded)
+            except Exception:
+                _log.exception("SLA sweep failed; retrying next interval")
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(loop(), name="sla-sweeper")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -248,3 +248,16 @@ def _decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
         return datetime.fromisoformat(created).astimezone(UTC), uuid.UUID(ident)
     except (ValueError, TypeError, OverflowError, binascii.Error, orjson.JSONDecodeError):
         raise _bad_query("cursor", "is not a cursor this API issued") from None
+
+
+async def list_sla(request: web.Request) -> web.Response:
+    """GET /v1/sla?status=breached|at_risk: active tickets late, or due within the window."""
+    status = request.query.get("status", "breached")
+    if status not in ("breached", "at_risk"):
+        raise _bad_query("status", "must be breached or at_risk")
+    limit = _int_param(request.query, "limit", 100, 1, MAX_PAGE)
+    window = timedelta(minutes=request.app[SETTINGS].sla_at_risk_minutes)
+    items = await request.app[SERVICE].sla(request[CALLER], status, window, limit)
+    return json_response(
+        {"status": status, "at_risk_window_s": window.total_seconds(), "items": items}
+    )
