@@ -56,11 +56,15 @@ async def _queue(client: DispatchClient, call: CallContext, args: dict[str, Any]
 
 
 async def _sla(client: DispatchClient, call: CallContext, args: dict[str, Any]) -> Any:
+    status = args.get("status") or "breached"
+    page = await client.call(call, "GET", "/v1/sla", params={"status": status})
+    items = [t for t in page["items"] if args.get("priority") in (None, t.get("priority"))]
     return {
-        "available": False,
-        "message": "SLA tracking is not available yet: dispatch-api does not compute due"
-        " times. Use queue.view to see tickets and how long they have waited.",
-        "items": [],
+        "available": True,
+        "status": status,
+        "message": f"{len(items)} active tickets {status.replace('_', ' ')} now"
+        " (remaining seconds are negative when late).",
+        "items": items,
     }
 
 

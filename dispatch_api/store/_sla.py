@@ -80,7 +80,7 @@ async def listing(
     """Active tickets breached (or at risk) now, the most urgent first."""
     where = _BREACHED if status == "breached" else _AT_RISK
     rows: list[Any] = await conn.fetch(
-        f"SELECT id FROM tickets WHERE {_ACTIVE} AND {where}"
+        f"SELECT id FROM tickets WHERE {_ACTIVE} AND {where} AND $2::interval IS NOT NULL"
         " ORDER BY least(CASE WHEN responded_at IS NULL THEN response_due_at END,"
         " CASE WHEN resolved_at IS NULL THEN resolution_due_at END) LIMIT $3",
         now,

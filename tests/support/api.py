@@ -11,12 +11,15 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from dispatch_api.domain import Role
+from dispatch_api.service import TicketService
 from dispatch_api.settings import ApiSettings
 from dispatch_api.store import connect, principals
 from dispatch_api.web import create_app
+from dispatch_api.web._keys import SERVICE
 from telemetry import JsonLog
 
 
@@ -53,6 +56,13 @@ class Api:
     database_url: str
     clock: FakeClock
     tokens: dict[str, str] = field(default_factory=dict)
+    app: web.Application | None = None
+
+    @property
+    def app_service(self) -> TicketService:
+        """The running app's service, for what runs in the background (the SLA sweep)."""
+        assert self.app is not None
+        return self.app[SERVICE]
 
     async def request(
         self,
@@ -164,6 +174,6 @@ async def api(
     await server.start_server()
     try:
         async with aiohttp.ClientSession(base_url=str(server.make_url(""))) as session:
-            yield Api(session, database_url, clock, tokens)
+            yield Api(session, database_url, clock, tokens, app)
     finally:
         await server.close()

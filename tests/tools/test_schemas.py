@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from dispatch_api.domain import EvidenceKind, EvidenceSummary, HoldCause, Priority, State, Ticket
 from dispatch_api.service import event_view, evidence_view, ticket_view
 from dispatch_api.store import Event, EvidenceRecord, TicketRecord
-from dispatch_client import CallContext, DispatchClient
 from schemas import Validator
 from tools import Tool, ToolError, catalog
 
@@ -469,14 +468,3 @@ def test_output_schemas_refuse_what_dispatch_api_never_answers(
 
     assert len(errors) == 1
     assert errors[0].startswith(f"{where}: ")
-
-
-async def test_sla_status_says_it_is_unavailable_within_its_output_schema() -> None:
-    tool = BY_NAME["sla.status"]
-    # _sla answers without touching the client, so there is none to pass.
-    result = await tool.handler(cast(DispatchClient, None), cast(CallContext, None), {})
-
-    assert _errors(tool.output_schema, result) == []
-    assert result["available"] is False
-    assert "queue.view" in result["message"]
-    assert result["items"] == []
