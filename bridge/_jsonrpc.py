@@ -16,16 +16,24 @@ UNSUPPORTED_PROTOCOL_VERSION = -32022  # MCP 2026-07-28
 
 
 class RpcError(Exception):
-    """A JSON-RPC error answer; `http_status` is what Streamable HTTP asks for."""
+    """A JSON-RPC error answer; `http_status` is what Streamable HTTP asks for. `ident` is
+    the id of the request it answers, when parsing got far enough to know it."""
 
     def __init__(
-        self, code: int, message: str, data: Any = None, *, http_status: int = 200
+        self,
+        code: int,
+        message: str,
+        data: Any = None,
+        *,
+        http_status: int = 200,
+        ident: str | int | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.data = data
         self.http_status = http_status
+        self.ident = ident
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +81,12 @@ def parse(raw: bytes) -> Message:
         )
     params = body.get("params", {})
     if not isinstance(params, dict):
-        raise RpcError(INVALID_PARAMS, "Invalid params: params must be an object", http_status=400)
+        raise RpcError(
+            INVALID_PARAMS,
+            "Invalid params: params must be an object",
+            http_status=400,
+            ident=ident if has_id else None,
+        )
     return Message(method, params, ident if has_id else None, not has_id, False)
 
 

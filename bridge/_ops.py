@@ -1,0 +1,324 @@
+"""Operator commands: `why`, `queue`, `sla`, `tools` — the five questions from a terminal.
+
+They talk HTTP to the running services (DISPATCH_API_URL + DISPATCH_API_TOKEN,
+DISPATCH_BRIDGE_URL + DISPATCH_AGENT_KEY, else `$DISPATCH_DATA_DIR/dev-credentials.json`),
+print aligned tables for people and JSON with `--json`, and fail with one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+
+class OpsError(Exception):
+    """One line for the operator; the command exits 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    api_url: str
+    api_token: str
+    bridge_url: str
+    agent_key: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Endpoints:
+        path = Path(env.get("DISPATCH_DATA_DIR", ".dispatch")) / "dev-credentials.json"
+        creds: dict[str, Any] = {}
+        if path.exists():
+            creds = orjson.loads(path.read_bytes())
+        values = {
+            "api_url": env.get("DISPATCH_API_URL") or creds.get("api_url"),
+            "api_token": env.get("DISPATCH_API_TOKEN") or creds.get("api_token"),
+            "bridge_url": env.get("DISPATCH_BRIDGE_URL") or creds.get("bridge_url"),
+            "agent_key": env.get("DISPATCH_AGENT_KEY") or creds.get("agent_key"),
+        }
+        missing = [k for k, v in values.items() if not v]
+        if missing:
+            names = ", ".join("DISPATCH_" + k.upper() for k in missing)
+            raise OpsError(f"set {names} (or run `make run`, which writes {path})")
+        return cls(**{k: str(v) for k, v in values.items()})
+
+
+async def _get(session: aiohttp.ClientSession, url: str, secret: str, what: str) -> Any:
+    try:
+        async with session.get(url, headers={"Authorization": f"Bearer {secret}"}) as resp:
+            body = await resp.read()
+            if resp.status >= 400:
+                detail = _detail(body) or resp.reason
+                raise OpsError(f"{what}: {resp.status} {detail}")
+            if resp.content_type == "application/json":
+                return orjson.loads(body)
+            return body.decode()
+    except aiohttp.ClientError as exc:
+        raise OpsError(f"{what}: cannot reach {url.split('/v1')[0]} ({exc})") from None
+
+
+def _detail(body: bytes) -> str | None:
+    try:
+        problem = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return str(problem.get("detail") or problem.get("code")) if isinstance(problem, dict) else None
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """Plain aligned columns, for people."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells
+    )
+
+
+def _duration(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    sign = "-" if seconds < 0 else ""
+    s = abs(int(seconds))
+    if s >= 86400:
+        return f"{sign}{s // 86400}d{s % 86400 // 3600}h"
+    if s >= 3600:
+        return f"{sign}{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{sign}{s // 60}m{s % 60:02d}s"
+
+
+async def why(ends: Endpoints, ticket_id: str, as_json: bool) -> str:
+    """The ticket's timeline as a story: who did what, why, with which evidence."""
+    events: list[dict[str, Any]] = []
+    after = 0
+    async with aiohttp.ClientSession() as session:
+        while True:
+            url = f"{ends.api_url}/v1/tickets/{ticket_id}/timeline?after_seq={after}&limit=500"
+            page = await _get(session, url, ends.api_token, f"ticket {ticket_id}")
+            events += page["events"]
+            if page["next_after_seq"] is None:
+                break
+            after = page["next_after_seq"]
+    if as_json:
+        return orjson.dumps(events, option=orjson.OPT_INDENT_2).decode()
+    rows = []
+    for e in events:
+        d = e["details"] or {}
+        evidence = (
+            d.get("evidence_id") and f"{d.get('kind')}:{d.get('tag') or '-'} {d['evidence_id'][:8]}"
+        )
+        missing = d.get("missing_evidence") and "missing " + ", ".join(
+            f"{m['kind']}:{m.get('tag') or '-'}" for m in d["missing_evidence"]
+        )
+        rows.append(
+            [
+                e["seq"],
+                e["at"][:19],
+                e["type"],
+                f"{e['from_state'] or '-'} -> {e['to_state']}",
+                f"{e['actor_type']}:{e['actor_id']} ({e['role']})",
+                e["tool_name"],
+                e["reason"] or missing or d.get("bypass_reason"),
+                evidence,
+                e["request_id"],
+                e["trace_id"],
+            ]
+        )
+    headers = [
+        "seq",
+        "at",
+        "event",
+        "state",
+        "actor",
+        "tool",
+        "reason",
+        "evidence",
+        "request_id",
+        "trace_id",
+    ]
+    return table(rows, headers)
+
+
+async def queue(ends: Endpoints, states: list[str], as_json: bool) -> str:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    async with aiohttp.ClientSession() as session:
+        while True:
+            query = "&".join([f"state={s}" for s in states] + ["limit=200"])
+            if cursor:
+                query += f"&cursor={cursor}"
+            page = await _get(
+                session, f"{ends.api_url}/v1/tickets?{query}", ends.api_token, "queue"
+            )
+            items += page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+    if as_json:
+        return orjson.dumps(items, option=orjson.OPT_INDENT_2).decode()
+    rows = [
+        [
+            t["id"],
+            t["state"],
+            t["priority"],
+            _duration(t["time_in_state_s"]),
+            _duration(t["response_remaining_s"]),
+            _duration(t["resolution_remaining_s"]),
+            ",".join(t["missing_fields"]) or None,
+            f"{t['last_event']['type']} by {t['last_event']['actor_id']}",
+        ]
+        for t in items
+    ]
+    headers = [
+        "ticket",
+        "state",
+        "prio",
+        "in state",
+        "response left",
+        "resolution left",
+        "missing",
+        "last change",
+    ]
+    return table(rows, headers)
+
+
+async def sla(ends: Endpoints, as_json: bool) -> str:
+    found: dict[str, list[dict[str, Any]]] = {}
+    async with aiohttp.ClientSession() as session:
+        for status in ("breached", "at_risk"):
+            url = f"{ends.api_url}/v1/sla?status={status}&limit=200"
+            found[status] = (await _get(session, url, ends.api_token, "sla"))["items"]
+    if as_json:
+        return orjson.dumps(found, option=orjson.OPT_INDENT_2).decode()
+    rows = [
+        [
+            status,
+            t["id"],
+            t["priority"],
+            t["state"],
+            _duration(t["response_remaining_s"]),
+            _duration(t["resolution_remaining_s"]),
+            (t.get("assignment") or {}).get("technician_id"),
+        ]
+        for status, items in found.items()
+        for t in items
+    ]
+    return table(
+        rows,
+        [
+            "status",
+            "ticket",
+            "prio",
+            "state",
+            "response left (- late)",
+            "resolution left (- late)",
+            "technician",
+        ],
+    )
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """A quantile from cumulative histogram buckets, interpolated as Prometheus does."""
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            if upper == float("inf"):
+                return lower
+            span = count - below
+            return lower + (upper - lower) * ((rank - below) / span if span else 0)
+        lower, below = upper, count
+    return None
+
+
+async def tools(ends: Endpoints, as_json: bool, stuck_after_s: float = 10.0) -> str:
+    async with aiohttp.ClientSession() as session:
+        text = await _get(session, f"{ends.bridge_url}/metrics", ends.agent_key, "bridge metrics")
+        inflight = await _get(
+            session, f"{ends.bridge_url}/v1/ops/inflight", ends.agent_key, "calls in flight"
+        )
+    calls: dict[str, dict[str, float]] = {}
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "tool_invocations_total":
+                calls.setdefault(s.labels["tool"], {})[s.labels["code"]] = s.value
+            elif s.name == "tool_latency_ms_bucket":
+                buckets.setdefault(s.labels["tool"], []).append((float(s.labels["le"]), s.value))
+    summary: list[dict[str, Any]] = []
+    for tool in sorted(calls):
+        by_code = calls[tool]
+        total = sum(by_code.values())
+        failures = {c: n for c, n in by_code.items() if c != "ok" and n}
+        ordered = sorted(buckets.get(tool, []))
+        summary.append(
+            {
+                "tool": tool,
+                "calls": int(total),
+                "failure_ratio": round(sum(failures.values()) / total, 4) if total else 0.0,
+                "failures_by_code": {c: int(n) for c, n in sorted(failures.items())},
+                "p50_ms": _quantile(ordered, 0.5),
+                "p99_ms": _quantile(ordered, 0.99),
+            }
+        )
+    stuck = [c for c in inflight["calls"] if c["age_ms"] >= stuck_after_s * 1000]
+    if as_json:
+        return orjson.dumps(
+            {"tools": summary, "in_flight": inflight["calls"], "stuck": stuck},
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    rows = [
+        [
+            t["tool"],
+            t["calls"],
+            f"{t['failure_ratio']:.1%}",
+            ", ".join(f"{c}={n}" for c, n in t["failures_by_code"].items()) or None,
+            None if t["p50_ms"] is None else f"{t['p50_ms']:.1f}",
+            None if t["p99_ms"] is None else f"{t['p99_ms']:.1f}",
+        ]
+        for t in summary
+    ]
+    out = table(rows, ["tool", "calls", "failed", "by code", "p50 ms", "p99 ms"])
+    flight = [
+        [
+            c["tool"],
+            f"{c['age_ms'] / 1000:.1f}s",
+            c["ticket_id"],
+            c["actor_id"],
+            c["request_id"],
+            "STUCK" if c in stuck else "",
+        ]
+        for c in inflight["calls"]
+    ]
+    out += f"\n\nin flight: {len(flight)} (stuck after {stuck_after_s:g}s: {len(stuck)})"
+    if flight:
+        out += "\n" + table(flight, ["tool", "age", "ticket", "actor", "request_id", ""])
+    return out
+
+
+def run(command: str, args: Any, env: Mapping[str, str] = os.environ) -> int:
+    """Run one operator command; print its output, or one line and exit 1 on failure."""
+    import asyncio
+
+    try:
+        ends = Endpoints.from_env(env)
+        if command == "why":
+            out = asyncio.run(why(ends, args.ticket_id, args.json))
+        elif command == "queue":
+            out = asyncio.run(queue(ends, args.state or [], args.json))
+        elif command == "sla":
+            out = asyncio.run(sla(ends, args.json))
+        else:
+            out = asyncio.run(tools(ends, args.json))
+    except OpsError as exc:
+        print(f"dispatch-bridge {command}: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
