@@ -1,0 +1,146 @@
+"""Operator commands against the running services: why, queue, sla, tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bridge._ops import Endpoints, OpsError, queue, sla, tools, why
+from tests.support.api import COMPLETE_TICKET, WINDOW, FakeClock
+
+from .conftest import Bridge
+
+CLI = Path(sys.executable).with_name("dispatch-bridge")
+
+
+def _ends(bridge: Bridge) -> Endpoints:
+    return Endpoints(
+        api_url=str(bridge.api.session._base_url).rstrip("/"),
+        api_token=bridge.api.tokens["supervisor"],
+        bridge_url=str(bridge.session._base_url).rstrip("/"),
+        agent_key=bridge.keys["supervisor"],
+    )
+
+
+async def _rb2_ticket(bridge: Bridge) -> str:
+    created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
+    tid: str = created.body["result"]["ticket"]["id"]
+    await bridge.invoke("ticket.schedule", {"ticket_id": tid, **WINDOW})
+    await bridge.invoke("ticket.dispatch", {"ticket_id": tid})
+    await bridge.invoke("tech.arrive", {"ticket_id": tid}, as_="technician")
+    await bridge.invoke("tech.complete", {"ticket_id": tid}, as_="technician")
+    await bridge.invoke(
+        "evidence.attach",
+        {
+            "ticket_id": tid,
+            "kind": "photo",
+            "tag": "before",
+            "content_type": "image/png",
+            "content_base64": "aGk=",
+        },
+        as_="technician",
+    )
+    return tid
+
+
+async def test_why_tells_the_timeline_with_actors_reasons_evidence_and_ids(
+    bridge: Bridge,
+) -> None:
+    tid = await _rb2_ticket(bridge)
+
+    text = await why(_ends(bridge), tid, as_json=False)
+    events = orjson.loads(await why(_ends(bridge), tid, as_json=True))
+
+    lines = text.splitlines()
+    assert lines[0].split()[:5] == ["seq", "at", "event", "state", "actor"]
+    rejected = next(line for line in lines if "completion_rejected" in line)
+    assert "agent:tech-1 (technician)" in rejected
+    assert "tech.complete" in rejected
+    assert "missing photo:before, photo:after, signature:customer" in rejected
+    attached = next(line for line in lines if "evidence_attached" in line)
+    assert "photo:before" in attached
+    assert [e["type"] for e in events][-2:] == ["completion_rejected", "evidence_attached"]
+    assert all(e["request_id"] in text and e["trace_id"] in text for e in events)
+
+
+async def test_queue_and_sla_show_waiting_time_and_time_left(
+    bridge: Bridge, clock: FakeClock
+) -> None:
+    created = await bridge.invoke("ticket.create", {**COMPLETE_TICKET, "priority": "P1"})
+    tid = created.body["result"]["ticket"]["id"]
+    clock.advance(hours=2, minutes=5)
+
+    rows = orjson.loads(await queue(_ends(bridge), ["READY_TO_SCHEDULE"], as_json=True))
+    text = await queue(_ends(bridge), ["READY_TO_SCHEDULE"], as_json=False)
+    late = orjson.loads(await sla(_ends(bridge), as_json=True))
+    sla_text = await sla(_ends(bridge), as_json=False)
+
+    assert [r["id"] for r in rows] == [tid]
+    assert f"{tid}  READY_TO_SCHEDULE  P1    2h05m" in text
+    assert [t["id"] for t in late["breached"]] == [tid]
+    assert f"breached  {tid}" in sla_text
+    assert "-5m00s" in sla_text
+
+
+async def test_tools_shows_failure_ratio_latency_and_stuck_calls(bridge: Bridge) -> None:
+    created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
+    tid = created.body["result"]["ticket"]["id"]
+    await bridge.invoke("tech.arrive", {"ticket_id": tid})  # invalid_transition
+    bridge.proxy.hold()
+    held = asyncio.create_task(bridge.invoke("ticket.get", {"ticket_id": tid}))
+    await asyncio.wait_for(bridge.proxy.holding.wait(), 5)
+
+    report = orjson.loads(await tools(_ends(bridge), as_json=True, stuck_after_s=0))
+    bridge.proxy.release()
+    await held
+
+    by_tool = {t["tool"]: t for t in report["tools"]}
+    assert by_tool["tech.arrive"]["failure_ratio"] == 1.0
+    assert by_tool["tech.arrive"]["failures_by_code"] == {"invalid_transition": 1}
+    assert by_tool["ticket.create"]["p50_ms"] > 0
+    assert [c["tool"] for c in report["stuck"]] == ["ticket.get"]
+
+
+async def test_a_service_that_is_down_or_a_bad_id_is_one_clear_line(bridge: Bridge) -> None:
+    down = Endpoints("http://127.0.0.1:9", "t", "http://127.0.0.1:9", "k")
+
+    with pytest.raises(OpsError, match=r"cannot reach http://127\.0\.0\.1:9"):
+        await why(down, "x", as_json=False)
+    with pytest.raises(OpsError, match="400 ticket_id must be a UUID"):
+        await why(_ends(bridge), "not-a-uuid", as_json=False)
+
+
+async def test_the_cli_prints_json_and_exits_1_with_one_line_on_failure(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    ends = _ends(bridge)
+    env = {
+        **os.environ,
+        "DISPATCH_DATA_DIR": str(tmp_path),
+        "DISPATCH_API_URL": ends.api_url,
+        "DISPATCH_API_TOKEN": ends.api_token,
+        "DISPATCH_BRIDGE_URL": ends.bridge_url,
+        "DISPATCH_AGENT_KEY": ends.agent_key,
+    }
+    await bridge.invoke("ticket.create", COMPLETE_TICKET)
+
+    ok = await asyncio.to_thread(
+        subprocess.run, [str(CLI), "queue", "--json"], env=env, capture_output=True, text=True
+    )
+    env["DISPATCH_API_URL"] = "http://127.0.0.1:9"
+    failed = await asyncio.to_thread(
+        subprocess.run, [str(CLI), "sla"], env=env, capture_output=True, text=True
+    )
+
+    assert ok.returncode == 0, ok.stderr
+    assert len(json.loads(ok.stdout)) == 1
+    assert failed.returncode == 1
+    assert failed.stderr.count("\n") == 1
+    assert failed.stderr.startswith("dispatch-bridge sla: sla: cannot reach")
