@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck clean
+.PHONY: install run test check lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# Long runs stay out of `make test`: dispatch-api at a million tickets (minutes).
+bench: $(STAMP)
+	$(BIN)/python -m bench.scale --tickets $${BENCH_TICKETS:-1000000}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

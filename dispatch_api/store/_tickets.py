@@ -328,20 +328,31 @@ async def list_page(
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[TicketRecord]:
-    """Tickets oldest first, keyset-paginated on (created_at, id), with their last event."""
+    """Tickets oldest first, keyset-paginated on (created_at, id), with their last event.
+
+    Only the filters given appear in the SQL: "$1 is empty OR state = ANY($1)" would leave
+    the planner's generic plan unable to use the (state, created_at, id) index.
+    """
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if where.states:
+        clauses.append(f"t.state = ANY({arg(list(where.states))}::text[])")
+    if where.priorities:
+        clauses.append(f"t.priority = ANY({arg(list(where.priorities))}::text[])")
+    if where.technician_id is not None:
+        clauses.append(f"t.technician_id = {arg(where.technician_id)}")
+    if after is not None:
+        clauses.append(f"(t.created_at, t.id) > ({arg(after[0])}, {arg(after[1])}::uuid)")
+    condition = " AND ".join(clauses) or "true"
     rows = await conn.fetch(
         f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence, ({_LAST_EVENT_JSON}) AS last_event"
-        " FROM tickets t WHERE (cardinality($1::text[]) = 0 OR t.state = ANY($1))"
-        " AND (cardinality($2::text[]) = 0 OR t.priority = ANY($2))"
-        " AND ($3::text IS NULL OR t.technician_id = $3)"
-        " AND ($4::timestamptz IS NULL OR (t.created_at, t.id) > ($4, $5::uuid))"
-        " ORDER BY t.created_at, t.id LIMIT $6",
-        list(where.states),
-        list(where.priorities),
-        where.technician_id,
-        None if after is None else after[0],
-        None if after is None else after[1],
-        limit,
+        f" FROM tickets t WHERE {condition} ORDER BY t.created_at, t.id LIMIT {arg(limit)}",
+        *args,
     )
     return [_record(r) for r in rows]
 

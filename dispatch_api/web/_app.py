@@ -250,13 +250,13 @@ async def _sweep_sla_breaches(app: web.Application) -> AsyncIterator[None]:
 
     async def loop() -> None:
         while True:
+            await asyncio.sleep(interval)
             try:
                 recorded = await app[SERVICE].sweep_sla()
                 if recorded:
                     _log.info("recorded %d SLA breaches", recorded)
             except Exception:
                 _log.exception("SLA sweep failed; retrying next interval")
-            await asyncio.sleep(interval)
 
     task = asyncio.create_task(loop(), name="sla-sweeper")
     yield

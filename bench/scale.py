@@ -1,0 +1,175 @@
+"""dispatch-api at scale: the queries operators run, on a million tickets.
+
+Starts its own embedded PostgreSQL (or uses DISPATCH_BENCH_DATABASE_URL's server), fills a
+fresh database with `bench/generate.py`, serves dispatch-api on loopback and measures:
+a ticket's timeline, a queue page, one SLA sweep, a /metrics scrape, bytes per event.
+Writes bench/results/scale.json and scale.md.
+
+    python bench/scale.py [--tickets 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from bench.generate import generate
+from dispatch_api.domain import Role
+from dispatch_api.settings import ApiSettings
+from dispatch_api.store import connect, migrate, principals, start_embedded, templates
+from dispatch_api.web import create_app
+from dispatch_api.web._keys import SERVICE
+from telemetry import JsonLog
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS_MS = {"timeline": 5.0, "queue_page": 20.0, "sla_sweep": 1000.0, "metrics_scrape": 20.0}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _timed(coro_factory: Any, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await coro_factory()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def run(tickets: int) -> dict[str, Any]:
+    server_url = os.environ.get("DISPATCH_BENCH_DATABASE_URL") or start_embedded(
+        Path(tempfile.mkdtemp(prefix="dispatch-bench-")) / "pg", delete_on_exit=True
+    )
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    dsn = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    conn = await connect(dsn)
+    await migrate(conn)
+    await templates.seed(conn, templates.read_template_file(None))
+    token = principals.new_token()
+    await principals.upsert(conn, "bench", Role.SUPERVISOR, token)
+    pg_version = await conn.fetchval("SHOW server_version")
+    sync_commit = await conn.fetchval("SHOW synchronous_commit")
+    await conn.close()
+
+    started = time.perf_counter()
+    await generate(dsn, tickets, 10)
+    fill_s = time.perf_counter() - started
+
+    app = create_app(
+        ApiSettings(db_pool_min=2, db_pool_max=4), dsn, log=JsonLog("bench", lambda _: None)
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    results: dict[str, Any] = {}
+    try:
+        conn = await connect(dsn)
+        ids = [
+            r["id"]
+            for r in await conn.fetch("SELECT id FROM tickets TABLESAMPLE SYSTEM (1) LIMIT 500")
+        ]
+        size = await conn.fetchval("SELECT pg_total_relation_size('timeline_events')")
+        events = await conn.fetchval("SELECT count(*) FROM timeline_events")
+        await conn.close()
+        async with aiohttp.ClientSession(headers=headers) as http:
+
+            async def get(path: str) -> None:
+                async with http.get(base + path) as resp:
+                    await resp.read()
+                    assert resp.status == 200, (path, resp.status)
+
+            await get("/healthz")
+            results["timeline"] = await _timed(
+                lambda: get(f"/v1/tickets/{random.choice(ids)}/timeline"), 300
+            )
+            results["queue_page"] = await _timed(
+                lambda: get("/v1/tickets?state=READY_TO_SCHEDULE&limit=50"), 100
+            )
+            results["metrics_scrape"] = await _timed(lambda: get("/metrics"), 30)
+        service = app[SERVICE]
+        results["sla_sweep"] = await _timed(service.sweep_sla, 5)
+    finally:
+        await runner.cleanup()
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+    report = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "postgresql": pg_version,
+            "synchronous_commit": sync_commit,
+        },
+        "tickets": tickets,
+        "timeline_events": events,
+        "fill_seconds": round(fill_s, 1),
+        "bytes_per_event": round(size / max(events, 1), 1),
+        "scenarios": {
+            k: {
+                "p50_ms": round(statistics.median(v), 3),
+                "p99_ms": round(_percentile(v, 0.99), 3),
+                "target_ms": TARGETS_MS[k],
+                "met": _percentile(v, 0.99) <= TARGETS_MS[k],
+            }
+            for k, v in results.items()
+        },
+    }
+    return report
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# dispatch-api at scale: {report['tickets']:,} tickets, "
+        f"{report['timeline_events']:,} timeline events",
+        "",
+        f"Machine: {report['machine']}; filled in {report['fill_seconds']} s;"
+        f" {report['bytes_per_event']} bytes per timeline event (table + indexes).",
+        "",
+        "| scenario | p50 ms | p99 ms | target p99 ms | met |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in report["scenarios"].items():
+        lines.append(
+            f"| {name} | {s['p50_ms']} | {s['p99_ms']} | {s['target_ms']} |"
+            f" {'yes' if s['met'] else 'NO'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tickets", type=int, default=1_000_000)
+    args = parser.parse_args()
+    report = asyncio.run(run(args.tickets))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "scale.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "scale.md").write_text(_markdown(report))
+    print(_markdown(report))
+
+
+if __name__ == "__main__":
+    main()
