@@ -76,7 +76,9 @@ async def run(tickets: int) -> dict[str, Any]:
     fill_s = time.perf_counter() - started
 
     app = create_app(
-        ApiSettings(db_pool_min=2, db_pool_max=4), dsn, log=JsonLog("bench", lambda _: None)
+        ApiSettings(db_pool_min=2, db_pool_max=4, metrics_refresh_s=5),
+        dsn,
+        log=JsonLog("bench", lambda _: None),
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -340,10 +340,12 @@ async def list_page(
         args.append(value)
         return f"${len(args)}"
 
-    if where.states:
-        clauses.append(f"t.state = ANY({arg(list(where.states))}::text[])")
-    if where.priorities:
-        clauses.append(f"t.priority = ANY({arg(list(where.priorities))}::text[])")
+    # One value is an equality, so the index also yields the (created_at, id) order.
+    for column, values in (("state", where.states), ("priority", where.priorities)):
+        if len(values) == 1:
+            clauses.append(f"t.{column} = {arg(values[0])}")
+        elif values:
+            clauses.append(f"t.{column} = ANY({arg(list(values))}::text[])")
     if where.technician_id is not None:
         clauses.append(f"t.technician_id = {arg(where.technician_id)}")
     if after is not None:

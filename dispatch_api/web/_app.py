@@ -113,13 +113,21 @@ async def list_templates(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition; `tickets_in_state` is read from the database first, so every
-    replica reports the same truth, across restarts."""
-    registry = request.app[METRICS]
+    """Prometheus exposition. The gauges read from the database (tickets per state, oldest
+    per state, SLA now) are refreshed here, or, with DISPATCH_METRICS_REFRESH_S set, by a
+    background task, so that a scrape of a large database stays cheap."""
+    if request.app[SETTINGS].metrics_refresh_s == 0:
+        await refresh_database_gauges(request.app)
+    return metrics_response(request.app[METRICS].registry)
+
+
+async def refresh_database_gauges(app: web.Application) -> None:
+    """Read the gauges every replica must agree on from PostgreSQL."""
+    registry = app[METRICS]
     try:
-        now = request.app[CLOCK]()
-        window = timedelta(minutes=request.app[SETTINGS].sla_at_risk_minutes)
-        async with connection(request.app[POOL]) as conn:
+        now = app[CLOCK]()
+        window = timedelta(minutes=app[SETTINGS].sla_at_risk_minutes)
+        async with connection(app[POOL]) as conn:
             rows = await conn.fetch(
                 "SELECT state, count(*) AS n, min(state_entered_at) AS oldest"
                 " FROM tickets GROUP BY state"
@@ -134,7 +142,6 @@ async def metrics(request: web.Request) -> web.Response:
         # No stale truth: the series vanish until the database answers again.
         registry.forget_database_gauges()
         _log.warning("tickets_in_state not refreshed: database unavailable")
-    return metrics_response(registry.registry)
 
 
 def _on_response(request: web.Request, status: int, route: str, latency_ms: float) -> None:
@@ -173,6 +180,7 @@ def create_app(
     app.cleanup_ctx.append(_database(dsn))
     app.cleanup_ctx.append(_purge_idempotency_keys)
     app.cleanup_ctx.append(_sweep_sla_breaches)
+    app.cleanup_ctx.append(_refresh_gauges)
     _add_routes(app)
     return app
 
@@ -259,6 +267,26 @@ async def _sweep_sla_breaches(app: web.Application) -> AsyncIterator[None]:
                 _log.exception("SLA sweep failed; retrying next interval")
 
     task = asyncio.create_task(loop(), name="sla-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _refresh_gauges(app: web.Application) -> AsyncIterator[None]:
+    """With DISPATCH_METRICS_REFRESH_S > 0, refresh the database gauges in the background."""
+    interval = app[SETTINGS].metrics_refresh_s
+    if interval == 0:
+        yield
+        return
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await refresh_database_gauges(app)
+
+    await refresh_database_gauges(app)  # serve true values from the first scrape on
+    task = asyncio.create_task(loop(), name="metrics-refresh")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -207,3 +207,25 @@ async def test_bad_sla_targets_stop_start_up_naming_the_setting() -> None:
     for bad in ("P1=2/8", "P1=x/8,P2=4/24,P3=24/72,P4=72/168", "P1=9/8,P2=4/24,P3=24/72,P4=72/168"):
         with pytest.raises(SettingsError, match="DISPATCH_SLA_TARGETS"):
             ApiSettings(sla_targets=bad)
+
+
+async def test_with_a_refresh_interval_scrapes_read_gauges_refreshed_in_the_background(
+    api: Api, clock: FakeClock, api_settings: ApiSettings
+) -> None:
+    await api.create_ticket()
+    settings = ApiSettings(db_pool_min=1, db_pool_max=2, metrics_refresh_s=3600)
+    app = create_app(settings, api.database_url, clock=clock)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()  # refreshes once on start, then hourly
+    try:
+        await api.create_ticket()  # after the refresh: not seen until the next one
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(server.make_url("/metrics")) as resp,
+        ):
+            text = await resp.text()
+    finally:
+        await server.close()
+
+    assert 'tickets_in_state{state="READY_TO_SCHEDULE"} 1.0' in text
+    assert await _sample(api, "tickets_in_state", state="READY_TO_SCHEDULE") == 2
