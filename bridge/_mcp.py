@@ -28,7 +28,7 @@ from . import _jsonrpc as rpc
 from ._agents import Agent
 from ._keys import CORRELATION_ID, LIMITER, PIPELINE, SETTINGS
 from ._pipeline import Outcome
-from ._rest import authenticate
+from ._rest import authenticate, read_body
 
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
 MODERN_VERSIONS = ("2026-07-28",)
@@ -109,15 +109,7 @@ async def _read(request: web.Request) -> bytes:
     too_large = rpc.RpcError(
         rpc.INVALID_REQUEST, f"Request too large: the limit is {limit} bytes", http_status=413
     )
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks, total = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        total += len(chunk)
-        if total > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_body(request, too_large)
 
 
 def _version(request: web.Request, message: rpc.Message) -> str:

@@ -141,17 +141,23 @@ def _envelope(outcome: Outcome, status: int) -> web.Response:
     return json_response(outcome.envelope(), status, headers)
 
 
-async def _read_invocation(request: web.Request) -> dict[str, Any]:
+async def read_body(request: web.Request, too_large: Exception) -> bytes:
+    """The body, read no further than DISPATCH_BRIDGE_MAX_BODY_BYTES (also when chunked);
+    `too_large` is raised beyond it."""
     limit = request.app[SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
+        raise too_large
     chunks, total = [], 0
     async for chunk in request.content.iter_chunked(64 * 1024):
         total += len(chunk)
         if total > limit:
-            raise _too_large(limit)
+            raise too_large
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def _read_invocation(request: web.Request) -> dict[str, Any]:
+    raw = await read_body(request, _too_large(request.app[SETTINGS].max_body_bytes))
     if not raw.strip():
         return {}
     if request.content_type != "application/json":
