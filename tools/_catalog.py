@@ -6,6 +6,7 @@ request ids, retries, error translation) happens around it, once, in the bridge.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from dispatch_client import CallContext, DispatchClient
@@ -68,8 +69,10 @@ async def _sla(client: DispatchClient, call: CallContext, args: dict[str, Any]) 
     }
 
 
+@cache
 def catalog() -> tuple[Tool, ...]:
-    """Every tool, in the deterministic order `tools/list` reports."""
+    """Every tool, in the deterministic order `tools/list` reports. Built once per process:
+    the tools are immutable and their validators compiled, so every app shares them."""
     return (
         Tool(
             "ticket.create",
