@@ -163,7 +163,10 @@ def _observability(service: str, args: argparse.Namespace, *, database: bool) ->
 async def _serve_api(settings: ApiSettings, args: argparse.Namespace) -> int:
     _observability("dispatch-api", args, database=True)
     dsn = _database_url(settings, embedded_ok=False)
-    await _serve([(create_app(settings, dsn), settings.api_host, settings.api_port)])
+    await _serve(
+        [(create_app(settings, dsn), settings.api_host, settings.api_port)],
+        drain_timeout_s=settings.drain_timeout_s,
+    )
     return 0
 
 

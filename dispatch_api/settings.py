@@ -82,6 +82,8 @@ class ApiSettings:
     #: 0: read the database gauges at each scrape (exact). > 0: refresh them in the
     #: background every so many seconds (scrapes stay cheap on a large database).
     metrics_refresh_s: float = 0.0
+    #: On SIGTERM, how long requests in flight may take to finish.
+    drain_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         _check(1 <= self.api_port <= 65535, "api_port", "must be a port number (1-65535)")
@@ -105,6 +107,7 @@ class ApiSettings:
         _check(self.sla_at_risk_minutes >= 0, "sla_at_risk_minutes", "must not be negative")
         _check(self.sla_sweep_interval_s > 0, "sla_sweep_interval_s", "must be positive")
         _check(self.metrics_refresh_s >= 0, "metrics_refresh_s", "must not be negative")
+        _check(self.drain_timeout_s >= 0, "drain_timeout_s", "must not be negative")
         self.targets  # noqa: B018 - parse now, so a bad value stops start-up
 
     @property

@@ -37,6 +37,7 @@ from ._keys import (
     CALLER,
     CLOCK,
     CORRELATION_ID,
+    DRAINING,
     METRICS,
     OPENAPI,
     POOL,
@@ -93,6 +94,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready: the database answers, and the process is not shutting down."""
+    if request.app[DRAINING].is_set():
+        return problem_response(Unavailable("draining", "shutting down; send no new requests"))
     try:
         async with asyncio.timeout(2):
             await request.app[POOL].fetchval("SELECT 1")
@@ -101,6 +105,11 @@ async def readyz(request: web.Request) -> web.Response:
             Unavailable("database_unavailable", f"database check failed: {type(exc).__name__}")
         )
     return json_response({"status": "ready", "database": "ok"})
+
+
+async def _start_draining(app: web.Application) -> None:
+    # on_shutdown runs once the listener is closed, before requests in flight are awaited.
+    app[DRAINING].set()
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -171,6 +180,8 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app[METRICS] = ApiMetrics(new_registry())
+    app[DRAINING] = asyncio.Event()
+    app.on_shutdown.append(_start_draining)
     document = openapi_document("dispatch-api")
     app[SETTINGS] = settings
     app[CLOCK] = clock

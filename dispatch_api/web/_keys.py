@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from aiohttp import web
 
@@ -21,6 +23,7 @@ VALIDATORS = web.AppKey("validators", BodyValidators)
 PRINCIPALS = web.AppKey("principals", PrincipalCache)
 OPENAPI = web.AppKey("openapi", bytes)
 METRICS = web.AppKey("metrics", ApiMetrics)
+DRAINING = web.AppKey("draining", asyncio.Event)
 
 #: Set on every /v1 request by the context middleware.
 CALLER = web.RequestKey("caller", Caller)
@@ -30,6 +33,7 @@ __all__ = [
     "CALLER",
     "CLOCK",
     "CORRELATION_ID",
+    "DRAINING",
     "METRICS",
     "OPENAPI",
     "POOL",

@@ -43,3 +43,15 @@ async def test_reads_and_writes_answer_503_while_the_database_is_away_and_recove
     recovered = await api.request("GET", f"/v1/tickets/{ticket['id']}")
     assert recovered.status == 200
     assert recovered.body["state"] == "READY_TO_SCHEDULE"
+
+
+async def test_readiness_turns_503_once_shutdown_begins(api: Api) -> None:
+    assert api.app is not None
+    ready = await api.request("GET", "/readyz", as_="")
+
+    await api.app.shutdown()  # what the runner does once the listener has closed
+    draining = await api.request("GET", "/readyz", as_="")
+
+    assert ready.status == 200
+    assert draining.status == 503
+    assert draining.body["code"] == "draining"
