@@ -1,0 +1,53 @@
+# syntax=docker/dockerfile:1
+# dispatch-bridge: one image, three entrypoints.
+#   docker run IMAGE serve-bridge   (default) the agent-facing bridge on :8080
+#   docker run IMAGE serve-api      dispatch-api on :8081 (needs DISPATCH_DATABASE_URL)
+#   docker run IMAGE migrate        apply migrations, seed incident templates, exit
+# Build from the repository root: docker build -t dispatch-bridge:dev .
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+# ---- builder: build the wheel and install it with its dependencies into /opt/venv ----
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY bridge/ bridge/
+COPY dispatch_api/ dispatch_api/
+COPY dispatch_client/ dispatch_client/
+COPY tools/ tools/
+COPY schemas/ schemas/
+COPY telemetry/ telemetry/
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
+ && /opt/venv/bin/pip install /wheels/*.whl \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+# ---- runtime: the venv only, run as an unprivileged user ----
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="dispatch-bridge" \
+      org.opencontainers.image.description="Agent tool-bridge gateway and dispatch-api" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app
+COPY --from=builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DISPATCH_API_HOST=0.0.0.0 \
+    DISPATCH_API_PORT=8081 \
+    DISPATCH_BRIDGE_HOST=0.0.0.0 \
+    DISPATCH_BRIDGE_PORT=8080 \
+    DISPATCH_DATA_DIR=/home/app/.dispatch
+WORKDIR /home/app
+USER 10001:10001
+EXPOSE 8080 8081
+# slim has no curl: probe /healthz with the standard library. HEALTHCHECK_PORT picks the
+# service (8080 bridge, 8081 dispatch-api); one-shot jobs disable the check in compose.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('HEALTHCHECK_PORT', os.environ.get('DISPATCH_BRIDGE_PORT', '8080')) + '/healthz', timeout=2)"
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["dispatch-bridge"]
+CMD ["serve-bridge"]
