@@ -90,9 +90,10 @@ async def run(tickets: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     try:
         conn = await connect(dsn)
-        ids = [
-            r["id"]
-            for r in await conn.fetch("SELECT id FROM tickets TABLESAMPLE SYSTEM (1) LIMIT 500")
+        # A 1 % page sample spreads the timeline reads; tiny tables may sample nothing.
+        sample = "SELECT id FROM tickets TABLESAMPLE SYSTEM (1) LIMIT 500"
+        ids = [r["id"] for r in await conn.fetch(sample)] or [
+            r["id"] for r in await conn.fetch("SELECT id FROM tickets LIMIT 500")
         ]
         size = await conn.fetchval("SELECT pg_total_relation_size('timeline_events')")
         events = await conn.fetchval("SELECT count(*) FROM timeline_events")
@@ -165,11 +166,12 @@ def _markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     report = asyncio.run(run(args.tickets))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "scale.md").write_text(_markdown(report))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "scale.md").write_text(_markdown(report))
     print(_markdown(report))
 
 

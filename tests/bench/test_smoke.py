@@ -1,0 +1,42 @@
+"""`make bench` cannot rot: both harnesses run end to end at toy sizes (no targets checked)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path) -> None:
+    result = await _run("bench.harness", "--requests", "5", "--reps", "1", "--out", str(tmp_path))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert [s["id"] for s in report["scenarios"]] == ["S1", "S1", "S5", "S5"]
+    assert "| S5 | MCP / REST throughput |" in (tmp_path / "latest.md").read_text()
+
+
+async def test_the_scale_harness_runs_and_writes_its_table(tmp_path: Path) -> None:
+    result = await _run("bench.scale", "--tickets", "2000", "--out", str(tmp_path))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "scale.json").read_text())
+    assert report["tickets"] == 2000
+    assert report["timeline_events"] == 20000
+    assert set(report["scenarios"]) == {"timeline", "queue_page", "metrics_scrape", "sla_sweep"}
