@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 EXPORTERS = ("none", "console", "otlp")
@@ -74,14 +74,20 @@ def tracer_provider(
     public caller's sampled flag is not trusted to decide our tracing load. The ratio is
     decided by trace id, so every service with the same ratio samples the same traces.
     """
-    ratio = TraceIdRatioBased(settings.sampling_ratio)
+    exporter = _exporter(settings)
+    # With nowhere to send spans, record none: ids are still minted and propagated (logs and
+    # the timeline keep their trace_id), but no span objects are filled for nothing.
+    ratio = (
+        TraceIdRatioBased(settings.sampling_ratio)
+        if exporter is not None or processor is not None
+        else ALWAYS_OFF
+    )
     provider = TracerProvider(
         resource=Resource.create(
             {"service.name": service, "service.version": settings.service_version}
         ),
         sampler=ParentBased(ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ratio),
     )
-    exporter = _exporter(settings)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     if processor is not None:

@@ -26,7 +26,7 @@ def test_the_provider_names_the_service_and_its_version() -> None:
 def test_the_sampling_ratio_decides_how_many_root_traces_are_recorded(
     ratio: float, sampled: int
 ) -> None:
-    provider = tracer_provider(TracingSettings(sampling_ratio=ratio), "bridge")
+    provider = tracer_provider(TracingSettings(sampling_ratio=ratio, exporter="console"), "bridge")
 
     decisions = [
         provider.sampler.should_sample(None, trace_id, "x").decision for trace_id in range(1, 201)
@@ -39,7 +39,7 @@ def test_a_remote_callers_sampled_flag_does_not_force_sampling() -> None:
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-    provider = tracer_provider(TracingSettings(sampling_ratio=0.0), "bridge")
+    provider = tracer_provider(TracingSettings(sampling_ratio=0.0, exporter="console"), "bridge")
     remote = SpanContext(
         trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
         span_id=0x00F067AA0BA902B7,
@@ -79,3 +79,12 @@ def test_the_cli_refuses_an_unknown_exporter_with_exit_2() -> None:
 
     assert result.returncode == 2
     assert "DISPATCH_TRACE_EXPORTER" in result.stderr
+
+
+def test_without_an_exporter_spans_keep_their_ids_but_are_not_recorded() -> None:
+    provider = tracer_provider(TracingSettings(exporter="none"), "bridge")
+
+    span = provider.get_tracer("t").start_span("x")
+
+    assert span.get_span_context().is_valid  # ids for logs, timeline and propagation
+    assert not span.is_recording()
