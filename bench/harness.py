@@ -1,8 +1,8 @@
 """Side-by-side benchmarks of the running product: ratios, not absolute times.
 
-Starts `dispatch-bridge up` (bridge and dispatch-api on embedded PostgreSQL) in a process of
-its own, then runs each comparison interleaved (A B A B ...) for several repetitions after a
-warm-up, and reports medians with min and max. Writes bench/results/latest.md and .json.
+Starts dispatch-api and the bridge as two processes (on an embedded PostgreSQL), then runs
+each comparison interleaved (A B A B ...) for several repetitions after a warm-up, and
+reports medians with min and max. Writes bench/results/latest.md and .json.
 
 Scenarios so far (issue 8 lists more):
 - S1 added latency: `ticket.get` through the bridge vs GET /v1/tickets/{id} straight to
@@ -28,13 +28,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from dispatch_api.domain import Role
+from dispatch_api.store import connect, migrate, principals, start_embedded, templates
+
 RESULTS = Path(__file__).parent / "results"
 Call = Callable[[], Awaitable[None]]
+
+
+def _digest(key: str) -> str:
+    return sha256(key.encode()).hexdigest()
 
 
 def _free_port() -> int:
@@ -45,44 +53,69 @@ def _free_port() -> int:
 
 
 class Product:
-    """`dispatch-bridge up` in a subprocess, on free ports and a fresh data directory."""
+    """dispatch-api and the bridge as two processes (`serve-api`, `serve-bridge`), as in
+    production, on an embedded PostgreSQL this harness starts and prepares."""
 
     def __init__(self) -> None:
-        self.data_dir = Path(tempfile.mkdtemp(prefix="dispatch-bench-")) / ".dispatch"
-        self.proc: asyncio.subprocess.Process | None = None
+        self.folder = Path(tempfile.mkdtemp(prefix="dispatch-bench-"))
+        self.procs: list[asyncio.subprocess.Process] = []
         self.creds: dict[str, str] = {}
 
     async def __aenter__(self) -> Product:
+        dsn = start_embedded(self.folder / "pg", delete_on_exit=True)
+        api_token, gateway_token, agent_key = (principals.new_token() for _ in range(3))
+        conn = await connect(dsn)
+        try:
+            await migrate(conn)
+            await templates.seed(conn, templates.read_template_file(None))
+            await principals.upsert(conn, "bench", Role.SUPERVISOR, api_token)
+            await principals.upsert(
+                conn, "bridge", Role.GATEWAY, gateway_token, trusted_gateway=True
+            )
+        finally:
+            await conn.close()
+        api_port, bridge_port = _free_port(), _free_port()
+        api_url = f"http://127.0.0.1:{api_port}"
         env = {
             **os.environ,
-            "DISPATCH_DATA_DIR": str(self.data_dir),
-            "DISPATCH_API_PORT": str(_free_port()),
-            "DISPATCH_BRIDGE_PORT": str(_free_port()),
+            "DISPATCH_DATABASE_URL": dsn,
+            "DISPATCH_API_PORT": str(api_port),
+            "DISPATCH_BRIDGE_PORT": str(bridge_port),
+            "DISPATCH_API_URL": api_url,
+            "DISPATCH_GATEWAY_TOKEN": gateway_token,
+            "DISPATCH_AGENT_KEYS": f"bench-agent:supervisor:{_digest(agent_key)}",
             "DISPATCH_RATE_LIMIT_PER_S": "1000000",
             "DISPATCH_RATE_LIMIT_BURST": "1000000",
         }
-        cli = Path(sys.executable).parent / "dispatch-bridge"
-        self.proc = await asyncio.create_subprocess_exec(
-            str(cli), "up", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        creds = self.data_dir / "dev-credentials.json"
+        cli = str(Path(sys.executable).parent / "dispatch-bridge")
+        for command in ("serve-api", "serve-bridge"):
+            self.procs.append(
+                await asyncio.create_subprocess_exec(
+                    cli, command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+        self.creds = {
+            "api_url": api_url,
+            "bridge_url": f"http://127.0.0.1:{bridge_port}",
+            "api_token": api_token,
+            "agent_key": agent_key,
+        }
         async with aiohttp.ClientSession() as http:
             for _ in range(600):
-                if creds.exists():
-                    self.creds = json.loads(creds.read_text())
-                    try:
-                        async with http.get(self.creds["bridge_url"] + "/readyz") as r:
-                            if r.status == 200:
-                                return self
-                    except aiohttp.ClientError:
-                        pass
+                try:
+                    async with http.get(self.creds["bridge_url"] + "/readyz") as r:
+                        if r.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
                 await asyncio.sleep(0.1)
-        raise RuntimeError("dispatch-bridge up did not become ready")
+        raise RuntimeError("the services did not become ready")
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(self.proc.wait(), 30)
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            await asyncio.wait_for(proc.wait(), 30)
 
 
 async def _latencies(call: Call, n: int) -> list[float]:
