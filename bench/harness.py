@@ -7,6 +7,9 @@ reports medians with min and max. Writes bench/results/latest.md and .json.
 Scenarios so far (issue 8 lists more):
 - S1 added latency: `ticket.get` through the bridge vs GET /v1/tickets/{id} straight to
   dispatch-api, sequential (low load): p50 and p99 differences.
+- S2 hop efficiency: bridge CPU per call vs a minimal aiohttp forwarding proxy (the floor
+  for a Python hop, bench/proxy_floor.py), and throughput through the bridge vs dispatch-api
+  alone (closed loop).
 - S5 transports: MCP `tools/call` vs REST invoke of `ticket.get` (throughput ratio, closed
   loop), and the cost of a call with invalid arguments vs a valid one.
 
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from dispatch_api.domain import Role
 from dispatch_api.store import connect, migrate, principals, start_embedded, templates
@@ -88,14 +92,20 @@ class Product:
             "DISPATCH_RATE_LIMIT_BURST": "1000000",
         }
         cli = str(Path(sys.executable).parent / "dispatch-bridge")
-        for command in ("serve-api", "serve-bridge"):
+        proxy_port = _free_port()
+        for args in (
+            (cli, "serve-api"),
+            (cli, "serve-bridge"),
+            (sys.executable, "-m", "bench.proxy_floor", str(proxy_port), api_url, gateway_token),
+        ):
             self.procs.append(
                 await asyncio.create_subprocess_exec(
-                    cli, command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    *args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                 )
             )
         self.creds = {
             "api_url": api_url,
+            "proxy_url": f"http://127.0.0.1:{proxy_port}",
             "bridge_url": f"http://127.0.0.1:{bridge_port}",
             "api_token": api_token,
             "agent_key": agent_key,
@@ -104,8 +114,11 @@ class Product:
             for _ in range(600):
                 try:
                     async with http.get(self.creds["bridge_url"] + "/readyz") as r:
-                        if r.status == 200:
-                            return self
+                        ready = r.status == 200
+                    async with http.post(self.creds["proxy_url"] + "/") as r:
+                        ready = ready and r.status == 404  # listening
+                    if ready:
+                        return self
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.1)
@@ -195,14 +208,24 @@ async def run(requests: int, reps: int, concurrency: int) -> dict[str, Any]:
                     await resp.read()
 
             bridge_get = post(invoke, valid, agent)
+            proxy_get = post(c["proxy_url"] + "/v1/tools/ticket.get/invoke", valid, agent)
             bridge_bad = post(invoke, invalid, agent)
             mcp_get = post(c["bridge_url"] + "/mcp", mcp_body, mcp_headers)
 
-            for call in (direct, bridge_get, bridge_bad, mcp_get):  # warm-up
+            for call in (direct, bridge_get, bridge_bad, mcp_get, proxy_get):  # warm-up
                 await _latencies(call, 50)
 
             s1: dict[str, list[float]] = {"p50": [], "p99": []}
             s5_ratio, s5_invalid = [], []
+            s2_cpu, s2_throughput = [], []
+            bridge_proc = psutil.Process(product.procs[1].pid)
+            proxy_proc = psutil.Process(product.procs[2].pid)
+
+            async def cpu_per_call(proc: psutil.Process, call: Call) -> float:
+                before = sum(proc.cpu_times()[:2])
+                await _throughput(call, requests, concurrency)
+                return (sum(proc.cpu_times()[:2]) - before) / requests
+
             for _ in range(reps):  # A B A B ...: drift hits both sides alike
                 a = await _latencies(direct, requests)
                 b = await _latencies(bridge_get, requests)
@@ -211,6 +234,13 @@ async def run(requests: int, reps: int, concurrency: int) -> dict[str, Any]:
                 rest = await _throughput(bridge_get, requests, concurrency)
                 mcp = await _throughput(mcp_get, requests, concurrency)
                 s5_ratio.append(mcp / rest)
+                s2_cpu.append(
+                    await cpu_per_call(bridge_proc, bridge_get)
+                    / await cpu_per_call(proxy_proc, proxy_get)
+                )
+                alone = await _throughput(direct, requests, concurrency)
+                through = await _throughput(bridge_get, requests, concurrency)
+                s2_throughput.append(through / alone)
                 good = await _latencies(bridge_get, requests)
                 bad = await _latencies(bridge_bad, requests)
                 s5_invalid.append(statistics.median(bad) / statistics.median(good))
@@ -240,6 +270,20 @@ async def run(requests: int, reps: int, concurrency: int) -> dict[str, Any]:
                 **_summary(s1["p99"]),
                 "target": "<= 1.0",
                 "met": statistics.median(s1["p99"]) <= 1.0,
+            },
+            {
+                "id": "S2",
+                "figure": "bridge / minimal proxy CPU per call",
+                **_summary(s2_cpu),
+                "target": "<= 1.5",
+                "met": statistics.median(s2_cpu) <= 1.5,
+            },
+            {
+                "id": "S2",
+                "figure": "throughput via bridge / dispatch-api alone",
+                **_summary(s2_throughput),
+                "target": ">= 0.7",
+                "met": statistics.median(s2_throughput) >= 0.7,
             },
             {
                 "id": "S5",
