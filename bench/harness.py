@@ -221,10 +221,13 @@ async def run(requests: int, reps: int, concurrency: int) -> dict[str, Any]:
             bridge_proc = psutil.Process(product.procs[1].pid)
             proxy_proc = psutil.Process(product.procs[2].pid)
 
+            # CPU times tick every 10 ms: measure over enough calls to resolve a ratio.
+            cpu_calls = max(requests, 300)
+
             async def cpu_per_call(proc: psutil.Process, call: Call) -> float:
                 before = sum(proc.cpu_times()[:2])
-                await _throughput(call, requests, concurrency)
-                return (sum(proc.cpu_times()[:2]) - before) / requests
+                await _throughput(call, cpu_calls, concurrency)
+                return (sum(proc.cpu_times()[:2]) - before) / cpu_calls
 
             for _ in range(reps):  # A B A B ...: drift hits both sides alike
                 a = await _latencies(direct, requests)
