@@ -26,9 +26,9 @@ from tools import ToolError, mcp_tool
 
 from . import _jsonrpc as rpc
 from ._agents import Agent
-from ._keys import CORRELATION_ID, LIMITER, PIPELINE, SETTINGS
+from ._keys import CORRELATION_ID, PIPELINE, SETTINGS
 from ._pipeline import Outcome
-from ._rest import authenticate, read_body
+from ._rest import authenticate, rate_limit, read_body
 
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
 MODERN_VERSIONS = ("2026-07-28",)
@@ -229,16 +229,10 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
     raw_meta = params.get("_meta")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     cid = request[CORRELATION_ID]
-    wait = request.app[LIMITER].acquire(agent.id)
-    if wait is not None:
+    limited = rate_limit(request, agent)
+    if limited is not None:
         pipeline.count_refusal(name, "rate_limited")
-        error = ToolError(
-            "rate_limited",
-            "Too many calls from this agent key. Wait and retry.",
-            retryable=True,
-            retry_after_ms=max(1, round(wait * 1000)),
-        )
-        return _tool_result(Outcome(name, None, cid, None, error=error))
+        return _tool_result(Outcome(name, None, cid, None, error=limited))
     # Trace context in _meta continues the caller's trace (as the HTTP header would). Only
     # string values are propagation headers: the propagators raise on anything else.
     carrier = {k: v for k in _TRACE_KEYS if isinstance(v := meta.get(k), str)}

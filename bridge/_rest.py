@@ -76,6 +76,19 @@ def authenticate(request: web.Request) -> Agent:
     return agent
 
 
+def rate_limit(request: web.Request, agent: Agent) -> ToolError | None:
+    """The agent key's token bucket: None when the call may go, else `rate_limited`."""
+    wait = request.app[LIMITER].acquire(agent.id)
+    if wait is None:
+        return None
+    return ToolError(
+        "rate_limited",
+        "Too many calls from this agent key. Wait and retry.",
+        retryable=True,
+        retry_after_ms=max(1, round(wait * 1000)),
+    )
+
+
 async def list_tools(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "mcp")
     render = FORMATS.get(fmt)
@@ -95,14 +108,9 @@ async def invoke(request: web.Request) -> web.Response:
     cid = request[CORRELATION_ID]
     try:
         agent = authenticate(request)
-        wait = request.app[LIMITER].acquire(agent.id)
-        if wait is not None:
-            raise ToolError(
-                "rate_limited",
-                "Too many calls from this agent key. Wait and retry.",
-                retryable=True,
-                retry_after_ms=max(1, round(wait * 1000)),
-            )
+        limited = rate_limit(request, agent)
+        if limited is not None:
+            raise limited
         body = await _read_invocation(request)
     except ToolError as error:
         request.app[PIPELINE].count_refusal(name, error.code)
