@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +18,7 @@ from telemetry import (
     JsonLog,
     log_context,
     metrics_response,
+    new_id,
     new_registry,
     observe_middleware,
     tracing_middleware,
@@ -64,7 +64,7 @@ async def echo_ids_middleware(request: web.Request, handler: Handler) -> web.Str
     """Outermost: every response, errors included, carries X-Correlation-ID (and X-Request-ID
     once known). An unsafe incoming id is replaced here and refused by `caller_middleware`."""
     incoming = request.headers.get("X-Correlation-ID", "")
-    request[CORRELATION_ID] = incoming if SAFE_ID.fullmatch(incoming) else str(uuid.uuid4())
+    request[CORRELATION_ID] = incoming if SAFE_ID.fullmatch(incoming) else new_id()
     response = await handler(request)
     response.headers["X-Correlation-ID"] = request[CORRELATION_ID]
     response.headers["X-Request-ID"] = request.get(REQUEST_ID) or request_id_for(request)

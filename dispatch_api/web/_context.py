@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from telemetry import SAFE_ID, current_ids
+from telemetry import SAFE_ID, UnsafeId, current_ids, incoming_id
 
 from ..domain import Actor, ActorType, Role
 from ..errors import BadRequest, Forbidden, Unauthenticated
@@ -49,16 +49,10 @@ class PrincipalCache:
 
 def header_id(request: web.Request, name: str) -> str | None:
     """A validated id header, None when absent; 400 when present but unsafe."""
-    value = request.headers.get(name)
-    if value is None:
-        return None
-    if not SAFE_ID.fullmatch(value):
-        raise BadRequest(
-            "invalid_header",
-            f"{name} must be 1-128 characters of letters, digits and ._:@+=-",
-            extensions={"header": name},
-        )
-    return value
+    try:
+        return incoming_id(request.headers.get(name), name)
+    except UnsafeId as exc:
+        raise BadRequest("invalid_header", str(exc), extensions={"header": name}) from None
 
 
 def trace_id(request: web.Request) -> str | None:
