@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	.ci/ensure-tools
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -32,8 +32,8 @@ check: lint typecheck test
 
 # Long runs stay out of `make test` (CI runs a seconds-long smoke of both harnesses).
 bench: $(STAMP)
-	$(BIN)/python -m bench.harness
 	$(BIN)/python -m bench.scale --tickets $${BENCH_TICKETS:-1000000}
+	$(BIN)/python -m bench.harness
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

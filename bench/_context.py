@@ -1,0 +1,117 @@
+"""What every scenario gets: the running product, one client session, the sizes of this run,
+and ready-made calls (each returns its HTTP status)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from bench._load import Call
+from bench._product import Product
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    requests: int = 300  # per side, per repetition
+    reps: int = 5
+    concurrency: int = 8
+    seconds: float = 3.0  # per wrk / open-loop run
+
+    @property
+    def quick(self) -> bool:
+        """A smoke run (CI): every scenario runs, none long enough to mean anything."""
+        return self.requests < 50
+
+
+@dataclass
+class Bench:
+    product: Product
+    http: aiohttp.ClientSession
+    sizes: Sizes
+    ticket: str = ""
+    calls: dict[str, Call] = field(default_factory=dict)
+
+    @property
+    def agent_headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.product.secrets['agent_key']}",
+            "Content-Type": "application/json",
+        }
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.product.secrets['api_token']}"}
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Call:
+        http = self.http
+
+        async def call() -> int:
+            async with http.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        return call
+
+    def get(self, url: str, headers: dict[str, str]) -> Call:
+        http = self.http
+
+        async def call() -> int:
+            async with http.get(url, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        return call
+
+    async def prepare(self) -> None:
+        """Create the ticket the read scenarios read and the calls they make."""
+        urls = self.product.urls
+        async with self.http.post(
+            urls["bridge"] + "/v1/tools/ticket.create/invoke",
+            json={"arguments": {"customer_name": "Bench", "priority": "P3"}},
+            headers=self.agent_headers,
+        ) as r:
+            self.ticket = (await r.json())["result"]["ticket"]["id"]
+        self.calls = {
+            "direct": self.get(f"{urls['api']}/v1/tickets/{self.ticket}", self.api_headers),
+            "bridge": self.post(
+                urls["bridge"] + "/v1/tools/ticket.get/invoke",
+                self.rest_body(self.ticket),
+                self.agent_headers,
+            ),
+            "bridge_invalid": self.post(
+                urls["bridge"] + "/v1/tools/ticket.get/invoke",
+                self.rest_body("not-a-uuid"),
+                self.agent_headers,
+            ),
+            "mcp": self.post(urls["bridge"] + "/mcp", self.mcp_body(self.ticket), self.mcp_headers),
+            "proxy": self.post(
+                urls["proxy"] + "/v1/tools/ticket.get/invoke",
+                self.rest_body(self.ticket),
+                self.agent_headers,
+            ),
+        }
+
+    @staticmethod
+    def rest_body(ticket: str) -> bytes:
+        return orjson.dumps({"arguments": {"ticket_id": ticket}})
+
+    @staticmethod
+    def mcp_body(ticket: str) -> bytes:
+        return orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "tools/call",
+                "params": {"name": "ticket.get", "arguments": {"ticket_id": ticket}},
+            }
+        )
+
+    @property
+    def mcp_headers(self) -> dict[str, str]:
+        return {
+            **self.agent_headers,
+            "MCP-Protocol-Version": "2025-11-25",
+            "Accept": "application/json, text/event-stream",
+        }

@@ -1,0 +1,141 @@
+"""The product under test, as in production: dispatch-api and the bridge as two processes
+(`serve-api`, `serve-bridge`) on an embedded PostgreSQL this module starts and prepares,
+plus the minimal forwarding proxy S2 compares against."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from hashlib import sha256
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from dispatch_api.domain import Role
+from dispatch_api.store import connect, migrate, principals, start_embedded, templates
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _digest(key: str) -> str:
+    return sha256(key.encode()).hexdigest()
+
+
+class Product:
+    """Start with `async with Product(env) as p:`; `p.urls`, `p.secrets`, `p.dsn`, and
+    `p.process(name)` (psutil handles for "api", "bridge", "proxy", "postgres") for CPU."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="dispatch-bench-"))
+        self.extra_env = dict(env or {})
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.urls: dict[str, str] = {}
+        self.secrets: dict[str, str] = {}
+        self.dsn = ""
+
+    async def __aenter__(self) -> Product:
+        self.dsn = start_embedded(self.folder / "pg", delete_on_exit=True)
+        api_token, gateway_token, agent_key = (principals.new_token() for _ in range(3))
+        conn = await connect(self.dsn)
+        try:
+            await migrate(conn)
+            await templates.seed(conn, templates.read_template_file(None))
+            await principals.upsert(conn, "bench", Role.SUPERVISOR, api_token)
+            await principals.upsert(
+                conn, "bridge", Role.GATEWAY, gateway_token, trusted_gateway=True
+            )
+        finally:
+            await conn.close()
+        api_port, bridge_port, proxy_port = free_port(), free_port(), free_port()
+        self.urls = {
+            "api": f"http://127.0.0.1:{api_port}",
+            "bridge": f"http://127.0.0.1:{bridge_port}",
+            "proxy": f"http://127.0.0.1:{proxy_port}",
+        }
+        self.secrets = {
+            "api_token": api_token,
+            "gateway_token": gateway_token,
+            "agent_key": agent_key,
+        }
+        env = {
+            **os.environ,
+            "DISPATCH_DATABASE_URL": self.dsn,
+            "DISPATCH_API_PORT": str(api_port),
+            "DISPATCH_BRIDGE_PORT": str(bridge_port),
+            "DISPATCH_API_URL": self.urls["api"],
+            "DISPATCH_GATEWAY_TOKEN": gateway_token,
+            "DISPATCH_AGENT_KEYS": f"bench-agent:supervisor:{_digest(agent_key)}",
+            "DISPATCH_RATE_LIMIT_PER_S": "1000000",
+            "DISPATCH_RATE_LIMIT_BURST": "1000000",
+            **self.extra_env,
+        }
+        cli = str(Path(sys.executable).parent / "dispatch-bridge")
+        for name, args in (
+            ("api", (cli, "serve-api")),
+            ("bridge", (cli, "serve-bridge")),
+            (
+                "proxy",
+                (
+                    sys.executable,
+                    "-m",
+                    "bench.proxy_floor",
+                    str(proxy_port),
+                    self.urls["api"],
+                    gateway_token,
+                ),
+            ),
+        ):
+            self.procs[name] = await asyncio.create_subprocess_exec(
+                *args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(self.urls["bridge"] + "/readyz") as r:
+                        ready = r.status == 200
+                    async with http.post(self.urls["proxy"] + "/") as r:
+                        ready = ready and r.status == 404  # listening
+                    if ready:
+                        return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("the services did not become ready")
+
+    def process(self, name: str) -> psutil.Process:
+        if name == "postgres":
+            pid = int((self.folder / "pg" / "postmaster.pid").read_text().split()[0])
+            return psutil.Process(pid)
+        return psutil.Process(self.procs[name].pid)
+
+    async def __aexit__(self, *exc: object) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            await asyncio.wait_for(proc.wait(), 30)
+
+
+def cpu_seconds(process: psutil.Process, *, tree: bool = False) -> float:
+    """User + system CPU seconds of `process` (and, with `tree`, its children: PostgreSQL
+    runs one backend per connection)."""
+    procs = [process, *process.children(recursive=True)] if tree else [process]
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total

@@ -1,0 +1,90 @@
+"""S1 added latency, S2 hop efficiency, S5 transports: what the bridge adds to a call.
+
+- S1: `ticket.get` through the bridge vs GET /v1/tickets/{id} straight to dispatch-api,
+  sequential (low load): p50 and p99 differences.
+- S2: bridge CPU per call vs a minimal aiohttp forwarding proxy (bench/proxy_floor.py, the
+  floor for a Python hop), and saturation throughput (wrk) through the bridge vs
+  dispatch-api alone.
+- S5: MCP `tools/call` vs REST invoke of `ticket.get` (wrk throughput), and the cost of a
+  call with invalid arguments vs a valid one (bridge CPU per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bench._context import Bench
+from bench._load import Call, closed_loop, have_wrk, latencies, percentile, wrk
+from bench._product import cpu_seconds
+from bench._report import Figure, figure
+
+
+async def run(bench: Bench) -> list[Figure]:
+    sizes, calls, product = bench.sizes, bench.calls, bench.product
+    for call in calls.values():  # warm-up
+        await latencies(call, 50)
+    bridge, proxy = product.process("bridge"), product.process("proxy")
+    # CPU times tick every 10 ms: measure over enough calls to resolve a ratio.
+    cpu_calls = max(sizes.requests * 2, 20 if sizes.quick else 1000)
+
+    async def cpu_per_call(process_name: str, call: Call) -> float:
+        proc = bridge if process_name == "bridge" else proxy
+        before = cpu_seconds(proc)
+        await closed_loop(call, cpu_calls, sizes.concurrency)
+        return (cpu_seconds(proc) - before) / cpu_calls
+
+    async def saturation(name: str) -> float:
+        """wrk's requests/s against one of the prepared targets; aiohttp closed loop when
+        wrk is not installed (the table says which)."""
+        if not have_wrk():
+            return await closed_loop(calls[name], sizes.requests, sizes.concurrency)
+        u, h = product.urls, bench.agent_headers
+        target = {
+            "direct": (f"{u['api']}/v1/tickets/{bench.ticket}", "GET", b"", bench.api_headers),
+            "bridge": (
+                u["bridge"] + "/v1/tools/ticket.get/invoke",
+                "POST",
+                bench.rest_body(bench.ticket),
+                h,
+            ),
+            "mcp": (u["bridge"] + "/mcp", "POST", bench.mcp_body(bench.ticket), bench.mcp_headers),
+        }[name]
+        url, method, body, headers = target
+        return await asyncio.to_thread(
+            wrk,
+            url,
+            method=method,
+            body=body,
+            headers=headers,
+            connections=sizes.concurrency,
+            seconds=1 if sizes.quick else sizes.seconds,
+        )
+
+    p50, p99, cpu_ratio, through, transports, invalid = [], [], [], [], [], []
+    for _ in range(sizes.reps):  # A B A B ...: drift hits both sides alike
+        a = await latencies(calls["direct"], sizes.requests)
+        b = await latencies(calls["bridge"], sizes.requests)
+        p50.append(percentile(b, 0.5) - percentile(a, 0.5))
+        p99.append(percentile(b, 0.99) - percentile(a, 0.99))
+        cpu_ratio.append(
+            await cpu_per_call("bridge", calls["bridge"])
+            / max(await cpu_per_call("proxy", calls["proxy"]), 1e-9)
+        )
+        alone = await saturation("direct")
+        via = await saturation("bridge")
+        through.append(via / alone)
+        rest = await saturation("bridge")
+        mcp = await saturation("mcp")
+        transports.append(mcp / rest)
+        good = await cpu_per_call("bridge", calls["bridge"])
+        bad = await cpu_per_call("bridge", calls["bridge_invalid"])
+        invalid.append(bad / max(good, 1e-9))
+    tool = "wrk" if have_wrk() else "aiohttp closed loop"
+    return [
+        figure("S1", "bridge added latency p50 (ms)", p50, "<= 0.3"),
+        figure("S1", "bridge added latency p99 (ms)", p99, "<= 1.0"),
+        figure("S2", "bridge / minimal proxy CPU per call", cpu_ratio, "<= 1.5"),
+        figure("S2", f"throughput via bridge / dispatch-api alone ({tool})", through, ">= 0.7"),
+        figure("S5", f"MCP / REST throughput ({tool})", transports, ">= 0.95"),
+        figure("S5", "invalid / valid call, bridge CPU per call", invalid, "<= 0.33"),
+    ]
