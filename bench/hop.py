@@ -6,7 +6,8 @@
   floor for a Python hop), and saturation throughput (wrk) through the bridge vs
   dispatch-api alone.
 - S5: MCP `tools/call` vs REST invoke of `ticket.get` (wrk throughput), and the cost of a
-  call with invalid arguments vs a valid one (bridge CPU per call).
+  call with invalid arguments vs a valid one: CPU per call of the whole system (bridge,
+  dispatch-api, PostgreSQL), since what a rejection must save is the downstream work.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ async def run(bench: Bench) -> list[Figure]:
     sizes, calls, product = bench.sizes, bench.calls, bench.product
     for call in calls.values():  # warm-up
         await latencies(call, 50)
-    bridge, proxy = product.process("bridge"), product.process("proxy")
     # CPU times tick every 10 ms: measure over enough calls to resolve a ratio.
     cpu_calls = max(sizes.requests * 2, 20 if sizes.quick else 1000)
 
-    async def cpu_per_call(process_name: str, call: Call) -> float:
-        proc = bridge if process_name == "bridge" else proxy
-        before = cpu_seconds(proc)
+    async def cpu_per_call(call: Call, *names: str) -> float:
+        """CPU seconds per call of the named processes (postgres: the server and its
+        backends)."""
+        procs = [(product.process(n), n == "postgres") for n in names]
+        before = sum(cpu_seconds(p, tree=tree) for p, tree in procs)
         await closed_loop(call, cpu_calls, sizes.concurrency)
-        return (cpu_seconds(proc) - before) / cpu_calls
+        return (sum(cpu_seconds(p, tree=tree) for p, tree in procs) - before) / cpu_calls
 
     async def saturation(name: str) -> float:
         """wrk's requests/s against one of the prepared targets; aiohttp closed loop when
@@ -60,31 +62,47 @@ async def run(bench: Bench) -> list[Figure]:
             seconds=1 if sizes.quick else sizes.seconds,
         )
 
-    p50, p99, cpu_ratio, through, transports, invalid = [], [], [], [], [], []
+    p50, p99, floor_p50, cpu_ratio, through, transports, invalid = [], [], [], [], [], [], []
+    bridge_us, proxy_us, invalid_bridge = [], [], []
     for _ in range(sizes.reps):  # A B A B ...: drift hits both sides alike
         a = await latencies(calls["direct"], sizes.requests)
         b = await latencies(calls["bridge"], sizes.requests)
         p50.append(percentile(b, 0.5) - percentile(a, 0.5))
         p99.append(percentile(b, 0.99) - percentile(a, 0.99))
-        cpu_ratio.append(
-            await cpu_per_call("bridge", calls["bridge"])
-            / max(await cpu_per_call("proxy", calls["proxy"]), 1e-9)
-        )
+        c = await latencies(calls["proxy"], sizes.requests)
+        floor_p50.append(percentile(c, 0.5) - percentile(a, 0.5))
+        bridge_us.append(await cpu_per_call(calls["bridge"], "bridge") * 1e6)
+        proxy_us.append(await cpu_per_call(calls["proxy"], "proxy") * 1e6)
+        cpu_ratio.append(bridge_us[-1] / max(proxy_us[-1], 1e-3))
         alone = await saturation("direct")
         via = await saturation("bridge")
         through.append(via / alone)
         rest = await saturation("bridge")
         mcp = await saturation("mcp")
         transports.append(mcp / rest)
-        good = await cpu_per_call("bridge", calls["bridge"])
-        bad = await cpu_per_call("bridge", calls["bridge_invalid"])
+        system = ("bridge", "api", "postgres")
+        good = await cpu_per_call(calls["bridge"], *system)
+        bad = await cpu_per_call(calls["bridge_invalid"], *system)
         invalid.append(bad / max(good, 1e-9))
+        invalid_bridge.append(
+            await cpu_per_call(calls["bridge_invalid"], "bridge")
+            / max(await cpu_per_call(calls["bridge"], "bridge"), 1e-9)
+        )
     tool = "wrk" if have_wrk() else "aiohttp closed loop"
     return [
         figure("S1", "bridge added latency p50 (ms)", p50, "<= 0.3"),
         figure("S1", "bridge added latency p99 (ms)", p99, "<= 1.0"),
+        figure("S1", "minimal proxy added latency p50 (ms), the floor", floor_p50, ""),
         figure("S2", "bridge / minimal proxy CPU per call", cpu_ratio, "<= 1.5"),
+        figure("S2", "bridge CPU per call (µs)", bridge_us, ""),
+        figure("S2", "minimal proxy CPU per call (µs)", proxy_us, ""),
         figure("S2", f"throughput via bridge / dispatch-api alone ({tool})", through, ">= 0.7"),
         figure("S5", f"MCP / REST throughput ({tool})", transports, ">= 0.95"),
-        figure("S5", "invalid / valid call, bridge CPU per call", invalid, "<= 0.33"),
+        figure(
+            "S5",
+            "invalid / valid call, CPU per call (bridge + dispatch-api + postgres)",
+            invalid,
+            "<= 0.33",
+        ),
+        figure("S5", "invalid / valid call, bridge CPU alone", invalid_bridge, ""),
     ]

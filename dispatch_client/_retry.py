@@ -60,6 +60,16 @@ async def run_with_retries(
             return True  # sleeping would overshoot the deadline: give up now
         return not budget.try_spend()
 
+    # Most calls succeed on the first try: make it outside tenacity (whose per-call set-up
+    # costs as much as the rest of the retry logic), and hand a retryable first failure to
+    # tenacity as its own first outcome, so the rules above see exactly the same history.
+    try:
+        return await attempt(1)
+    except DispatchError as exc:
+        if not _is_retryable(exc):
+            raise
+        first: DispatchError | None = exc
+
     retrying = AsyncRetrying(
         sleep=sleep,
         stop=stop,
@@ -70,8 +80,11 @@ async def run_with_retries(
     tries = 0
 
     async def one_try() -> T:
-        nonlocal tries
+        nonlocal tries, first
         tries += 1
+        if first is not None:
+            replayed, first = first, None
+            raise replayed
         return await attempt(tries)
 
     result: T = await retrying(one_try)

@@ -10,6 +10,7 @@ spans from our own small middleware (the aiohttp-server instrumentation would sw
 from __future__ import annotations
 
 import contextvars
+import types
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -123,7 +124,26 @@ def client_trace_config() -> aiohttp.TraceConfig:
         if count:
             span.set_attribute("http.request.resend_count", count)
 
-    return create_trace_config(request_hook=on_request)
+    config = create_trace_config(request_hook=on_request)
+    # The instrumentation builds a client span for every request, recording or not, and
+    # that costs more than the rest of a hop's tracing together. Under our ParentBased
+    # sampler a request whose caller's span is not recorded would not be recorded either,
+    # so for those only the context is propagated (downstream still joins the trace).
+    # Its end/exception hooks return early when no span was started.
+    (start,) = config.on_request_start
+
+    async def start_when_recorded(
+        session: aiohttp.ClientSession,
+        ctx: types.SimpleNamespace,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
+        if trace.get_current_span().is_recording():
+            await start(session, ctx, params)
+        else:
+            propagate.inject(params.headers)
+
+    config.on_request_start[0] = start_when_recorded
+    return config
 
 
 def tracing_middleware(service: str, excluded: Collection[str]) -> Middleware:
