@@ -178,7 +178,7 @@ def _dispatch_client(
         assert settings.gateway_token is not None
         # One long-lived session per process, created here (after any instrumentation),
         # never at import. Loopback and IP addresses skip the resolver's thread pool.
-        connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(limit=settings.max_in_flight, ttl_dns_cache=300)
         async with aiohttp.ClientSession(
             connector=connector, trace_configs=[client_trace_config()]
         ) as session:
@@ -195,7 +195,9 @@ def _dispatch_client(
             )
             metrics.watch(client)
             app[CLIENT] = client
-            app[PIPELINE] = Pipeline(catalog(), client, app[INFLIGHT], clock, metrics)
+            app[PIPELINE] = Pipeline(
+                catalog(), client, app[INFLIGHT], clock, metrics, settings.max_in_flight
+            )
             yield
 
     return ctx

@@ -5,6 +5,7 @@ request_id, call, translate errors. REST and MCP differ only in how they frame t
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 import uuid
@@ -78,8 +79,11 @@ class Pipeline:
         inflight: InFlightRegistry,
         clock: Callable[[], float],
         metrics: BridgeMetrics,
+        max_in_flight: int = 256,
     ) -> None:
         self.tools = tuple(tools)
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
         self._by_name = {n: t for t in self.tools for n in (t.name, t.alias)}
         self._client = client
         self._inflight = inflight
@@ -113,17 +117,34 @@ class Pipeline:
         if tool is None:
             error = _unknown_tool(name, self.visible(agent))
             outcome = Outcome(name[:128], None, correlation_id, current_ids()[0], error=error)
+        elif self._in_flight >= self._max_in_flight:
+            outcome = Outcome(tool.name, None, correlation_id, current_ids()[0], error=self._full())
         else:
+            self._in_flight += 1
             self._metrics.in_flight.labels(tool.name).inc()
             try:
                 outcome = await self._execute(agent, tool, arguments, tool_call_id, correlation_id)
             finally:
+                self._in_flight -= 1
                 self._metrics.in_flight.labels(tool.name).dec()
         label = tool.name if tool is not None else UNKNOWN_TOOL
         code = "ok" if outcome.error is None else outcome.error.code
         self._metrics.invocations.labels(label, code).inc()
         self._metrics.latency_ms.labels(label).observe((time.perf_counter() - started) * 1000)
         return outcome
+
+    def _full(self) -> ToolError:
+        # Refused before any work, so a shed call costs little and the calls admitted keep
+        # their latency; the agent is told to come back shortly, with jitter so a crowd of
+        # refused agents does not return in step.
+        return ToolError(
+            "rate_limited",
+            f"The bridge is at capacity ({self._max_in_flight} calls in flight); nothing was"
+            " done. Retry shortly.",
+            retryable=True,
+            retry_after_ms=random.randint(50, 250),
+            details={"reason": "bridge_at_capacity", "max_in_flight": self._max_in_flight},
+        )
 
     async def _execute(
         self, agent: Agent, tool: Tool, arguments: Any, tool_call_id: Any, correlation_id: str

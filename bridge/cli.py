@@ -37,6 +37,8 @@ from dispatch_api.settings import (
 from dispatch_api.store import connect, migrate, principals, start_embedded, templates
 from dispatch_api.web import create_app
 from telemetry import (
+    JsonLog,
+    LogSettings,
     TracingSettings,
     configure_stdlib_logging,
     configure_tracing,
@@ -142,29 +144,30 @@ async def _create_principal(settings: ApiSettings, args: argparse.Namespace) -> 
     return 0
 
 
-def _observability(service: str, args: argparse.Namespace, *, database: bool) -> None:
+def _observability(service: str, args: argparse.Namespace, *, database: bool) -> LogSettings:
     """Process-wide set-up, once, before any app or session exists: JSON logs on stdout,
     the tracer provider, asyncpg spans for the service that talks to PostgreSQL."""
+    config = read_config(args.config)
     try:
         tracing = build_settings(
-            TracingSettings,
-            os.environ,
-            read_config(args.config).get("tracing", {}),
-            where="[tracing]",
+            TracingSettings, os.environ, config.get("tracing", {}), where="[tracing]"
         )
+        logs = build_settings(LogSettings, os.environ, config.get("logging", {}), where="[logging]")
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    configure_stdlib_logging(service)
+    configure_stdlib_logging(service, logs.level)
     configure_tracing(tracing, service)
     if database:
         instrument_database()
+    return logs
 
 
 async def _serve_api(settings: ApiSettings, args: argparse.Namespace) -> int:
-    _observability("dispatch-api", args, database=True)
+    logs = _observability("dispatch-api", args, database=True)
     dsn = _database_url(settings, embedded_ok=False)
+    app = create_app(settings, dsn, log=JsonLog("dispatch-api", level=logs.level))
     await _serve(
-        [(create_app(settings, dsn), settings.api_host, settings.api_port)],
+        [(app, settings.api_host, settings.api_port)],
         drain_timeout_s=settings.drain_timeout_s,
     )
     return 0
@@ -172,14 +175,14 @@ async def _serve_api(settings: ApiSettings, args: argparse.Namespace) -> int:
 
 async def _serve_bridge(settings: ApiSettings, args: argparse.Namespace) -> int:
     bridge = load_bridge_settings(os.environ, args.config)
-    _observability("bridge", args, database=False)
-    app = create_bridge_app(bridge)
+    logs = _observability("bridge", args, database=False)
+    app = create_bridge_app(bridge, log=JsonLog("bridge", level=logs.level))
     await _serve([(app, bridge.host, bridge.port)], drain_timeout_s=bridge.drain_timeout_s)
     return 0
 
 
 async def _up(settings: ApiSettings, args: argparse.Namespace) -> int:
-    _observability("dispatch-bridge", args, database=True)
+    logs = _observability("dispatch-bridge", args, database=True)
     dsn = _database_url(settings, embedded_ok=True)
     await _prepare(settings, dsn)
     creds = await ensure_dev_credentials(settings, dsn)
@@ -194,8 +197,16 @@ async def _up(settings: ApiSettings, args: argparse.Namespace) -> int:
     _print_banner(creds, settings.data_dir / "dev-credentials.json")
     await _serve(
         [
-            (create_app(settings, dsn), settings.api_host, settings.api_port),
-            (create_bridge_app(bridge), bridge.host, bridge.port),
+            (
+                create_app(settings, dsn, log=JsonLog("dispatch-api", level=logs.level)),
+                settings.api_host,
+                settings.api_port,
+            ),
+            (
+                create_bridge_app(bridge, log=JsonLog("bridge", level=logs.level)),
+                bridge.host,
+                bridge.port,
+            ),
         ],
         drain_timeout_s=bridge.drain_timeout_s,
     )

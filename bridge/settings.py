@@ -61,6 +61,10 @@ class BridgeSettings:
     )
     rate_limit_per_s: float = 50.0
     rate_limit_burst: int = 100
+    #: Admission control: tool calls beyond this many in flight are refused at once with
+    #: `rate_limited` (and each admitted call has a connection to dispatch-api ready), so
+    #: overload sheds work instead of queueing it without bound.
+    max_in_flight: int = 256
     #: On SIGTERM, how long in-flight calls may take to finish.
     drain_timeout_s: float = 10.0
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -79,6 +83,7 @@ class BridgeSettings:
         check(self.max_body_bytes >= 1024, "DISPATCH_BRIDGE_MAX_BODY_BYTES", "must be >= 1024")
         check(self.rate_limit_per_s > 0, "DISPATCH_RATE_LIMIT_PER_S", "must be positive")
         check(self.rate_limit_burst >= 1, "DISPATCH_RATE_LIMIT_BURST", "must be at least 1")
+        check(self.max_in_flight >= 1, "DISPATCH_MAX_IN_FLIGHT", "must be at least 1")
         check(self.drain_timeout_s >= 0, "DISPATCH_DRAIN_TIMEOUT_S", "must not be negative")
         agents = self.agents  # parse now, so a bad key stops start-up
         ids = [a.id for a in agents]
@@ -97,6 +102,7 @@ class BridgeSettings:
             "api_url": self.api_url,
             "max_body_bytes": self.max_body_bytes,
             "rate_limit": {"per_s": self.rate_limit_per_s, "burst": self.rate_limit_burst},
+            "max_in_flight": self.max_in_flight,
             "drain_timeout_s": self.drain_timeout_s,
             "agents": [{"id": a.id, "role": a.role} for a in self.agents],
             "retry": self.retry.describe(),

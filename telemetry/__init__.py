@@ -7,7 +7,15 @@ _ids.py       correlation/request id validation and minting
 """
 
 from ._ids import SAFE_ID, UnsafeId, incoming_id, new_id
-from ._logging import FIELDS, JsonFormatter, JsonLog, Sink, configure_stdlib_logging, current_ids
+from ._logging import (
+    FIELDS,
+    JsonFormatter,
+    JsonLog,
+    LogSettings,
+    Sink,
+    configure_stdlib_logging,
+    current_ids,
+)
 from ._metrics import LATENCY_BUCKETS_MS, UNMATCHED, metrics_response, new_registry, route_label
 from ._observe import LOG_CONTEXT, OnResponse, log_context, observe_middleware
 from ._tracing import (
@@ -30,6 +38,7 @@ __all__ = [
     "UNMATCHED",
     "JsonFormatter",
     "JsonLog",
+    "LogSettings",
     "OnResponse",
     "Sink",
     "TracingSettings",

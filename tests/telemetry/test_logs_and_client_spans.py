@@ -1,0 +1,87 @@
+"""Log level and the cost-saving path of client spans: what an operator turning knobs sees."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from telemetry import JsonLog, client_trace_config
+
+CLI = Path(sys.executable).parent / "dispatch-bridge"
+
+
+def test_at_level_warning_request_lines_are_dropped_and_failures_kept() -> None:
+    lines: list[bytes] = []
+    log = JsonLog("bridge", lines.append, level="warning")
+
+    log.emit("http_request", {"status_code": 200})
+    log.emit("upstream_attempt", {"outcome": "TransportFailure"}, level="warning")
+    log.emit("log", {"message": "boom"}, level="error")
+
+    assert [orjson.loads(line)["event"] for line in lines] == ["upstream_attempt", "log"]
+
+
+def test_the_cli_refuses_an_unknown_log_level_with_exit_2() -> None:
+    result = subprocess.run(
+        [str(CLI), "serve-bridge"],
+        env={**os.environ, "DISPATCH_LOG_LEVEL": "verbose", "DISPATCH_GATEWAY_TOKEN": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "DISPATCH_LOG_LEVEL" in result.stderr
+
+
+@pytest.fixture
+async def echo_server(unused_tcp_port: int) -> str:
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"traceparent": request.headers.get("traceparent")})
+
+    app = web.Application()
+    app.router.add_get("/", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    yield f"http://127.0.0.1:{unused_tcp_port}/"
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+async def test_client_spans_only_for_recorded_traces_but_context_always_travels(
+    spans: InMemorySpanExporter, echo_server: str, sampled: bool
+) -> None:
+    trace_id = 0x0AF7651916CD43DD8448EB211C80319C
+    if sampled:
+        parent_cm = trace.get_tracer("t").start_as_current_span("caller")
+    else:
+        parent = SpanContext(trace_id, 0xB7AD6B7169203331, False, TraceFlags(0))
+        parent_cm = trace.use_span(NonRecordingSpan(parent))
+    spans.clear()
+    async with aiohttp.ClientSession(trace_configs=[client_trace_config()]) as session:
+        with parent_cm as caller:
+            async with session.get(echo_server) as resp:
+                sent = (await resp.json())["traceparent"]
+
+    ids = caller.get_span_context()
+    client = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.CLIENT]
+    assert sent.split("-")[1] == format(ids.trace_id, "032x")
+    if sampled:
+        assert len(client) == 1
+        assert sent.split("-")[2] == format(client[0].context.span_id, "016x")
+    else:
+        assert client == []  # nothing built for a trace nobody records
+        assert sent.split("-")[2] == format(ids.span_id, "016x")
+        assert sent.endswith("-00")
