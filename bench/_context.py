@@ -4,6 +4,7 @@ and ready-made calls (each returns its HTTP status)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -30,8 +31,11 @@ class Bench:
     product: Product
     http: aiohttp.ClientSession
     sizes: Sizes
+    out: Path = Path("bench/results")
     ticket: str = ""
     calls: dict[str, Call] = field(default_factory=dict)
+    #: Free-text sections for the results file (title -> markdown), e.g. profiles.
+    sections: dict[str, str] = field(default_factory=dict)
 
     @property
     def agent_headers(self) -> dict[str, str]:

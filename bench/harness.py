@@ -3,7 +3,8 @@
 Starts dispatch-api and the bridge as two processes on an embedded PostgreSQL (as in
 production), then runs the scenario modules in order. Each returns figures: a list of
 per-repetition values, reported as median (min .. max) against the target issue 8 names.
-The scale figures (bench/scale.py, a million tickets) are folded in from scale.json.
+The scale figures (bench/scale.py, a million tickets) are folded in from scale.json, and
+a py-spy profile of the bridge under load is added as a section.
 
     python -m bench.harness [--requests 300] [--reps 5] [--concurrency 8] [--seconds 3]
                             [--only hop,database,...]
@@ -24,15 +25,22 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench import hop
+from bench import database, hop, observability, overload, peer, profile
 from bench._context import Bench, Sizes
 from bench._load import have_wrk
 from bench._product import Product, cpu_seconds
-from bench._report import Figure, markdown
+from bench._report import Figure, figure, markdown
 
 RESULTS = Path(__file__).parent / "results"
 Scenario = Callable[[Bench], Awaitable[list[Figure]]]
-SCENARIOS: dict[str, Scenario] = {"hop": hop.run}
+SCENARIOS: dict[str, Scenario] = {
+    "hop": hop.run,
+    "observability": observability.run,
+    "overload": overload.run,
+    "database": database.run,
+    "peer": peer.run,
+    "profile": profile.run,
+}
 
 
 async def _database_facts(dsn: str) -> dict[str, str]:
@@ -46,7 +54,7 @@ async def _database_facts(dsn: str) -> dict[str, str]:
         await conn.close()
 
 
-async def run(sizes: Sizes, only: list[str]) -> dict[str, Any]:
+async def run(sizes: Sizes, only: list[str], out: Path) -> dict[str, Any]:
     figures: list[Figure] = []
     started = time.perf_counter()
     async with Product() as product:
@@ -56,7 +64,7 @@ async def run(sizes: Sizes, only: list[str]) -> dict[str, Any]:
         own_before = sum(os.times()[:2])
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as http:
-            bench = Bench(product, http, sizes)
+            bench = Bench(product, http, sizes, out=out)
             await bench.prepare()
             for name in only:
                 figures += await SCENARIOS[name](bench)
@@ -78,8 +86,22 @@ async def run(sizes: Sizes, only: list[str]) -> dict[str, Any]:
             "wall_seconds": round(time.perf_counter() - started, 1),
         },
         "cpu": {k: round(v, 2) for k, v in cpu.items()},
-        "scenarios": figures,
+        "scenarios": figures + _scale_figures(out / "scale.json"),
+        "sections": bench.sections,
     }
+
+
+def _scale_figures(path: Path) -> list[Figure]:
+    """The million-ticket figures of bench/scale.py (run first by `make bench`), one row
+    per query: its p99 against the target."""
+    if not path.exists():
+        return []
+    scale = json.loads(path.read_text())
+    note = f"{scale['tickets']:,} tickets, {scale['timeline_events']:,} events"
+    return [
+        figure("Scale", f"{name} p99 (ms)", [s["p99_ms"]], f"<= {s['target_ms']}", note)
+        for name, s in scale["scenarios"].items()
+    ]
 
 
 def _fields(sizes: Sizes) -> dict[str, Any]:
@@ -96,8 +118,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     sizes = Sizes(args.requests, args.reps, args.concurrency, args.seconds)
-    report = asyncio.run(run(sizes, args.only.split(",")))
     args.out.mkdir(parents=True, exist_ok=True)
+    report = asyncio.run(run(sizes, args.only.split(","), args.out))
     (args.out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "latest.md").write_text(markdown(report))
     print(markdown(report))

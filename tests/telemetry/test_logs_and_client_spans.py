@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 from aiohttp import web
@@ -46,7 +48,7 @@ def test_the_cli_refuses_an_unknown_log_level_with_exit_2() -> None:
 
 
 @pytest.fixture
-async def echo_server(unused_tcp_port: int) -> str:
+async def echo_server(unused_tcp_port: int) -> AsyncIterator[str]:
     async def echo(request: web.Request) -> web.Response:
         return web.json_response({"traceparent": request.headers.get("traceparent")})
 
@@ -85,3 +87,20 @@ async def test_client_spans_only_for_recorded_traces_but_context_always_travels(
         assert client == []  # nothing built for a trace nobody records
         assert sent.split("-")[2] == format(ids.span_id, "016x")
         assert sent.endswith("-00")
+
+
+async def test_database_statements_inside_a_recorded_trace_have_their_spans(
+    spans: InMemorySpanExporter, database_url: str
+) -> None:
+    """Statements skip the instrumentation outside recorded traces (a cost saving with
+    nothing to observe); inside one, each still has its span."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        spans.clear()
+        with trace.get_tracer("t").start_as_current_span("request"):
+            assert await conn.fetchval("SELECT 41 + 1") == 42
+    finally:
+        await conn.close()
+
+    statements = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.CLIENT]
+    assert [s.name for s in statements] == ["SELECT"]

@@ -1,0 +1,103 @@
+"""S4 observability cost: the same product with tracing + logs on and with them off.
+
+Three products run side by side (each its own PostgreSQL, dispatch-api and bridge) and are
+driven in turn, interleaved, with the same saturating load through the bridge:
+
+- off: no exporter (spans are not recorded), logs at `warning` (no line per request);
+- on, 1 %: OTLP export of 1 % of traces to a collector stand-in, a log line per request;
+- on, 100 %: the same with every trace exported.
+
+The collector stand-in accepts OTLP/HTTP and discards it (the export's cost is the
+services', not the collector's). Metrics cannot be switched off: both sides record them
+(their share of a call is in the profile in the results file). Logs go to /dev/null.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from aiohttp import web
+
+from bench._context import Bench
+from bench._load import closed_loop, have_wrk, latencies, wrk
+from bench._product import Product, free_port
+from bench._report import Figure, figure
+
+
+@asynccontextmanager
+async def _collector() -> AsyncIterator[tuple[str, list[int]]]:
+    received: list[int] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        received.append(len(await request.read()))
+        return web.Response(status=200, content_type="application/x-protobuf")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/v1/traces", received
+    finally:
+        await runner.cleanup()
+
+
+async def run(bench: Bench) -> list[Figure]:
+    sizes = bench.sizes
+    async with _collector() as (endpoint, received), AsyncExitStack() as stack:
+
+        def exported(ratio: str) -> dict[str, str]:
+            return {
+                "DISPATCH_TRACE_EXPORTER": "otlp",
+                "DISPATCH_OTLP_ENDPOINT": endpoint,
+                "DISPATCH_TRACE_SAMPLING_RATIO": ratio,
+                "DISPATCH_LOG_LEVEL": "info",
+            }
+
+        envs = {
+            "off": {"DISPATCH_TRACE_EXPORTER": "none", "DISPATCH_LOG_LEVEL": "warning"},
+            "1%": exported("0.01"),
+            "100%": exported("1.0"),
+        }
+        products = await asyncio.gather(
+            *(stack.enter_async_context(Product(env)) for env in envs.values())
+        )
+        benches = {
+            name: Bench(product, bench.http, sizes)
+            for name, product in zip(envs, products, strict=True)
+        }
+        for b in benches.values():
+            await b.prepare()
+            await latencies(b.calls["bridge"], 50)  # warm-up
+
+        async def saturation(b: Bench) -> float:
+            if not have_wrk():
+                return await closed_loop(b.calls["bridge"], sizes.requests, sizes.concurrency)
+            return await asyncio.to_thread(
+                wrk,
+                b.product.urls["bridge"] + "/v1/tools/ticket.get/invoke",
+                method="POST",
+                body=b.rest_body(b.ticket),
+                headers=b.agent_headers,
+                connections=sizes.concurrency,
+                seconds=1 if sizes.quick else sizes.seconds,
+            )
+
+        sampled, full = [], []
+        for _ in range(sizes.reps):
+            off = await saturation(benches["off"])
+            sampled.append(await saturation(benches["1%"]) / off)
+            full.append(await saturation(benches["100%"]) / off)
+        await asyncio.sleep(6)  # the batch processors export every 5 s
+    tool = "wrk" if have_wrk() else "aiohttp closed loop"
+    note = f"{len(received)} OTLP exports, {sum(received) // 1024} KiB"
+    return [
+        figure(
+            "S4", f"throughput, observability on (1 % traced) / off ({tool})", sampled, ">= 0.93"
+        ),
+        figure("S4", f"throughput, on (100 % traced) / off ({tool})", full, ">= 0.8", note),
+    ]
