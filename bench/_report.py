@@ -42,7 +42,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Method: {report['method']}.",
         "",
         "Each figure is the median over the repetitions (min .. max); compared sides run"
-        " interleaved (A B A B ...) after a warm-up. Ratios, not absolute times.",
+        " interleaved (A B A B ...) after a warm-up. Ratios, not absolute times. What stands"
+        " in the way of each missed target, and the plan: [analysis.md](analysis.md).",
         "",
         "| scenario | figure | median | min .. max | target | met | note |",
         "|---|---|---|---|---|---|---|",
