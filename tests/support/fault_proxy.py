@@ -1,23 +1,51 @@
 """A small asyncio TCP proxy for fault injection between two real components.
 
-It forwards bytes both ways and can, on demand: drop the next response (the upstream has
-answered, so it committed, but the client never hears it), hold responses until released,
-and count the requests it forwarded.
+It forwards bytes both ways (to a TCP address or a Unix socket, so it also fits between
+dispatch-api and the embedded PostgreSQL) and can, on demand:
+
+- `drop_responses = n`: lose the next n answers after the upstream sent them (so it
+  committed, but the client never hears it);
+- `reset_requests = n`: cut the next n requests before they reach the upstream (lost on
+  the way: nothing was applied);
+- `delay_s = s`: hold every answer back s seconds (slow upstream);
+- `blackhole = True`: swallow requests and never answer (connections hang);
+- `hold()` / `release()`: keep answers back until released; `holding` is set once one is;
+- `cut()`: abort every open connection at once, as a crashed peer would;
+- `random_faults(rate, rng)`: each request, with probability `rate`, gets one of the
+  faults above (drop, reset or a delay), for history checks and soaks.
+
+`requests` counts the HTTP requests forwarded; `faults` counts what was injected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
+
+_METHODS = (b"GET", b"POST", b"PATCH", b"PUT", b"DELETE")
 
 
 class FaultProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(
+        self, upstream_host: str = "", upstream_port: int = 0, *, unix_path: str | None = None
+    ) -> None:
         self._upstream = (upstream_host, upstream_port)
+        self._unix_path = unix_path
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.requests = 0
         self.drop_responses = 0
+        self.reset_requests = 0
+        self.delay_s = 0.0
+        self.blackhole = False
+        self.faults: Counter[str] = Counter()
+        self._fault_rate = 0.0
+        self._rng = random.Random(0)
+        self._pending_delays = 0
+        #: How long a randomly delayed answer is held back.
+        self.random_delay_s = 0.5
         self.released = asyncio.Event()
         self.released.set()
         self.holding = asyncio.Event()
@@ -39,12 +67,16 @@ class FaultProxy:
         """Stop listening and cut every open connection, as a crashed peer would."""
         if self._server is not None:
             self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
+        self.cut()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         if self._server is not None:
             await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Abort every open connection (both sides); new ones are still accepted."""
+        for writer in list(self._writers):
+            writer.transport.abort()
 
     def hold(self) -> None:
         """Keep responses back until `release()`; `holding` is set once one is held."""
@@ -54,13 +86,23 @@ class FaultProxy:
     def release(self) -> None:
         self.released.set()
 
+    def random_faults(self, rate: float, rng: random.Random | None = None) -> None:
+        """From now on, each request gets a random fault with probability `rate`."""
+        self._fault_rate = rate
+        self._rng = rng or random.Random(0)
+
+    async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._unix_path is not None:
+            return await asyncio.open_unix_connection(self._unix_path)
+        return await asyncio.open_connection(*self._upstream)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+            up_reader, up_writer = await self._connect_upstream()
         except OSError:
             writer.transport.abort()
             self._writers.discard(writer)
@@ -69,7 +111,7 @@ class FaultProxy:
         self._writers.add(up_writer)
         try:
             await asyncio.gather(
-                self._requests(reader, up_writer), self._responses(up_reader, writer)
+                self._requests(reader, up_writer, writer), self._responses(up_reader, writer)
             )
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -79,9 +121,32 @@ class FaultProxy:
                 self._writers.discard(w)
             self._tasks.discard(task)
 
-    async def _requests(self, reader: asyncio.StreamReader, up: asyncio.StreamWriter) -> None:
+    def _draw_fault(self) -> None:
+        if self._fault_rate <= 0 or self._rng.random() >= self._fault_rate:
+            return
+        fault = self._rng.choice(("drop", "reset", "delay"))
+        if fault == "drop":
+            self.drop_responses += 1
+        elif fault == "reset":
+            self.reset_requests += 1
+        else:
+            self._pending_delays += 1
+
+    async def _requests(
+        self, reader: asyncio.StreamReader, up: asyncio.StreamWriter, client: asyncio.StreamWriter
+    ) -> None:
         while data := await reader.read(65536):
-            if data[:8].split(b" ")[0] in (b"GET", b"POST", b"PATCH", b"PUT", b"DELETE"):
+            if self.blackhole:
+                self.faults["blackholed"] += 1
+                continue  # read and forget: the caller waits for an answer that never comes
+            if data[:8].split(b" ")[0] in _METHODS:
+                self._draw_fault()
+                if self.reset_requests > 0:
+                    self.reset_requests -= 1
+                    self.faults["reset"] += 1
+                    client.transport.abort()  # lost before arrival: upstream never sees it
+                    up.transport.abort()
+                    return
                 self.requests += 1
             up.write(data)
             await up.drain()
@@ -92,8 +157,16 @@ class FaultProxy:
             if not self.released.is_set():
                 self.holding.set()
                 await self.released.wait()
+            delay = self.delay_s
+            if self._pending_delays > 0:
+                self._pending_delays -= 1
+                self.faults["delay"] += 1
+                delay = max(delay, self.random_delay_s)
+            if delay > 0:
+                await asyncio.sleep(delay)
             if self.drop_responses > 0:
                 self.drop_responses -= 1
+                self.faults["drop"] += 1
                 writer.transport.abort()  # the answer is lost after the upstream committed
                 return
             writer.write(data)
