@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from dispatch_client import AttemptObserver, BreakerState, CallContext, DispatchClient
+from schemas import openapi_document
 from telemetry import (
     JsonLog,
     UnsafeId,
@@ -70,6 +72,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if exc.status < 400:
             raise
         response = _rest.problem(_http_error(exc, request), exc.status)
+        if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110: a 405 names what is allowed
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     except Exception:
         _log.exception("unhandled error on %s %s", request.method, request.path)
         response = _rest.problem(ToolError("internal", "An internal error occurred; it is logged."))
@@ -95,6 +99,8 @@ def _http_error(exc: web.HTTPException, request: web.Request) -> ToolError:
         )
     if isinstance(exc, web.HTTPNotFound):
         return ToolError("not_found", f"no route {request.method} {request.path[:200]}")
+    if isinstance(exc, web.HTTPForbidden):
+        return ToolError("forbidden", exc.text or exc.reason)
     return ToolError("invalid_arguments", exc.reason)
 
 
@@ -122,6 +128,15 @@ async def metrics(request: web.Request) -> web.Response:
     return metrics_response(request.app[METRICS].registry)
 
 
+def _openapi(document: bytes) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """GET /openapi.json: schemas/openapi/bridge.json, serialized once."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    return handler
+
+
 def _no_request_metrics(request: web.Request, status: int, route: str, latency: float) -> None:
     """Tool metrics are recorded by the pipeline, per tool; HTTP routes add nothing here."""
 
@@ -141,7 +156,12 @@ def create_bridge_app(
             tracing_middleware("bridge", excluded={"/healthz", "/metrics"}),
             observe_middleware(log, _no_request_metrics),
             edge_middleware,
-        ]
+        ],
+        # An agent that hangs up abandons its call: its handler is cancelled (aiohttp leaves
+        # it running by default), so a call parked in backoff sends no further try to
+        # dispatch-api. Safe for mutations: re-sent with its tool_call_id, the call is
+        # replayed if the abandoned one was applied, else applied once.
+        handler_args={"handler_cancellation": True},
     )
     app[METRICS] = BridgeMetrics(new_registry())
     app[LOG] = log
@@ -156,6 +176,7 @@ def create_bridge_app(
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
+    r.add_get("/openapi.json", _openapi(orjson.dumps(openapi_document("bridge"))))
     r.add_get("/v1/tools", _rest.list_tools)
     r.add_post("/v1/tools/{name}/invoke", _rest.invoke)
     r.add_post("/mcp", _mcp.handle)
@@ -166,8 +187,18 @@ def create_bridge_app(
     return app
 
 
-async def _start_draining(app: web.Application) -> None:
+def start_draining(app: web.Application) -> None:
+    """Not ready from now on: /readyz answers 503 while calls are still served."""
     app[DRAINING][0] = True
+
+
+async def _start_draining(app: web.Application) -> None:
+    # on_shutdown runs once the listener is closed: calls in flight get the drain timeout,
+    # less a margin to write their answer before aiohttp stops waiting and cuts them.
+    start_draining(app)
+    if PIPELINE in app:
+        drain_s = app[SETTINGS].drain_timeout_s
+        app[PIPELINE].drain(drain_s - min(0.5, drain_s / 10))
 
 
 def _dispatch_client(

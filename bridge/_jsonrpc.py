@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from schemas import MAX_JSON_DEPTH, too_deep
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -54,6 +56,10 @@ def parse(raw: bytes) -> Message:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RpcError(PARSE_ERROR, f"Parse error: {exc}", http_status=400) from None
+    if too_deep(body):
+        raise RpcError(
+            PARSE_ERROR, f"Parse error: nested deeper than {MAX_JSON_DEPTH} levels", http_status=400
+        )
     if isinstance(body, list):
         raise RpcError(
             INVALID_REQUEST,
@@ -84,6 +90,13 @@ def parse(raw: bytes) -> Message:
         raise RpcError(
             INVALID_PARAMS,
             "Invalid params: params must be an object",
+            http_status=400,
+            ident=ident if has_id else None,
+        )
+    if not isinstance(params.get("_meta", {}), dict):
+        raise RpcError(
+            INVALID_PARAMS,
+            "Invalid params: params._meta must be an object",
             http_status=400,
             ident=ident if has_id else None,
         )

@@ -86,7 +86,9 @@ async def handle(request: web.Request) -> web.Response:
 
 
 async def reject_method(request: web.Request) -> web.Response:
-    """GET (server-sent stream) and DELETE (session end) are not offered: no sessions."""
+    """GET (server-sent stream) and DELETE (session end) are not offered: no sessions.
+    Only an authenticated caller learns that (401 problem+json otherwise, like /v1)."""
+    authenticate(request)
     return web.Response(status=405, headers={"Allow": "POST"})
 
 
@@ -105,11 +107,21 @@ def _check_origin(request: web.Request) -> None:
 
 
 async def _read(request: web.Request) -> bytes:
+    """The body, bounded in size and declared as JSON (Streamable HTTP: the client POSTs
+    application/json; a body declared as anything else is refused, not guessed at)."""
     limit = request.app[SETTINGS].max_body_bytes
     too_large = rpc.RpcError(
         rpc.INVALID_REQUEST, f"Request too large: the limit is {limit} bytes", http_status=413
     )
-    return await read_body(request, too_large)
+    raw = await read_body(request, too_large)
+    if request.content_type != "application/json":
+        raise rpc.RpcError(
+            rpc.INVALID_REQUEST,
+            f"Unsupported Media Type: send the message as application/json,"
+            f" not {request.content_type}",
+            http_status=415,
+        )
+    return raw
 
 
 def _version(request: web.Request, message: rpc.Message) -> str:

@@ -4,6 +4,7 @@ request_id, call, translate errors. REST and MCP differ only in how they frame t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -89,6 +90,17 @@ class Pipeline:
         self._inflight = inflight
         self._clock = clock
         self._metrics = metrics
+        #: Loop time by which calls must end, once draining (None: no bound).
+        self._drain_at: float | None = None
+        self._bounds: set[asyncio.Timeout] = set()
+
+    def drain(self, within_s: float) -> None:
+        """Shutting down: calls still running `within_s` from now end then, each answered
+        `deadline_exceeded` (outcome unknown, safe to re-deliver), so the agent gets an
+        answer before the server stops waiting and cuts the connection."""
+        self._drain_at = asyncio.get_running_loop().time() + max(within_s, 0.0)
+        for bound in self._bounds:
+            bound.reschedule(self._drain_at)
 
     def visible(self, agent: Agent) -> list[Tool]:
         """The tools `agent` may call, in catalog order."""
@@ -205,14 +217,30 @@ class Pipeline:
                 self._clock(),
             )
         )
+        bound = asyncio.timeout_at(self._drain_at)
+        self._bounds.add(bound)
         try:
-            result = await tool.handler(self._client, ctx, dict(args))
+            async with bound:
+                result = await tool.handler(self._client, ctx, dict(args))
             return Outcome(tool.name, request_id, correlation_id, trace_id, result=result)
         except Exception as exc:  # every failure becomes a tool error the model can read
-            failure = _tool_error(exc, tool, request_id)
+            failure = _drained() if bound.expired() else _tool_error(exc, tool, request_id)
         finally:
+            self._bounds.discard(bound)
             self._inflight.finish(token)
         return Outcome(tool.name, request_id, correlation_id, trace_id, error=failure)
+
+
+def _drained() -> ToolError:
+    return ToolError(
+        "deadline_exceeded",
+        "The bridge is shutting down and this call could not finish in time. The change may"
+        " or may not have been applied: retry the same call with the same tool_call_id, it"
+        " will not be applied twice.",
+        retryable=True,
+        retry_after_ms=1000,
+        details={"reason": "bridge_draining"},
+    )
 
 
 def _tool_error(exc: Exception, tool: Tool, request_id: str) -> ToolError:

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from schemas import MAX_JSON_DEPTH, too_deep
 from telemetry import UnsafeId, current_ids, incoming_id, log_context, new_id
 from tools import FORMATS, HTTP_STATUS, ToolError
 
@@ -146,6 +147,8 @@ def _envelope(outcome: Outcome, status: int) -> web.Response:
         headers["X-Request-ID"] = outcome.request_id
     if outcome.error is not None:
         headers.update(_retry_headers(outcome.error))
+        if outcome.error.code == "unauthenticated":  # RFC 9110: a 401 names its scheme
+            headers["WWW-Authenticate"] = 'Bearer realm="dispatch-bridge"'
     return json_response(outcome.envelope(), status, headers)
 
 
@@ -177,6 +180,8 @@ async def _read_invocation(request: web.Request) -> dict[str, Any]:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ToolError("invalid_arguments", f"the body is not valid JSON: {exc}") from None
+    if too_deep(body):
+        raise ToolError("invalid_arguments", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(body, dict):
         raise ToolError(
             "invalid_arguments",

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from hashlib import sha256
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from dispatch_api.settings import (
 )
 from dispatch_api.store import connect, migrate, principals, start_embedded, templates
 from dispatch_api.web import create_app
+from dispatch_api.web import start_draining as start_draining_api
 from telemetry import (
     JsonLog,
     LogSettings,
@@ -45,7 +47,7 @@ from telemetry import (
     instrument_database,
 )
 
-from ._app import create_bridge_app
+from ._app import create_bridge_app, start_draining
 from ._devcreds import DevCredentials, ensure_dev_credentials
 from ._ops import run as run_ops
 from .settings import load_bridge_settings
@@ -167,8 +169,9 @@ async def _serve_api(settings: ApiSettings, args: argparse.Namespace) -> int:
     dsn = _database_url(settings, embedded_ok=False)
     app = create_app(settings, dsn, log=JsonLog("dispatch-api", level=logs.level))
     await _serve(
-        [(app, settings.api_host, settings.api_port)],
+        [(app, settings.api_host, settings.api_port, start_draining_api)],
         drain_timeout_s=settings.drain_timeout_s,
+        drain_delay_s=settings.drain_delay_s,
     )
     return 0
 
@@ -177,7 +180,11 @@ async def _serve_bridge(settings: ApiSettings, args: argparse.Namespace) -> int:
     bridge = load_bridge_settings(os.environ, args.config)
     logs = _observability("bridge", args, database=False)
     app = create_bridge_app(bridge, log=JsonLog("bridge", level=logs.level))
-    await _serve([(app, bridge.host, bridge.port)], drain_timeout_s=bridge.drain_timeout_s)
+    await _serve(
+        [(app, bridge.host, bridge.port, start_draining)],
+        drain_timeout_s=bridge.drain_timeout_s,
+        drain_delay_s=bridge.drain_delay_s,
+    )
     return 0
 
 
@@ -201,14 +208,17 @@ async def _up(settings: ApiSettings, args: argparse.Namespace) -> int:
                 create_app(settings, dsn, log=JsonLog("dispatch-api", level=logs.level)),
                 settings.api_host,
                 settings.api_port,
+                start_draining_api,
             ),
             (
                 create_bridge_app(bridge, log=JsonLog("bridge", level=logs.level)),
                 bridge.host,
                 bridge.port,
+                start_draining,
             ),
         ],
         drain_timeout_s=bridge.drain_timeout_s,
+        drain_delay_s=bridge.drain_delay_s,
     )
     return 0
 
@@ -225,13 +235,19 @@ def _print_banner(creds: DevCredentials, path: Path) -> None:
     )
 
 
+#: An app to serve: the application, host, port, and what turns its readiness off.
+Served = tuple[web.Application, str, int, Callable[[web.Application], None]]
+
+
 async def _serve(
-    apps: list[tuple[web.Application, str, int]], *, drain_timeout_s: float = 10.0
+    apps: list[Served], *, drain_timeout_s: float = 10.0, drain_delay_s: float = 0.0
 ) -> None:
-    """Serve every app until SIGINT or SIGTERM, then shut down gracefully: stop accepting,
-    let calls in flight finish for up to `drain_timeout_s`, close resources."""
+    """Serve every app until SIGINT or SIGTERM, then shut down gracefully: readiness off
+    first (/readyz 503) while still serving for `drain_delay_s`, so load balancers stop
+    routing here; then stop accepting, let calls in flight finish for up to
+    `drain_timeout_s`, close resources."""
     runners = []
-    for app, host, port in apps:
+    for app, host, port, _ in apps:
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=drain_timeout_s
         )
@@ -244,6 +260,12 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        for app, _, _, not_ready in apps:
+            not_ready(app)
+        if drain_delay_s > 0:
+            stop.clear()  # a second signal ends the delay early
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), drain_delay_s)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()

@@ -67,6 +67,9 @@ class BridgeSettings:
     max_in_flight: int = 256
     #: On SIGTERM, how long in-flight calls may take to finish.
     drain_timeout_s: float = 10.0
+    #: On SIGTERM, how long /readyz answers 503 while calls are still accepted, before the
+    #: listener closes: load balancers that probe readiness stop routing here first.
+    drain_delay_s: float = 0.0
     retry: RetryConfig = field(default_factory=RetryConfig)
 
     def __post_init__(self) -> None:
@@ -85,6 +88,7 @@ class BridgeSettings:
         check(self.rate_limit_burst >= 1, "DISPATCH_RATE_LIMIT_BURST", "must be at least 1")
         check(self.max_in_flight >= 1, "DISPATCH_MAX_IN_FLIGHT", "must be at least 1")
         check(self.drain_timeout_s >= 0, "DISPATCH_DRAIN_TIMEOUT_S", "must not be negative")
+        check(self.drain_delay_s >= 0, "DISPATCH_DRAIN_DELAY_S", "must not be negative")
         agents = self.agents  # parse now, so a bad key stops start-up
         ids = [a.id for a in agents]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -104,6 +108,7 @@ class BridgeSettings:
             "rate_limit": {"per_s": self.rate_limit_per_s, "burst": self.rate_limit_burst},
             "max_in_flight": self.max_in_flight,
             "drain_timeout_s": self.drain_timeout_s,
+            "drain_delay_s": self.drain_delay_s,
             "agents": [{"id": a.id, "role": a.role} for a in self.agents],
             "retry": self.retry.describe(),
         }

@@ -84,6 +84,9 @@ class ApiSettings:
     metrics_refresh_s: float = 0.0
     #: On SIGTERM, how long requests in flight may take to finish.
     drain_timeout_s: float = 10.0
+    #: On SIGTERM, how long /readyz answers 503 while requests are still accepted, before
+    #: the listener closes (load balancers stop routing here first).
+    drain_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check(1 <= self.api_port <= 65535, "api_port", "must be a port number (1-65535)")
@@ -108,6 +111,7 @@ class ApiSettings:
         _check(self.sla_sweep_interval_s > 0, "sla_sweep_interval_s", "must be positive")
         _check(self.metrics_refresh_s >= 0, "metrics_refresh_s", "must not be negative")
         _check(self.drain_timeout_s >= 0, "drain_timeout_s", "must not be negative")
+        _check(self.drain_delay_s >= 0, "drain_delay_s", "must not be negative")
         self.targets  # noqa: B018 - parse now, so a bad value stops start-up
 
     @property

@@ -8,6 +8,7 @@ shape, so stdout holds nothing but JSON.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -111,11 +112,21 @@ class JsonFormatter(logging.Formatter):
             "trace_id": trace_id,
             "span_id": span_id,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         if record.exc_info:
-            body["exception"] = self.formatException(record.exc_info)
+            body["exception"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(body, default=str).decode()
+
+
+#: A credential after its scheme. aiohttp's parser logs (and answers with) the raw header
+#: line it refused, e.g. `Authorization: Bearer <key>` followed by a NUL byte.
+_CREDENTIAL = re.compile(r"(?i)\b(bearer)(\s+)[^\s'\"\\]+")
+
+
+def redact(text: str) -> str:
+    """`text` with the credential of every `Bearer ...` replaced."""
+    return _CREDENTIAL.sub(r"\1\2[redacted]", text)
 
 
 def configure_stdlib_logging(service: str, level: str = "info") -> None:

@@ -19,6 +19,7 @@ from schemas import Validator
 from ._errors import ToolError
 
 _RECEIVED_MAX = 80
+_MESSAGE_MAX = 200
 
 
 def _read(name: str) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def _describe(error: ValidationError) -> list[dict[str, str]]:
             "path": path,
             "expected": _expected(error),
             "received": _received(error.instance),
-            "message": error.message,
+            "message": _bounded(error.message),
         }
     ]
 
@@ -132,3 +133,9 @@ def _expected(error: ValidationError) -> str:
 def _received(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= _RECEIVED_MAX else text[: _RECEIVED_MAX - 1] + "…"
+
+
+def _bounded(message: str) -> str:
+    """jsonschema's message quotes the whole value: a 2 MB string would come back 2 MB long,
+    into the model's context. `received` already shows the start of it."""
+    return message if len(message) <= _MESSAGE_MAX else message[: _MESSAGE_MAX - 1] + "…"

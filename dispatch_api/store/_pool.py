@@ -85,6 +85,7 @@ def _translated() -> Iterator[None]:
     except (
         OSError,
         asyncpg.InterfaceError,
+        asyncpg.InternalClientError,  # a session the server ended under us: see _acquired
         asyncpg.PostgresConnectionError,
         # 57P01 admin shutdown, 57P03 cannot connect now: the server is going away.
         asyncpg.OperatorInterventionError,
@@ -105,6 +106,13 @@ async def _acquired(pool: asyncpg.Pool) -> AsyncIterator[Any]:
         ) from exc
     try:
         yield conn
+    except asyncpg.InternalClientError:
+        # The server ended this session under us (a restart, pg_terminate_backend) while it
+        # sat idle in the pool: asyncpg leaves it in a broken protocol state until it reads
+        # the socket's close, and would hand it out again (MagicStack/asyncpg#1069). Drop it;
+        # the pool opens a fresh one. The request answers 503 and its retry is safe.
+        conn.terminate()
+        raise
     finally:
         await pool.release(conn)
 

@@ -107,9 +107,14 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready", "database": "ok"})
 
 
+def start_draining(app: web.Application) -> None:
+    """Not ready from now on: /readyz answers 503 while requests are still served."""
+    app[DRAINING].set()
+
+
 async def _start_draining(app: web.Application) -> None:
     # on_shutdown runs once the listener is closed, before requests in flight are awaited.
-    app[DRAINING].set()
+    start_draining(app)
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from schemas import MAX_JSON_DEPTH, too_deep
+
 from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ._keys import VALIDATORS
 from ._validation import invalid_field
@@ -29,6 +31,8 @@ async def read_json(request: web.Request, schema: str, limit: int) -> dict[str, 
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
+        if too_deep(body):
+            raise BadRequest("invalid_json", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     request.app[VALIDATORS].validate(schema, body)
     _refuse_nul(body)
     result: dict[str, Any] = body

@@ -212,7 +212,9 @@ def _bad_query(name: str, message: str) -> BadRequest:
 
 
 def _multi(query: Any, name: str, allowed: set[str]) -> list[str]:
-    values = [v for raw in query.getall(name, []) for v in raw.split(",") if v]
+    # An empty value ("priority=", "state=NEW,") is refused, not read as "no filter": a
+    # client that meant to filter would otherwise get every ticket.
+    values = [v for raw in query.getall(name, []) for v in raw.split(",")]
     unknown = [v for v in values if v not in allowed]
     if unknown:
         raise _bad_query(name, f"has unknown values {unknown[:5]}; allowed: {sorted(allowed)}")

@@ -17,6 +17,8 @@ from schemas import Validator
 from ..errors import Unprocessable
 
 _BASE = "urn:dispatch-api:openapi"
+#: jsonschema's messages quote the offending value whole; a problem echoes at most this much.
+_MESSAGE_MAX = 200
 
 
 class BodyValidators:
@@ -57,7 +59,11 @@ def _describe(error: ValidationError) -> list[dict[str, str]]:
             for name in sorted(error.instance)
             if name not in allowed
         ]
-    return [{"path": path, "message": error.message}]
+    return [{"path": path, "message": _bounded(error.message)}]
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= _MESSAGE_MAX else message[: _MESSAGE_MAX - 1] + "…"
 
 
 def invalid_field(path: str, message: str) -> Unprocessable:

@@ -1,0 +1,124 @@
+"""The bridge's OpenAPI document describes exactly the routes it serves, and is served."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import hdrs
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
+from bridge import create_bridge_app
+from bridge._pipeline import TOOL_CALL_ID
+from bridge.settings import BridgeSettings
+from dispatch_api.settings import Secret
+from schemas import openapi_document
+from tools import HTTP_STATUS, catalog
+
+from .conftest import Bridge
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+INVOKE = "/v1/tools/{name}/invoke"
+
+Document = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def document() -> Document:
+    return openapi_document("bridge")
+
+
+def operations(document: Document) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method in HTTP_METHODS:
+            if method in item:
+                yield method.upper(), path, item[method]
+
+
+def served_routes() -> set[tuple[str, str]]:
+    # The router is filled when the app is built; nothing starts, so nothing is reached.
+    app = create_bridge_app(BridgeSettings(gateway_token=Secret("unused")))
+    routes = set()
+    for route in app.router.routes():
+        if route.method == hdrs.METH_HEAD:
+            continue  # aiohttp adds HEAD to every GET route
+        assert route.resource is not None
+        routes.add((route.method, route.resource.canonical))
+    return routes
+
+
+def test_the_document_is_valid_openapi_3_1(document: Document) -> None:
+    assert document["openapi"].startswith("3.1.")
+    validate(document, cls=OpenAPIV31SpecValidator)
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(document: Document) -> None:
+    served = served_routes()
+    documented = {(method, path) for method, path, _ in operations(document)}
+
+    assert served - documented == set(), "served but missing from schemas/openapi/bridge.json"
+    assert documented - served == set(), "documented but not served"
+
+
+async def test_the_bridge_serves_its_document_without_credentials(
+    bridge: Bridge, document: Document
+) -> None:
+    reply = await bridge.request("GET", "/openapi.json", as_="")
+
+    assert reply.status == 200
+    assert reply.content_type == "application/json"
+    assert reply.body == document
+
+
+def test_every_operation_but_probes_metrics_and_the_document_needs_a_bearer_key(
+    document: Document,
+) -> None:
+    scheme = document["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    wrong = []
+    for method, path, operation in operations(document):
+        security = operation.get("security", document["security"])
+        expected: list[dict[str, list[str]]] = [] if path in PUBLIC else [{"bearer": []}]
+        if security != expected:
+            wrong.append(f"{method} {path}: {security}")
+        if path not in PUBLIC and "401" not in operation["responses"]:
+            wrong.append(f"{method} {path}: 401 not documented")
+    assert not wrong
+
+
+def test_tool_names_error_codes_and_call_ids_are_the_ones_the_code_uses(
+    document: Document,
+) -> None:
+    invoke = document["paths"][INVOKE]["post"]
+    [name] = [p for p in invoke["parameters"] if p.get("name") == "name"]
+    schemas = document["components"]["schemas"]
+
+    assert name["schema"]["enum"] == [n for t in catalog() for n in (t.name, t.alias)]
+    assert schemas["ToolErrorCode"]["enum"] == list(HTTP_STATUS)
+    pattern = schemas["Invocation"]["properties"]["tool_call_id"]["pattern"]
+    assert pattern == f"^{TOOL_CALL_ID.pattern}$"
+
+
+def test_invoke_documents_the_status_of_every_error_code(document: Document) -> None:
+    responses = document["paths"][INVOKE]["post"]["responses"]
+    envelope = "#/components/schemas/Envelope"
+
+    for status in {200, 413, *HTTP_STATUS.values()}:
+        content = responses[str(status)]["content"]
+        assert content["application/json"]["schema"]["$ref"] == envelope, status
+
+
+def test_links_lead_to_operations_that_exist(document: Document) -> None:
+    ids = {operation["operationId"] for _, _, operation in operations(document)}
+    links = [
+        link
+        for _, _, operation in operations(document)
+        for response in operation["responses"].values()
+        for link in response.get("links", {}).values()
+    ]
+
+    assert links, "no links: the stateful fuzz run would have no transitions"
+    assert {link["operationId"] for link in links} <= ids
+    assert len(ids) == len(list(operations(document)))  # operation ids are unique
