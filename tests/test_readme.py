@@ -182,3 +182,22 @@ async def test_the_mcp_client_config_snippet_reaches_the_bridge(
         tools = await client.list_tools()
 
     assert "tech.complete" in [tool.name for tool in tools.tools]
+
+
+def test_every_test_the_guarantees_section_names_exists() -> None:
+    """Each promise in "Guarantees" names the tests that prove it: they must exist, so the
+    section cannot keep citing a test that was renamed or removed."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    cited: list[tuple[str, str | None]] = []
+    for row in section.splitlines():
+        current = None
+        for found in re.finditer(r"`(tests/[\w/]+\.py)?(?:::(test_\w+))?`", row):
+            path, name = found.groups()
+            current = path or current
+            if current is not None and (path or name):
+                cited.append((current, name))
+    assert len(cited) > 20
+    for path, name in cited:
+        source = (ROOT / path).read_text()
+        assert name is None or f"def {name}(" in source, f"{path}::{name} is not a test"
