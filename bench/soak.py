@@ -148,18 +148,23 @@ async def soak(minutes: float, share: float, fault_rate: float) -> dict[str, Any
     started = time.monotonic()
     api_port = free_port()
     api_link = FaultProxy("127.0.0.1", api_port)
-    await api_link.start()
-    product = Product(
-        {"DISPATCH_API_PORT": str(api_port), "DISPATCH_API_URL": api_link.url},
-    )
+    product = Product({"DISPATCH_API_PORT": str(api_port)})
     # Started here first (Product joins the same server) so dispatch-api can be given a
     # database URL through the proxy before it starts.
     direct_dsn = start_embedded(product.folder / "pg", delete_on_exit=True)
     pg_link = server_proxy(direct_dsn)
-    await pg_link.start()
-    product.extra_env["DISPATCH_DATABASE_URL"] = through(pg_link, direct_dsn)
     calls: list[Call] = []
-    async with product, aiohttp.ClientSession() as http:
+    async with contextlib.AsyncExitStack() as stack:
+        for link in (api_link, pg_link):
+            await link.start()
+            stack.push_async_callback(link.close)
+        product.extra_env["DISPATCH_API_URL"] = api_link.url
+        product.extra_env["DISPATCH_DATABASE_URL"] = through(pg_link, direct_dsn)
+        # Stopped on the way out also when it never became ready: Product's __aenter__
+        # leaves the processes it started running when it gives up.
+        stack.push_async_exit(product)
+        await product.__aenter__()
+        http = await stack.enter_async_context(aiohttp.ClientSession())
         bridge_url = product.urls["bridge"]
         key = product.secrets["agent_key"]
         retry = await _retry_config(http, bridge_url, key)
@@ -215,8 +220,6 @@ async def soak(minutes: float, share: float, fault_rate: float) -> dict[str, Any
             retry=retry,
             downstream_tries=api_link.requests + api_link.faults["reset"] - tries_before,
         )
-    await api_link.close()
-    await pg_link.close()
     history = report.as_dict()
     latencies = [c.seconds * 1000 for c in soak_calls]
     processes = {name: sampler.summary(name) for name in ("bridge", "api")}
