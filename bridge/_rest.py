@@ -116,8 +116,7 @@ async def invoke(request: web.Request) -> web.Response:
     except ToolError as error:
         request.app[PIPELINE].count_refusal(name, error.code)
         outcome = Outcome(name[:128], None, cid, current_ids()[0], error=error)
-        status = 413 if error.details.get("limit_bytes") else outcome.http_status
-        return _envelope(outcome, status)
+        return _envelope(outcome, error.details.get("http_status", outcome.http_status))
     arguments = body.get("arguments", {})
     outcome = await request.app[PIPELINE].invoke(
         agent, name, arguments, body.get("tool_call_id"), cid
@@ -175,6 +174,7 @@ async def _read_invocation(request: web.Request) -> dict[str, Any]:
         raise ToolError(
             "invalid_arguments",
             f"send the body as application/json, not {request.content_type}",
+            details={"http_status": 415},  # as dispatch-api and the MCP endpoint answer
         )
     try:
         body = orjson.loads(raw)
@@ -201,7 +201,7 @@ def _too_large(limit: int) -> ToolError:
     return ToolError(
         "invalid_arguments",
         f"the request body exceeds {limit} bytes; attach large evidence by uri instead",
-        details={"limit_bytes": limit},
+        details={"limit_bytes": limit, "http_status": 413},
     )
 
 

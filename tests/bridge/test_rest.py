@@ -155,16 +155,16 @@ async def test_invalid_arguments_name_path_expectation_and_value_and_reach_nothi
 async def test_bad_bodies_get_precise_errors_and_reach_nothing(bridge: Bridge) -> None:
     path = "/v1/tools/ticket.create/invoke"
     cases = [
-        (b"{not json", "application/json"),
-        (b'["arguments"]', "application/json"),
-        (b'{"arguments": {}, "extra": 1}', "application/json"),
-        (b'{"arguments": "a string"}', "application/json"),
-        (b'{"arguments": {}, "tool_call_id": "has spaces"}', "application/json"),
-        (b'{"arguments": {}}', "text/plain"),
+        (b"{not json", "application/json", 422),
+        (b'["arguments"]', "application/json", 422),
+        (b'{"arguments": {}, "extra": 1}', "application/json", 422),
+        (b'{"arguments": "a string"}', "application/json", 422),
+        (b'{"arguments": {}, "tool_call_id": "has spaces"}', "application/json", 422),
+        (b'{"arguments": {}}', "text/plain", 415),  # JSON, but not declared as JSON
     ]
-    for data, ctype in cases:
+    for data, ctype, status in cases:
         reply = await bridge.request("POST", path, data=data, headers={"Content-Type": ctype})
-        assert reply.status == 422, data
+        assert reply.status == status, data
         assert reply.body["ok"] is False
         assert reply.body["error"]["code"] == "invalid_arguments", data
     assert bridge.proxy.requests == 0

@@ -417,7 +417,7 @@ def body_probes(t: Targets) -> list[Probe]:
     )
     lying = (
         problem(415, "unsupported_media_type"),
-        envelope(422, "invalid_arguments"),
+        envelope(415, "invalid_arguments"),
         rpc_error(415, -32600),
     )
     for ctype in (
