@@ -41,6 +41,16 @@ ENV PATH=/opt/venv/bin:$PATH \
     DISPATCH_BRIDGE_HOST=0.0.0.0 \
     DISPATCH_BRIDGE_PORT=8080 \
     DISPATCH_DATA_DIR=/home/app/.dispatch
+# Memory that stays flat, bought with some throughput. By default glibc raises its mmap
+# threshold (and the trim threshold with it) whenever a larger block is freed; medium blocks,
+# such as the 256 KiB buffer asyncio reads each socket into, then come from the heap, and a
+# small object left behind pins it: RSS crept 6 % in a 10-minute soak with a flat Python heap.
+# Fixed 128 KiB thresholds keep it under 1 % (bench/results/soak.md); each socket read then
+# costs an mmap/munmap, some 5-10 % of bridge throughput (the Alloc rows of
+# bench/results/latest.md). 1 MiB thresholds were faster still but grew 5-7 %.
+# bench/_product.py starts the services with the same values (a test keeps them equal).
+ENV MALLOC_MMAP_THRESHOLD_=131072 \
+    MALLOC_TRIM_THRESHOLD_=131072
 WORKDIR /home/app
 USER 10001:10001
 EXPOSE 8080 8081

@@ -21,6 +21,10 @@ import psutil
 from dispatch_api.domain import Role
 from dispatch_api.store import connect, migrate, principals, start_embedded, templates
 
+# The allocator settings the Dockerfile gives both services (see the comment there): the soak
+# measures RSS growth, so the services run as they would in the image.
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -35,11 +39,15 @@ def _digest(key: str) -> str:
 
 class Product:
     """Start with `async with Product(env) as p:`; `p.urls`, `p.secrets`, `p.dsn`, and
-    `p.process(name)` (psutil handles for "api", "bridge", "proxy", "postgres") for CPU."""
+    `p.process(name)` (psutil handles for "api", "bridge", "proxy", "postgres") for CPU.
+    The services get the image's allocator settings unless `allocator` says otherwise."""
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, allocator: Mapping[str, str] = ALLOCATOR_ENV
+    ) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="dispatch-bench-"))
         self.extra_env = dict(env or {})
+        self.allocator = dict(allocator)
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.urls: dict[str, str] = {}
         self.secrets: dict[str, str] = {}
@@ -70,7 +78,8 @@ class Product:
             "agent_key": agent_key,
         }
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+            **self.allocator,
             "DISPATCH_DATABASE_URL": self.dsn,
             "DISPATCH_API_PORT": str(api_port),
             "DISPATCH_BRIDGE_PORT": str(bridge_port),
@@ -100,19 +109,25 @@ class Product:
             self.procs[name] = await asyncio.create_subprocess_exec(
                 *args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
+        if not await self._ready():
+            await self.__aexit__()  # `async with` will not: its body never started
+            raise RuntimeError("the services did not become ready")
+        return self
+
+    async def _ready(self, seconds: float = 60) -> bool:
         async with aiohttp.ClientSession() as http:
-            for _ in range(600):
+            for _ in range(int(seconds * 10)):
                 try:
                     async with http.get(self.urls["bridge"] + "/readyz") as r:
                         ready = r.status == 200
                     async with http.post(self.urls["proxy"] + "/") as r:
                         ready = ready and r.status == 404  # listening
                     if ready:
-                        return self
+                        return True
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.1)
-        raise RuntimeError("the services did not become ready")
+        return False
 
     def process(self, name: str) -> psutil.Process:
         if name == "postgres":
@@ -122,9 +137,14 @@ class Product:
 
     async def __aexit__(self, *exc: object) -> None:
         for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
-            await asyncio.wait_for(proc.wait(), 30)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
 def cpu_seconds(process: psutil.Process, *, tree: bool = False) -> float:

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench import database, hop, memory, observability, overload, peer, profile
+from bench import allocator, database, hop, memory, observability, overload, peer, profile
 from bench._context import Bench, Sizes
 from bench._load import have_wrk
 from bench._product import Product, cpu_seconds
@@ -41,6 +41,7 @@ SCENARIOS: dict[str, Scenario] = {
     "peer": peer.run,
     "profile": profile.run,
     "memory": memory.run,
+    "allocator": allocator.run,
 }
 
 

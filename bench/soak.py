@@ -46,7 +46,7 @@ import aiohttp
 import psutil
 
 from bench._load import percentile
-from bench._product import Product, free_port
+from bench._product import ALLOCATOR_ENV, Product, free_port
 from dispatch_api.store import start_embedded
 from dispatch_client import RetryConfig, parse_retry_config
 from tests.support.agents import Endpoint, run_agents
@@ -160,10 +160,7 @@ async def soak(minutes: float, share: float, fault_rate: float) -> dict[str, Any
             stack.push_async_callback(link.close)
         product.extra_env["DISPATCH_API_URL"] = api_link.url
         product.extra_env["DISPATCH_DATABASE_URL"] = through(pg_link, direct_dsn)
-        # Stopped on the way out also when it never became ready: Product's __aenter__
-        # leaves the processes it started running when it gives up.
-        stack.push_async_exit(product)
-        await product.__aenter__()
+        await stack.enter_async_context(product)
         http = await stack.enter_async_context(aiohttp.ClientSession())
         bridge_url = product.urls["bridge"]
         key = product.secrets["agent_key"]
@@ -261,6 +258,7 @@ async def soak(minutes: float, share: float, fault_rate: float) -> dict[str, Any
             "slow_answer_s": api_link.random_delay_s,
             "pg_cut_every_s": round(cut_every_s, 1),
             "retry": retry.describe()["default"],
+            "allocator_env": ALLOCATOR_ENV,
             "wall_seconds": round(time.monotonic() - started, 1),
         },
         "capacity_calls_per_s": round(capacity, 1),
@@ -301,8 +299,9 @@ def markdown(report: dict[str, Any]) -> str:
         f" PostgreSQL connection cut every {m['pg_cut_every_s']:g} s. Samples every"
         f" {m['sample_every_s']:g} s; RSS start and end are medians of the first and last"
         f" three samples; descriptors are compared by their highest count in the first and"
-        f" the last third of the run."
-        f" Wall time {m['wall_seconds']:g} s.",
+        f" the last third of the run. Both services run with the image's allocator settings"
+        f" ({', '.join(f'{k}={v}' for k, v in m['allocator_env'].items())}; see the"
+        f" Dockerfile). Wall time {m['wall_seconds']:g} s.",
         "",
         "| target | value | target | met |",
         "|---|---|---|---|",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from bench._product import ALLOCATOR_ENV
 from bridge.cli import _parser
 from bridge.settings import BridgeSettings
 from dispatch_api.settings import ApiSettings, env_name
@@ -182,12 +183,17 @@ def test_entrypoint_is_dispatch_bridge_and_commands_exist() -> None:
         assert parser.parse_args([command]).command == command
 
 
-def test_services_bind_all_interfaces_via_known_settings() -> None:
+def _runtime_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for args in _runtime().all("ENV"):
         for word in shlex.split(args):
             name, _, value = word.partition("=")
             env[name] = value
+    return env
+
+
+def test_services_bind_all_interfaces_via_known_settings() -> None:
+    env = _runtime_env()
     assert env["DISPATCH_API_HOST"] == "0.0.0.0"
     assert env["DISPATCH_BRIDGE_HOST"] == "0.0.0.0"
     known = {env_name(f) for f in ApiSettings.__dataclass_fields__} | {
@@ -197,6 +203,15 @@ def test_services_bind_all_interfaces_via_known_settings() -> None:
     unknown = {k for k in env if k.startswith("DISPATCH_")} - known
     assert not unknown, f"unknown settings in ENV: {sorted(unknown)}"
     assert "/opt/venv/bin" in env["PATH"]
+
+
+def test_benchmarks_run_the_services_with_the_images_allocator_settings() -> None:
+    # The soak's RSS figure holds for the image only if the bench starts the services the
+    # same way; a threshold changed in one place and not the other fails here.
+    env = _runtime_env()
+    malloc = {k: v for k, v in env.items() if k.startswith("MALLOC_")}
+    assert malloc == ALLOCATOR_ENV
+    assert all(int(v) > 0 for v in malloc.values())
 
 
 def test_every_copied_path_exists_and_is_in_the_build_context() -> None:

@@ -1,0 +1,124 @@
+"""Alloc: what the image's glibc allocator settings (Dockerfile, ALLOCATOR_ENV) buy.
+
+asyncio's selector transport reads each socket with `recv(256 KiB)`: a fresh 256 KiB
+buffer per read, cut down to what arrived. glibc serves blocks above its mmap threshold
+(128 KiB by default) with mmap, so a small read can cost mmap, mremap and munmap
+(python/cpython#85451). The default threshold is also dynamic: each larger block freed
+raises it and the trim threshold with it, so the heap keeps its free top and RSS creeps
+(bench/results/soak.md). Three settings, side by side:
+
+- glibc defaults (dynamic thresholds);
+- the image's: both fixed at 128 KiB (RSS flat in the soak; every read buffer from mmap);
+- both at 1 MiB (read buffers from the heap: faster, but RSS grew 4.9 % (bridge) and
+  7.4 % (dispatch-api) in a 10-minute soak, still growing in its second half).
+
+Two measures: a socket round trip in one asyncio process (an echo over loopback, CPU µs
+per round trip, the read path alone), and saturation throughput through the bridge (three
+products, each its own PostgreSQL, dispatch-api and bridge, driven in turn, interleaved).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from contextlib import AsyncExitStack
+
+from bench._context import Bench
+from bench._load import closed_loop, have_wrk, latencies, wrk
+from bench._product import ALLOCATOR_ENV, Product
+from bench._report import Figure, figure
+
+SETTINGS: dict[str, dict[str, str]] = {
+    "defaults": {},
+    "image": ALLOCATOR_ENV,
+    "1 MiB": {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "1048576"},
+}
+
+# Echo over loopback, one 600-byte message outstanding: prints CPU µs per round trip.
+_ECHO = """
+import asyncio, sys, time
+
+async def main(n):
+    async def echo(r, w):
+        while data := await r.read(65536):
+            w.write(data)
+        w.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    r, w = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    started = time.process_time()
+    for _ in range(n):
+        w.write(b"x" * 600)
+        await r.readexactly(600)
+    print((time.process_time() - started) / n * 1e6)
+    w.close()
+    await w.wait_closed()
+    server.close()
+    await server.wait_closed()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def _echo_us(setting: dict[str, str], round_trips: int) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | setting
+    out = subprocess.run(
+        [sys.executable, "-c", _ECHO, str(round_trips)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    return float(out)
+
+
+async def run(bench: Bench) -> list[Figure]:
+    sizes = bench.sizes
+    round_trips = 1000 if sizes.quick else 20_000
+    echo: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    for _ in range(sizes.reps):
+        for name, setting in SETTINGS.items():
+            echo[name].append(await asyncio.to_thread(_echo_us, setting, round_trips))
+
+    async with AsyncExitStack() as stack:
+        products = await asyncio.gather(
+            *(stack.enter_async_context(Product(allocator=s)) for s in SETTINGS.values())
+        )
+        benches = {
+            name: Bench(product, bench.http, sizes)
+            for name, product in zip(SETTINGS, products, strict=True)
+        }
+        for b in benches.values():
+            await b.prepare()
+            await latencies(b.calls["bridge"], 50)  # warm-up
+
+        async def saturation(b: Bench) -> float:
+            if not have_wrk():
+                return await closed_loop(b.calls["bridge"], sizes.requests, sizes.concurrency)
+            return await asyncio.to_thread(
+                wrk,
+                b.product.urls["bridge"] + "/v1/tools/ticket.get/invoke",
+                method="POST",
+                body=b.rest_body(b.ticket),
+                headers=b.agent_headers,
+                connections=sizes.concurrency,
+                seconds=1 if sizes.quick else sizes.seconds,
+            )
+
+        image, large = [], []
+        for _ in range(sizes.reps):
+            defaults = await saturation(benches["defaults"])
+            image.append(await saturation(benches["image"]) / defaults)
+            large.append(await saturation(benches["1 MiB"]) / defaults)
+    tool = "wrk" if have_wrk() else "aiohttp closed loop"
+    return [
+        *(
+            figure("Alloc", f"socket round trip, CPU µs ({name})", values, "")
+            for name, values in echo.items()
+        ),
+        figure("Alloc", f"throughput, image (128 KiB) / glibc defaults ({tool})", image, ""),
+        figure("Alloc", f"throughput, 1 MiB thresholds / glibc defaults ({tool})", large, ""),
+    ]
