@@ -3,13 +3,16 @@ and ready-made calls (each returns its HTTP status)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import orjson
 
-from bench._load import Call
+from bench._load import Call, closed_loop, have_wrk, latencies, wrk
 from bench._product import Product
 
 
@@ -119,3 +122,40 @@ class Bench:
             "MCP-Protocol-Version": "2025-11-25",
             "Accept": "application/json, text/event-stream",
         }
+
+
+async def side_by_side(
+    stack: AsyncExitStack, bench: Bench, products: Mapping[str, Product]
+) -> dict[str, Bench]:
+    """Start `products` together (stopped by `stack`), each prepared and warmed up, for
+    scenarios that drive several configurations of the whole product in turn."""
+    started = await asyncio.gather(*(stack.enter_async_context(p) for p in products.values()))
+    benches = {
+        name: Bench(product, bench.http, bench.sizes)
+        for name, product in zip(products, started, strict=True)
+    }
+    for b in benches.values():
+        await b.prepare()
+        await latencies(b.calls["bridge"], 50)  # warm-up
+    return benches
+
+
+async def bridge_saturation(
+    b: Bench, connections: int | None = None, requests: int | None = None
+) -> float:
+    """Calls/s through `b`'s bridge (`ticket.get` over REST) at saturation: wrk, or an
+    aiohttp closed loop of `requests` calls when wrk is not installed (the tables say
+    which)."""
+    sizes = b.sizes
+    connections = connections or sizes.concurrency
+    if not have_wrk():
+        return await closed_loop(b.calls["bridge"], requests or sizes.requests, connections)
+    return await asyncio.to_thread(
+        wrk,
+        b.product.urls["bridge"] + "/v1/tools/ticket.get/invoke",
+        method="POST",
+        body=b.rest_body(b.ticket),
+        headers=b.agent_headers,
+        connections=connections,
+        seconds=1 if sizes.quick else sizes.seconds,
+    )

@@ -25,8 +25,8 @@ import subprocess
 import sys
 from contextlib import AsyncExitStack
 
-from bench._context import Bench
-from bench._load import closed_loop, have_wrk, latencies, wrk
+from bench._context import Bench, bridge_saturation, side_by_side
+from bench._load import have_wrk
 from bench._product import ALLOCATOR_ENV, Product
 from bench._report import Figure, figure
 
@@ -84,35 +84,13 @@ async def run(bench: Bench) -> list[Figure]:
             echo[name].append(await asyncio.to_thread(_echo_us, setting, round_trips))
 
     async with AsyncExitStack() as stack:
-        products = await asyncio.gather(
-            *(stack.enter_async_context(Product(allocator=s)) for s in SETTINGS.values())
-        )
-        benches = {
-            name: Bench(product, bench.http, sizes)
-            for name, product in zip(SETTINGS, products, strict=True)
-        }
-        for b in benches.values():
-            await b.prepare()
-            await latencies(b.calls["bridge"], 50)  # warm-up
-
-        async def saturation(b: Bench) -> float:
-            if not have_wrk():
-                return await closed_loop(b.calls["bridge"], sizes.requests, sizes.concurrency)
-            return await asyncio.to_thread(
-                wrk,
-                b.product.urls["bridge"] + "/v1/tools/ticket.get/invoke",
-                method="POST",
-                body=b.rest_body(b.ticket),
-                headers=b.agent_headers,
-                connections=sizes.concurrency,
-                seconds=1 if sizes.quick else sizes.seconds,
-            )
-
+        products = {name: Product(allocator=setting) for name, setting in SETTINGS.items()}
+        benches = await side_by_side(stack, bench, products)
         image, large = [], []
         for _ in range(sizes.reps):
-            defaults = await saturation(benches["defaults"])
-            image.append(await saturation(benches["image"]) / defaults)
-            large.append(await saturation(benches["1 MiB"]) / defaults)
+            defaults = await bridge_saturation(benches["defaults"])
+            image.append(await bridge_saturation(benches["image"]) / defaults)
+            large.append(await bridge_saturation(benches["1 MiB"]) / defaults)
     tool = "wrk" if have_wrk() else "aiohttp closed loop"
     return [
         *(

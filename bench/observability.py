@@ -20,8 +20,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from aiohttp import web
 
-from bench._context import Bench
-from bench._load import closed_loop, have_wrk, latencies, wrk
+from bench._context import Bench, bridge_saturation, side_by_side
+from bench._load import have_wrk
 from bench._product import Product, free_port
 from bench._report import Figure, figure
 
@@ -63,35 +63,14 @@ async def run(bench: Bench) -> list[Figure]:
             "1%": exported("0.01"),
             "100%": exported("1.0"),
         }
-        products = await asyncio.gather(
-            *(stack.enter_async_context(Product(env)) for env in envs.values())
-        )
-        benches = {
-            name: Bench(product, bench.http, sizes)
-            for name, product in zip(envs, products, strict=True)
-        }
-        for b in benches.values():
-            await b.prepare()
-            await latencies(b.calls["bridge"], 50)  # warm-up
-
-        async def saturation(b: Bench) -> float:
-            if not have_wrk():
-                return await closed_loop(b.calls["bridge"], sizes.requests, sizes.concurrency)
-            return await asyncio.to_thread(
-                wrk,
-                b.product.urls["bridge"] + "/v1/tools/ticket.get/invoke",
-                method="POST",
-                body=b.rest_body(b.ticket),
-                headers=b.agent_headers,
-                connections=sizes.concurrency,
-                seconds=1 if sizes.quick else sizes.seconds,
-            )
+        products = {name: Product(env) for name, env in envs.items()}
+        benches = await side_by_side(stack, bench, products)
 
         sampled, full = [], []
         for _ in range(sizes.reps):
-            off = await saturation(benches["off"])
-            sampled.append(await saturation(benches["1%"]) / off)
-            full.append(await saturation(benches["100%"]) / off)
+            off = await bridge_saturation(benches["off"])
+            sampled.append(await bridge_saturation(benches["1%"]) / off)
+            full.append(await bridge_saturation(benches["100%"]) / off)
         await asyncio.sleep(6)  # the batch processors export every 5 s
     tool = "wrk" if have_wrk() else "aiohttp closed loop"
     note = f"{len(received)} OTLP exports, {sum(received) // 1024} KiB"

@@ -12,11 +12,10 @@ would otherwise have: its CPU seconds are reported beside the figures.
 
 from __future__ import annotations
 
-import asyncio
 import os
 
-from bench._context import Bench
-from bench._load import closed_loop, have_wrk, latencies, open_loop, wrk
+from bench._context import Bench, bridge_saturation
+from bench._load import latencies, open_loop
 from bench._report import Figure, figure
 
 
@@ -32,21 +31,8 @@ async def run(bench: Bench) -> list[Figure]:
     await latencies(call, 50)
     tail, goodput, shed_ms, shed_share, maxima, generator = [], [], [], [], [], []
 
-    async def maximum() -> float:
-        if not have_wrk():
-            return await closed_loop(call, max(sizes.requests, 2000), 64)
-        return await asyncio.to_thread(
-            wrk,
-            bench.product.urls["bridge"] + "/v1/tools/ticket.get/invoke",
-            method="POST",
-            body=bench.rest_body(bench.ticket),
-            headers=bench.agent_headers,
-            connections=64,
-            seconds=1 if sizes.quick else sizes.seconds,
-        )
-
     for _ in range(sizes.reps):
-        top = await maximum()
+        top = await bridge_saturation(bench, connections=64, requests=max(sizes.requests, 2000))
         maxima.append(top)
         calm = await open_loop(call, 0.8 * top, seconds)
         tail.append(calm.p99_ms / calm.p50_ms)
