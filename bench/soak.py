@@ -46,7 +46,7 @@ import aiohttp
 import psutil
 
 from bench._load import percentile
-from bench._product import ALLOCATOR_ENV, Product, free_port
+from bench._product import Product, free_port
 from dispatch_api.store import start_embedded
 from dispatch_client import RetryConfig, parse_retry_config
 from tests.support.agents import Endpoint, run_agents
@@ -258,7 +258,7 @@ async def soak(minutes: float, share: float, fault_rate: float) -> dict[str, Any
             "slow_answer_s": api_link.random_delay_s,
             "pg_cut_every_s": round(cut_every_s, 1),
             "retry": retry.describe()["default"],
-            "allocator_env": ALLOCATOR_ENV,
+            "allocator_env": product.allocator,
             "wall_seconds": round(time.monotonic() - started, 1),
         },
         "capacity_calls_per_s": round(capacity, 1),
