@@ -4,6 +4,8 @@ as median (min .. max) against its target."""
 from __future__ import annotations
 
 import operator
+import os
+import platform
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,6 +13,15 @@ from typing import Any
 _OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge}
 
 Figure = dict[str, Any]
+
+
+def machine() -> dict[str, Any]:
+    """What a results file says about the machine it was measured on."""
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def figure(

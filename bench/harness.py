@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from bench import allocator, database, hop, memory, observability, overload, pee
 from bench._context import Bench, Sizes
 from bench._load import have_wrk
 from bench._product import Product, cpu_seconds
-from bench._report import Figure, figure, markdown
+from bench._report import Figure, figure, machine, markdown
 
 RESULTS = Path(__file__).parent / "results"
 Scenario = Callable[[Bench], Awaitable[list[Figure]]]
@@ -75,12 +74,7 @@ async def run(sizes: Sizes, only: list[str], out: Path) -> dict[str, Any]:
         }
         cpu["load generator (this process)"] = sum(os.times()[:2]) - own_before
     return {
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            **facts,
-        },
+        "machine": {**machine(), **facts},
         "method": {
             **_fields(sizes),
             "load_generators": "wrk (1 thread) for saturation" if have_wrk() else "aiohttp",

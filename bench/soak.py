@@ -31,9 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -47,6 +46,7 @@ import psutil
 
 from bench._load import percentile
 from bench._product import Product, free_port
+from bench._report import machine
 from dispatch_api.store import start_embedded
 from dispatch_client import RetryConfig, parse_retry_config
 from tests.support.agents import Endpoint, run_agents
@@ -170,9 +170,10 @@ async def soak(minutes: float, share: float, fault_rate: float) -> dict[str, Any
         timeout_s = policy.deadline_s + 5
         tries_before = api_link.requests
 
-        capacity_calls = await run_agents(
-            http, endpoint, agents=AGENTS, seconds=capacity_s, seed=SEED, timeout_s=timeout_s
-        )
+        agents = functools.partial(
+            run_agents, http, endpoint, agents=AGENTS, timeout_s=timeout_s
+        )  # the same agents in every phase; each phase its own seed
+        capacity_calls = await agents(seconds=capacity_s, seed=SEED)
         capacity = _rate(capacity_calls)
         rate = capacity * share
         calls += capacity_calls
@@ -181,30 +182,14 @@ async def soak(minutes: float, share: float, fault_rate: float) -> dict[str, Any
         api_link.random_faults(fault_rate, random.Random(SEED))
         stop = asyncio.Event()
         cutter = asyncio.create_task(_cut_every(pg_link, cut_every_s, stop))
-        calls += await run_agents(
-            http,
-            endpoint,
-            agents=AGENTS,
-            seconds=warmup_s,
-            seed=SEED + 1,
-            timeout_s=timeout_s,
-            rate_per_s=rate,
-        )
+        calls += await agents(seconds=warmup_s, seed=SEED + 1, rate_per_s=rate)
 
         sampler = Sampler(
             {"bridge": product.process("bridge"), "api": product.process("api")}, sample_s
         )
         sampling = asyncio.create_task(sampler.run(stop))
         soak_tries_before = api_link.requests + api_link.faults["reset"]
-        soak_calls = await run_agents(
-            http,
-            endpoint,
-            agents=AGENTS,
-            seconds=seconds,
-            seed=SEED + 2,
-            timeout_s=timeout_s,
-            rate_per_s=rate,
-        )
+        soak_calls = await agents(seconds=seconds, seed=SEED + 2, rate_per_s=rate)
         stop.set()
         await sampling
         cuts = await cutter
@@ -242,11 +227,7 @@ async def soak(minutes: float, share: float, fault_rate: float) -> dict[str, Any
         },
     }
     return {
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "method": {
             "minutes": minutes,
             "agents": AGENTS,

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
-from aiohttp import hdrs
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from bridge import create_bridge_app
@@ -14,39 +10,18 @@ from bridge._pipeline import TOOL_CALL_ID
 from bridge.settings import BridgeSettings
 from dispatch_api.settings import Secret
 from schemas import openapi_document
+from tests.support.openapi import Document, operations, served_routes
 from tools import HTTP_STATUS, catalog
 
 from .conftest import Bridge
 
-HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
 INVOKE = "/v1/tools/{name}/invoke"
-
-Document = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
 def document() -> Document:
     return openapi_document("bridge")
-
-
-def operations(document: Document) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    for path, item in document["paths"].items():
-        for method in HTTP_METHODS:
-            if method in item:
-                yield method.upper(), path, item[method]
-
-
-def served_routes() -> set[tuple[str, str]]:
-    # The router is filled when the app is built; nothing starts, so nothing is reached.
-    app = create_bridge_app(BridgeSettings(gateway_token=Secret("unused")))
-    routes = set()
-    for route in app.router.routes():
-        if route.method == hdrs.METH_HEAD:
-            continue  # aiohttp adds HEAD to every GET route
-        assert route.resource is not None
-        routes.add((route.method, route.resource.canonical))
-    return routes
 
 
 def test_the_document_is_valid_openapi_3_1(document: Document) -> None:
@@ -55,7 +30,7 @@ def test_the_document_is_valid_openapi_3_1(document: Document) -> None:
 
 
 def test_every_route_is_documented_and_every_documented_route_exists(document: Document) -> None:
-    served = served_routes()
+    served = served_routes(create_bridge_app(BridgeSettings(gateway_token=Secret("unused"))))
     documented = {(method, path) for method, path, _ in operations(document)}
 
     assert served - documented == set(), "served but missing from schemas/openapi/bridge.json"

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from aiohttp import hdrs
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from dispatch_api.settings import ApiSettings
 from dispatch_api.web import _tickets, create_app
 from schemas import openapi_document
+from tests.support.openapi import Document, operations, served_routes
 
-HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 MUTATING_METHODS = ("post", "put", "patch", "delete")
 SCHEMA_REF_PREFIX = "#/components/schemas/"
-
-Document = dict[str, Any]
-Operation = tuple[str, str, dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
@@ -45,34 +41,14 @@ def resolve(document: Document, node: Mapping[str, Any]) -> dict[str, Any]:
     return dict(node)
 
 
-def operations(document: Document) -> Iterator[Operation]:
-    """(METHOD, path template, operation) for every operation in the document."""
-    for path, item in document["paths"].items():
-        for method in HTTP_METHODS:
-            if method in item:
-                yield method.upper(), path, item[method]
-
-
 def parameters(document: Document, path: str, operation: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The operation's parameters, path-level ones included, references resolved."""
     declared = [*document["paths"][path].get("parameters", []), *operation.get("parameters", [])]
     return [resolve(document, p) for p in declared]
 
 
-def served_routes() -> set[tuple[str, str]]:
-    # The router is filled when the app is built; nothing is started, so no database is needed.
-    app = create_app(ApiSettings(), "postgresql://unused")
-    routes = set()
-    for route in app.router.routes():
-        if route.method == hdrs.METH_HEAD:
-            continue  # aiohttp adds HEAD to every GET route
-        assert route.resource is not None
-        routes.add((route.method, route.resource.canonical))
-    return routes
-
-
 def test_every_route_is_documented_and_every_documented_route_exists(document: Document) -> None:
-    served = served_routes()
+    served = served_routes(create_app(ApiSettings(), "postgresql://unused"))
     documented = {(method, path) for method, path, _ in operations(document)}
     undocumented = sorted(served - documented)
     phantom = sorted(documented - served)
