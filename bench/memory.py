@@ -47,8 +47,8 @@ import psutil
 from aiohttp import web
 
 from bench._context import Bench
-from bench._product import free_port
 from bench._report import Figure, figure
+from tests.support.processes import free_port
 
 CALLS, SLOW_S = 2000, 5.0
 QUICK_CALLS, QUICK_SLOW_S = 200, 0.5

@@ -45,7 +45,7 @@ import aiohttp
 import psutil
 
 from bench._load import percentile
-from bench._product import Product, free_port
+from bench._product import Product
 from bench._report import machine
 from dispatch_api.store import start_embedded
 from dispatch_client import RetryConfig, parse_retry_config
@@ -53,6 +53,7 @@ from tests.support.agents import Endpoint, run_agents
 from tests.support.fault_proxy import FaultProxy
 from tests.support.history import Call, check
 from tests.support.pg_proxy import server_proxy, through
+from tests.support.processes import free_port
 from tools import catalog
 
 RESULTS = Path(__file__).parent / "results"
