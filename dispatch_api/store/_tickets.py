@@ -7,7 +7,7 @@ taken by `lock` serialises changes to one ticket and numbers its events without 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,7 @@ class TicketRecord:
     updated_at: datetime
     state_entered_at: datetime
     last_seq: int
+    #: The newest items only (oldest of them first); `ticket.evidence` counts every item.
     evidence: tuple[EvidenceRecord, ...]
     sla: SlaState = field(default_factory=SlaState)
     #: The newest timeline event (at, type, actor_type, actor_id, role, tool_name), when the
@@ -70,16 +71,43 @@ class Event:
     details: dict[str, Any]
 
 
-_EVIDENCE_JSON = """
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
+#: Evidence items embedded in one ticket's view (GET, action answers) and in a queue row;
+#: the rest is paged at GET /v1/tickets/{id}/evidence.
+TICKET_EVIDENCE_ITEMS = 20
+QUEUE_EVIDENCE_ITEMS = 5
+
+_EVIDENCE_FIELDS = """
         'id', e.id, 'kind', e.kind, 'tag', e.tag, 'content_type', e.content_type,
         'size_bytes', e.size_bytes, 'sha256', e.sha256, 'uri', e.uri,
         'stored_inline', e.content IS NOT NULL, 'description', e.description,
         'captured_by_type', e.captured_by_type, 'captured_by_id', e.captured_by_id,
         'captured_by_role', e.captured_by_role, 'captured_at', e.captured_at,
-        'request_id', e.request_id) ORDER BY e.captured_at, e.id), '[]'::jsonb)
-    FROM evidence e WHERE e.ticket_id = t.id
+        'request_id', e.request_id"""
+
+
+def _newest_evidence_json(items: int) -> str:
+    """The ticket's newest `items` evidence items, oldest first (evidence_by_ticket, backwards)."""
+    return f"""
+    SELECT coalesce(jsonb_agg(p.item ORDER BY p.captured_at, p.id), '[]'::jsonb) FROM (
+        SELECT jsonb_build_object({_EVIDENCE_FIELDS}) AS item, e.captured_at, e.id
+        FROM evidence e WHERE e.ticket_id = t.id
+        ORDER BY e.captured_at DESC, e.id DESC LIMIT {int(items)}) p
 """
+
+
+#: How many items of each kind and tag: what the evidence rules decide on, read from the
+#: evidence_by_ticket_kind index without loading an item.
+_EVIDENCE_TALLY_JSON = """
+    SELECT coalesce(jsonb_agg(jsonb_build_object('kind', g.kind, 'tag', g.tag, 'count', g.n)
+        ORDER BY g.kind, g.tag), '[]'::jsonb)
+    FROM (SELECT e.kind, e.tag, count(*) AS n FROM evidence e WHERE e.ticket_id = t.id
+          GROUP BY e.kind, e.tag) g
+"""
+
+
+def _with_evidence(items: int) -> str:
+    return f"({_newest_evidence_json(items)}) AS evidence, ({_EVIDENCE_TALLY_JSON}) AS evidence_tally"
+
 
 _LAST_EVENT_JSON = """
     SELECT jsonb_build_object('at', e.at, 'type', e.type, 'actor_type', e.actor_type,
@@ -87,7 +115,9 @@ _LAST_EVENT_JSON = """
     FROM timeline_events e WHERE e.ticket_id = t.id AND e.seq = t.last_seq
 """
 
-_SELECT_TICKET = f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence FROM tickets t WHERE t.id = $1"
+_SELECT_TICKET = (
+    f"SELECT t.*, {_with_evidence(TICKET_EVIDENCE_ITEMS)} FROM tickets t WHERE t.id = $1"
+)
 
 #: The ticket columns `_ticket_values` fills, in its order ($2 onwards in insert and save).
 TICKET_COLUMNS = (
@@ -149,7 +179,13 @@ def _event_insert(first: int) -> str:
 # The statements of a ticket action, public so the database benchmark (bench/database.py)
 # replays exactly what dispatch-api sends.
 #: The ticket, locked until the transaction ends: $1 its id.
-LOCK = _SELECT_TICKET + " FOR UPDATE OF t"
+LOCK = "SELECT t.* FROM tickets t WHERE t.id = $1 FOR UPDATE OF t"
+#: Its evidence, read by a statement of its own once the lock is held: subqueries of the
+#: locking statement would read the snapshot taken before it waited for the lock, missing
+#: items a concurrent attach committed meanwhile (and so letting both pass the limit).
+EVIDENCE = (
+    f"SELECT {_with_evidence(TICKET_EVIDENCE_ITEMS)} FROM (SELECT $1::uuid AS id) t"
+)
 #: $1 ticket id, $2.. the TICKET_COLUMNS, then "state changed" (boolean), then the event.
 SAVE = (
     f"WITH t AS (UPDATE tickets SET ({_TICKET_COLUMN_LIST}) = ({_params(2)}),"
@@ -228,8 +264,12 @@ def _evidence(raw: dict[str, Any]) -> EvidenceRecord:
     )
 
 
-def _record(row: asyncpg.Record) -> TicketRecord:
+def _record(row: Mapping[str, Any]) -> TicketRecord:
     evidence = tuple(_evidence(e) for e in row["evidence"])
+    tally = tuple(
+        EvidenceSummary(EvidenceKind(g["kind"]), g["tag"], g["count"])
+        for g in row["evidence_tally"]
+    )
     ticket = Ticket(
         id=str(row["id"]),
         state=State(row["state"]),
@@ -247,7 +287,7 @@ def _record(row: asyncpg.Record) -> TicketRecord:
         if row["state_before_hold"] is None
         else State(row["state_before_hold"]),
         hold_cause=None if row["hold_cause"] is None else HoldCause(row["hold_cause"]),
-        evidence=tuple(EvidenceSummary(e.kind, e.tag) for e in evidence),
+        evidence=tally,
     )
     sla = SlaState(
         row["response_due_at"],
@@ -277,9 +317,13 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, ticket_id: uuid.UUID) -> 
 
 
 async def lock(conn: asyncpg.Connection, ticket_id: uuid.UUID) -> TicketRecord | None:
-    """The ticket, locked until the transaction ends, or None when it does not exist."""
+    """The ticket, locked until the transaction ends, or None when it does not exist; its
+    evidence as counts per kind and tag plus the newest items, read after the lock."""
     row = await conn.fetchrow(LOCK, ticket_id)
-    return None if row is None else _record(row)
+    if row is None:
+        return None
+    evidence = await conn.fetchrow(EVIDENCE, ticket_id)
+    return _record({**dict(row), **dict(evidence)})
 
 
 async def insert(conn: asyncpg.Connection, ticket: Ticket, sla: SlaState, event: Event) -> None:
@@ -356,6 +400,52 @@ async def evidence_content(
     return row["content_type"], None if content is None else bytes(content)
 
 
+_EVIDENCE_COLUMNS = (
+    "SELECT e.id::text AS id, e.kind, e.tag, e.content_type, e.size_bytes, e.sha256, e.uri,"
+    " e.content IS NOT NULL AS stored_inline, e.description, e.captured_by_type,"
+    " e.captured_by_id, e.captured_by_role, e.captured_at, e.request_id FROM evidence e"
+)
+
+
+def _evidence_row(row: asyncpg.Record) -> EvidenceRecord:
+    return EvidenceRecord(**{**dict(row), "kind": EvidenceKind(row["kind"])})
+
+
+async def evidence_page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    ticket_id: uuid.UUID,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[EvidenceRecord]:
+    """The ticket's evidence oldest first, keyset-paginated on (captured_at, id)."""
+    if after is None:
+        rows = await conn.fetch(
+            f"{_EVIDENCE_COLUMNS} WHERE e.ticket_id = $1"
+            " ORDER BY e.captured_at, e.id LIMIT $2",
+            ticket_id,
+            limit,
+        )
+    else:
+        rows = await conn.fetch(
+            f"{_EVIDENCE_COLUMNS} WHERE e.ticket_id = $1 AND (e.captured_at, e.id) > ($2, $3)"
+            " ORDER BY e.captured_at, e.id LIMIT $4",
+            ticket_id,
+            after[0],
+            after[1],
+            limit,
+        )
+    return [_evidence_row(r) for r in rows]
+
+
+async def evidence_item(
+    conn: asyncpg.Connection | asyncpg.Pool, ticket_id: uuid.UUID, evidence_id: uuid.UUID
+) -> EvidenceRecord | None:
+    row = await conn.fetchrow(
+        f"{_EVIDENCE_COLUMNS} WHERE e.ticket_id = $1 AND e.id = $2", ticket_id, evidence_id
+    )
+    return None if row is None else _evidence_row(row)
+
+
 @dataclass(frozen=True, slots=True)
 class TicketFilter:
     states: Sequence[str] = ()
@@ -393,8 +483,8 @@ async def list_page(
         clauses.append(f"(t.created_at, t.id) > ({arg(after[0])}, {arg(after[1])}::uuid)")
     condition = " AND ".join(clauses) or "true"
     rows = await conn.fetch(
-        f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence, ({_LAST_EVENT_JSON}) AS last_event"
-        f" FROM tickets t WHERE {condition} ORDER BY t.created_at, t.id LIMIT {arg(limit)}",
+        f"SELECT t.*, {_with_evidence(QUEUE_EVIDENCE_ITEMS)},"
+        f" ({_LAST_EVENT_JSON}) AS last_event FROM tickets t WHERE {condition} ORDER BY t.created_at, t.id LIMIT {arg(limit)}",
         *args,
     )
     return [_record(r) for r in rows]
@@ -405,8 +495,8 @@ async def get_many(
 ) -> list[TicketRecord]:
     """The tickets of `ids`, in that order, with their last event."""
     rows = await conn.fetch(
-        f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence, ({_LAST_EVENT_JSON}) AS last_event"
-        " FROM tickets t WHERE t.id = ANY($1::uuid[])",
+        f"SELECT t.*, {_with_evidence(QUEUE_EVIDENCE_ITEMS)},"
+        f" ({_LAST_EVENT_JSON}) AS last_event FROM tickets t WHERE t.id = ANY($1::uuid[])",
         ids,
     )
     by_id = {r["id"]: _record(r) for r in rows}
