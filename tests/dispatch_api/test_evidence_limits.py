@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,32 +33,6 @@ def by_uri(n: int = 0, kind: str = "document", tag: str = "readings") -> dict[st
         "sha256": "ab" * 32,
         "size_bytes": 48213,
     }
-
-
-async def insert_items(
-    api: Api, ticket_id: str, count: int, kind: str = "note", tag: str | None = "log"
-) -> list[str]:
-    """`count` evidence rows straight into the table (setup only: far faster than the API),
-    captured a second apart before the test's clock; their ids, oldest first."""
-    start = api.clock() - timedelta(days=1)
-    conn = await connect(api.database_url)
-    try:
-        rows = await conn.fetch(
-            "INSERT INTO evidence (id, ticket_id, kind, tag, content_type, size_bytes, sha256,"
-            " uri, captured_by_type, captured_by_id, captured_by_role, captured_at)"
-            " SELECT gen_random_uuid(), $1, $2, $3, 'text/plain', 10, repeat('cd', 32),"
-            " 'https://files.example/n/' || i, 'human', 'sup-1', 'supervisor',"
-            " $4::timestamptz + i * interval '1 second'"
-            " FROM generate_series(1, $5) AS i RETURNING id, captured_at",
-            uuid.UUID(ticket_id),
-            kind,
-            tag,
-            start + timedelta(seconds=await conn.fetchval("SELECT count(*) FROM evidence")),
-            count,
-        )
-    finally:
-        await conn.close()
-    return [str(r["id"]) for r in sorted(rows, key=lambda r: (r["captured_at"], r["id"]))]
 
 
 async def written(api: Api, ticket_id: str) -> tuple[int, int]:
@@ -133,7 +106,7 @@ async def test_items_already_over_the_limit_stay_readable_and_block_only_new_att
     api: Api,
 ) -> None:
     ticket = await api.create_ticket()
-    await insert_items(api, ticket["id"], LIMIT + 2)  # attached before the limit existed
+    await api.insert_evidence(ticket["id"], LIMIT + 2)  # attached before the limit existed
 
     refused = await api.act(ticket["id"], "evidence", by_uri())
     listed = await api.request("GET", f"/v1/tickets/{ticket['id']}/evidence")
@@ -164,8 +137,8 @@ async def test_a_ticket_with_a_thousand_items_answers_a_bounded_view_with_exact_
     api: Api,
 ) -> None:
     tid = await on_site(api)
-    notes = await insert_items(api, tid, 990, "note", "log")
-    photos = await insert_items(api, tid, 10, "photo", "before")
+    notes = await api.insert_evidence(tid, 990, "note", "log")
+    photos = await api.insert_evidence(tid, 10, "photo", "before")
 
     got = await api.request("GET", f"/v1/tickets/{tid}")
     note = await api.act(tid, "contact-attempts", {"channel": "phone", "outcome": "reached"})
@@ -197,7 +170,7 @@ async def test_a_ticket_with_a_thousand_items_answers_a_bounded_view_with_exact_
 
 async def test_an_attach_answer_shows_the_new_item_among_the_newest(api: Api) -> None:
     ticket = await api.create_ticket()
-    await insert_items(api, ticket["id"], LIMIT - 1)
+    await api.insert_evidence(ticket["id"], LIMIT - 1)
 
     reply = await api.act(ticket["id"], "evidence", by_uri())
 
@@ -210,7 +183,7 @@ async def test_an_attach_answer_shows_the_new_item_among_the_newest(api: Api) ->
 
 async def test_paging_through_evidence_returns_every_item_once_in_order(api: Api) -> None:
     ticket = await api.create_ticket()
-    ids = await insert_items(api, ticket["id"], 1000)
+    ids = await api.insert_evidence(ticket["id"], 1000)
     path = f"/v1/tickets/{ticket['id']}/evidence"
 
     seen: list[str] = []
@@ -245,7 +218,7 @@ async def test_a_bad_evidence_page_query_is_400_invalid_query(api: Api, query: s
 
 async def test_one_evidence_item_is_read_by_id_whatever_its_position(api: Api) -> None:
     ticket = await api.create_ticket()
-    oldest = (await insert_items(api, ticket["id"], 100))[0]
+    oldest = (await api.insert_evidence(ticket["id"], 100))[0]
 
     reply = await api.request("GET", f"/v1/tickets/{ticket['id']}/evidence/{oldest}")
     missing = await api.request("GET", f"/v1/tickets/{ticket['id']}/evidence/{uuid.uuid4()}")
@@ -257,10 +230,10 @@ async def test_one_evidence_item_is_read_by_id_whatever_its_position(api: Api) -
 
 async def test_completion_counts_required_items_outside_the_embedded_page(api: Api) -> None:
     tid = await on_site(api)
-    await insert_items(api, tid, 1, "photo", "before")
-    await insert_items(api, tid, 1, "photo", "after")
-    await insert_items(api, tid, 1, "signature", "customer")
-    await insert_items(api, tid, 100, "note", "log")  # pushes the three out of every view
+    await api.insert_evidence(tid, 1, "photo", "before")
+    await api.insert_evidence(tid, 1, "photo", "after")
+    await api.insert_evidence(tid, 1, "signature", "customer")
+    await api.insert_evidence(tid, 100, "note", "log")  # pushes the three out of every view
 
     view = await api.request("GET", f"/v1/tickets/{tid}")
     reply = await api.act(tid, "complete", {})
@@ -272,8 +245,8 @@ async def test_completion_counts_required_items_outside_the_embedded_page(api: A
 
 async def test_completion_still_names_what_is_missing_among_many_items(api: Api) -> None:
     tid = await on_site(api)
-    await insert_items(api, tid, 1, "photo", "before")
-    await insert_items(api, tid, 200, "photo", "after")
+    await api.insert_evidence(tid, 1, "photo", "before")
+    await api.insert_evidence(tid, 200, "photo", "after")
 
     reply = await api.act(tid, "complete", {})
 
@@ -293,8 +266,8 @@ async def test_a_technician_pages_the_evidence_of_their_tickets_only(api: Api) -
     assert (await api.act(mine["id"], "schedule", WINDOW)).status == 200
     other_window = {**WINDOW, "technician_id": "tech-2"}
     assert (await api.act(theirs["id"], "schedule", other_window)).status == 200
-    await insert_items(api, mine["id"], 3)
-    await insert_items(api, theirs["id"], 3)
+    await api.insert_evidence(mine["id"], 3)
+    await api.insert_evidence(theirs["id"], 3)
 
     own = await api.request("GET", f"/v1/tickets/{mine['id']}/evidence", as_="technician")
     other = await api.request("GET", f"/v1/tickets/{theirs['id']}/evidence", as_="technician")
