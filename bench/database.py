@@ -433,7 +433,8 @@ def _pgbench_script(m: Mirror, nulls: set[str], hold_parity: int) -> tuple[str, 
         names = {1: ":v_principal", 2: ":k", 3: ":v_200", 4: f":v_body_{action}"}
         return sql(_STORE, names) + ";"
 
-    lock = sql(_LOCK, {1: ":tid"}) + " \\gset\n" + sql(_EVIDENCE, {1: ":tid"}) + ";"
+    evidence = " ".join(sql(_EVIDENCE, {1: ":tid"}).split())  # one line per command
+    lock = sql(_LOCK, {1: ":tid"}) + " \\gset\n" + evidence + ";"
     script = "\n".join(
         [
             "\\if :ready = 0",

@@ -79,19 +79,23 @@ QUEUE_EVIDENCE_ITEMS = 5
 _EVIDENCE_FIELDS = """
         'id', e.id, 'kind', e.kind, 'tag', e.tag, 'content_type', e.content_type,
         'size_bytes', e.size_bytes, 'sha256', e.sha256, 'uri', e.uri,
-        'stored_inline', e.content IS NOT NULL, 'description', e.description,
+        'stored_inline', e.stored_inline, 'description', e.description,
         'captured_by_type', e.captured_by_type, 'captured_by_id', e.captured_by_id,
         'captured_by_role', e.captured_by_role, 'captured_at', e.captured_at,
         'request_id', e.request_id"""
 
 
 def _newest_evidence_json(items: int) -> str:
-    """The ticket's newest `items` evidence items, oldest first (evidence_by_ticket, backwards)."""
+    """The ticket's newest `items` evidence items, oldest first. JSON is built after the
+    LIMIT, so a ticket with thousands of items costs a top-N pick, not thousands of objects."""
     return f"""
-    SELECT coalesce(jsonb_agg(p.item ORDER BY p.captured_at, p.id), '[]'::jsonb) FROM (
-        SELECT jsonb_build_object({_EVIDENCE_FIELDS}) AS item, e.captured_at, e.id
+    SELECT coalesce(jsonb_agg(jsonb_build_object({_EVIDENCE_FIELDS})
+        ORDER BY e.captured_at, e.id), '[]'::jsonb) FROM (
+        SELECT e.id, e.kind, e.tag, e.content_type, e.size_bytes, e.sha256, e.uri,
+            e.content IS NOT NULL AS stored_inline, e.description, e.captured_by_type,
+            e.captured_by_id, e.captured_by_role, e.captured_at, e.request_id
         FROM evidence e WHERE e.ticket_id = t.id
-        ORDER BY e.captured_at DESC, e.id DESC LIMIT {int(items)}) p
+        ORDER BY e.captured_at DESC, e.id DESC LIMIT {int(items)}) e
 """
 
 
