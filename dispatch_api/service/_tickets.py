@@ -48,6 +48,7 @@ from ..store import (
     tickets,
     transaction,
 )
+from ..store import _evidence as evidence_store
 from ..store import _sla as sla_store
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
@@ -252,7 +253,7 @@ class TicketService:
             record = await tickets.get(conn, ticket_id)
             _check_visible(caller, record, ticket_id)
             assert record is not None
-            items = await tickets.evidence_page(conn, ticket_id, after, limit + 1)
+            items = await evidence_store.page(conn, ticket_id, after, limit + 1)
         more = len(items) > limit
         items = items[:limit]
         cursor = (items[-1].captured_at, uuid.UUID(items[-1].id)) if more else None
@@ -263,7 +264,7 @@ class TicketService:
     ) -> EvidenceRecord:
         await self.evidence(caller, ticket_id)
         async with connection(self._pool) as conn:
-            found = await tickets.evidence_item(conn, ticket_id, evidence_id)
+            found = await evidence_store.item(conn, ticket_id, evidence_id)
         if found is None:
             raise NotFound(
                 "evidence_not_found", f"ticket {ticket_id} has no evidence {evidence_id}"
@@ -351,7 +352,7 @@ class TicketService:
             changed = before.state is not after.state
             # The view shows the newest items: the one just attached joins them.
             evidence = (record.evidence + ((new_evidence,) if new_evidence else ()))[
-                -tickets.TICKET_EVIDENCE_ITEMS :
+                -evidence_store.TICKET_EVIDENCE_ITEMS :
             ]
             updated = TicketRecord(
                 after,

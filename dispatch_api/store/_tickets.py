@@ -15,24 +15,13 @@ from typing import Any
 import asyncpg
 
 from ..domain import EvidenceKind, EvidenceSummary, HoldCause, Priority, SlaState, State, Ticket
-
-
-@dataclass(frozen=True, slots=True)
-class EvidenceRecord:
-    id: str
-    kind: EvidenceKind
-    tag: str | None
-    content_type: str
-    size_bytes: int
-    sha256: str
-    uri: str | None
-    stored_inline: bool
-    description: str | None
-    captured_by_type: str
-    captured_by_id: str
-    captured_by_role: str
-    captured_at: datetime
-    request_id: str | None
+from ._evidence import (
+    QUEUE_EVIDENCE_ITEMS,
+    TICKET_EVIDENCE_ITEMS,
+    EvidenceRecord,
+    from_json,
+    with_evidence,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,48 +60,6 @@ class Event:
     details: dict[str, Any]
 
 
-#: Evidence items embedded in one ticket's view (GET, action answers) and in a queue row;
-#: the rest is paged at GET /v1/tickets/{id}/evidence.
-TICKET_EVIDENCE_ITEMS = 20
-QUEUE_EVIDENCE_ITEMS = 5
-
-_EVIDENCE_FIELDS = """
-        'id', e.id, 'kind', e.kind, 'tag', e.tag, 'content_type', e.content_type,
-        'size_bytes', e.size_bytes, 'sha256', e.sha256, 'uri', e.uri,
-        'stored_inline', e.stored_inline, 'description', e.description,
-        'captured_by_type', e.captured_by_type, 'captured_by_id', e.captured_by_id,
-        'captured_by_role', e.captured_by_role, 'captured_at', e.captured_at,
-        'request_id', e.request_id"""
-
-
-def _newest_evidence_json(items: int) -> str:
-    """The ticket's newest `items` evidence items, oldest first. JSON is built after the
-    LIMIT, so a ticket with thousands of items costs a top-N pick, not thousands of objects."""
-    return f"""
-    SELECT coalesce(jsonb_agg(jsonb_build_object({_EVIDENCE_FIELDS})
-        ORDER BY e.captured_at, e.id), '[]'::jsonb) FROM (
-        SELECT e.id, e.kind, e.tag, e.content_type, e.size_bytes, e.sha256, e.uri,
-            e.content IS NOT NULL AS stored_inline, e.description, e.captured_by_type,
-            e.captured_by_id, e.captured_by_role, e.captured_at, e.request_id
-        FROM evidence e WHERE e.ticket_id = t.id
-        ORDER BY e.captured_at DESC, e.id DESC LIMIT {int(items)}) e
-"""
-
-
-#: How many items of each kind and tag: what the evidence rules decide on, read from the
-#: evidence_by_ticket_kind index without loading an item.
-_EVIDENCE_TALLY_JSON = """
-    SELECT coalesce(jsonb_agg(jsonb_build_object('kind', g.kind, 'tag', g.tag, 'count', g.n)
-        ORDER BY g.kind, g.tag), '[]'::jsonb)
-    FROM (SELECT e.kind, e.tag, count(*) AS n FROM evidence e WHERE e.ticket_id = t.id
-          GROUP BY e.kind, e.tag) g
-"""
-
-
-def _with_evidence(items: int) -> str:
-    return f"({_newest_evidence_json(items)}) AS evidence, ({_EVIDENCE_TALLY_JSON}) AS evidence_tally"
-
-
 _LAST_EVENT_JSON = """
     SELECT jsonb_build_object('at', e.at, 'type', e.type, 'actor_type', e.actor_type,
         'actor_id', e.actor_id, 'role', e.role, 'tool_name', e.tool_name)
@@ -120,7 +67,7 @@ _LAST_EVENT_JSON = """
 """
 
 _SELECT_TICKET = (
-    f"SELECT t.*, {_with_evidence(TICKET_EVIDENCE_ITEMS)} FROM tickets t WHERE t.id = $1"
+    f"SELECT t.*, {with_evidence(TICKET_EVIDENCE_ITEMS)} FROM tickets t WHERE t.id = $1"
 )
 
 #: The ticket columns `_ticket_values` fills, in its order ($2 onwards in insert and save).
@@ -187,9 +134,7 @@ LOCK = "SELECT t.* FROM tickets t WHERE t.id = $1 FOR UPDATE OF t"
 #: Its evidence, read by a statement of its own once the lock is held: subqueries of the
 #: locking statement would read the snapshot taken before it waited for the lock, missing
 #: items a concurrent attach committed meanwhile (and so letting both pass the limit).
-EVIDENCE = (
-    f"SELECT {_with_evidence(TICKET_EVIDENCE_ITEMS)} FROM (SELECT $1::uuid AS id) t"
-)
+EVIDENCE = f"SELECT {with_evidence(TICKET_EVIDENCE_ITEMS)} FROM (SELECT $1::uuid AS id) t"
 #: $1 ticket id, $2.. the TICKET_COLUMNS, then "state changed" (boolean), then the event.
 SAVE = (
     f"WITH t AS (UPDATE tickets SET ({_TICKET_COLUMN_LIST}) = ({_params(2)}),"
@@ -249,27 +194,8 @@ def _event_values(e: Event) -> tuple[Any, ...]:
     )
 
 
-def _evidence(raw: dict[str, Any]) -> EvidenceRecord:
-    return EvidenceRecord(
-        id=raw["id"],
-        kind=EvidenceKind(raw["kind"]),
-        tag=raw["tag"],
-        content_type=raw["content_type"],
-        size_bytes=raw["size_bytes"],
-        sha256=raw["sha256"],
-        uri=raw["uri"],
-        stored_inline=raw["stored_inline"],
-        description=raw["description"],
-        captured_by_type=raw["captured_by_type"],
-        captured_by_id=raw["captured_by_id"],
-        captured_by_role=raw["captured_by_role"],
-        captured_at=datetime.fromisoformat(raw["captured_at"]),
-        request_id=raw["request_id"],
-    )
-
-
 def _record(row: Mapping[str, Any]) -> TicketRecord:
-    evidence = tuple(_evidence(e) for e in row["evidence"])
+    evidence = tuple(from_json(e) for e in row["evidence"])
     tally = tuple(
         EvidenceSummary(EvidenceKind(g["kind"]), g["tag"], g["count"])
         for g in row["evidence_tally"]
@@ -404,52 +330,6 @@ async def evidence_content(
     return row["content_type"], None if content is None else bytes(content)
 
 
-_EVIDENCE_COLUMNS = (
-    "SELECT e.id::text AS id, e.kind, e.tag, e.content_type, e.size_bytes, e.sha256, e.uri,"
-    " e.content IS NOT NULL AS stored_inline, e.description, e.captured_by_type,"
-    " e.captured_by_id, e.captured_by_role, e.captured_at, e.request_id FROM evidence e"
-)
-
-
-def _evidence_row(row: asyncpg.Record) -> EvidenceRecord:
-    return EvidenceRecord(**{**dict(row), "kind": EvidenceKind(row["kind"])})
-
-
-async def evidence_page(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    ticket_id: uuid.UUID,
-    after: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-) -> list[EvidenceRecord]:
-    """The ticket's evidence oldest first, keyset-paginated on (captured_at, id)."""
-    if after is None:
-        rows = await conn.fetch(
-            f"{_EVIDENCE_COLUMNS} WHERE e.ticket_id = $1"
-            " ORDER BY e.captured_at, e.id LIMIT $2",
-            ticket_id,
-            limit,
-        )
-    else:
-        rows = await conn.fetch(
-            f"{_EVIDENCE_COLUMNS} WHERE e.ticket_id = $1 AND (e.captured_at, e.id) > ($2, $3)"
-            " ORDER BY e.captured_at, e.id LIMIT $4",
-            ticket_id,
-            after[0],
-            after[1],
-            limit,
-        )
-    return [_evidence_row(r) for r in rows]
-
-
-async def evidence_item(
-    conn: asyncpg.Connection | asyncpg.Pool, ticket_id: uuid.UUID, evidence_id: uuid.UUID
-) -> EvidenceRecord | None:
-    row = await conn.fetchrow(
-        f"{_EVIDENCE_COLUMNS} WHERE e.ticket_id = $1 AND e.id = $2", ticket_id, evidence_id
-    )
-    return None if row is None else _evidence_row(row)
-
-
 @dataclass(frozen=True, slots=True)
 class TicketFilter:
     states: Sequence[str] = ()
@@ -487,8 +367,9 @@ async def list_page(
         clauses.append(f"(t.created_at, t.id) > ({arg(after[0])}, {arg(after[1])}::uuid)")
     condition = " AND ".join(clauses) or "true"
     rows = await conn.fetch(
-        f"SELECT t.*, {_with_evidence(QUEUE_EVIDENCE_ITEMS)},"
-        f" ({_LAST_EVENT_JSON}) AS last_event FROM tickets t WHERE {condition} ORDER BY t.created_at, t.id LIMIT {arg(limit)}",
+        f"SELECT t.*, {with_evidence(QUEUE_EVIDENCE_ITEMS)},"
+        f" ({_LAST_EVENT_JSON}) AS last_event FROM tickets t WHERE {condition}"
+        f" ORDER BY t.created_at, t.id LIMIT {arg(limit)}",
         *args,
     )
     return [_record(r) for r in rows]
@@ -499,7 +380,7 @@ async def get_many(
 ) -> list[TicketRecord]:
     """The tickets of `ids`, in that order, with their last event."""
     rows = await conn.fetch(
-        f"SELECT t.*, {_with_evidence(QUEUE_EVIDENCE_ITEMS)},"
+        f"SELECT t.*, {with_evidence(QUEUE_EVIDENCE_ITEMS)},"
         f" ({_LAST_EVENT_JSON}) AS last_event FROM tickets t WHERE t.id = ANY($1::uuid[])",
         ids,
     )

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from dispatch_api.settings import ApiSettings, SettingsError, load_api_settings
-from dispatch_api.store import connect
 from tests.support.api import WINDOW, Api, Reply
 
 LIMIT = 3
