@@ -71,6 +71,8 @@ class ApiSettings:
     max_json_bytes: int = 64 * 1024
     evidence_max_bytes: int = 5 * 1024 * 1024
     evidence_content_types: tuple[str, ...] = DEFAULT_EVIDENCE_TYPES
+    #: Evidence items one ticket may hold; an attach beyond answers 409 evidence_limit_reached.
+    max_evidence_per_ticket: int = 200
     idempotency_retention_hours: int = 24
     idempotency_purge_interval_s: float = 600.0
     templates_file: Path | None = None
@@ -97,6 +99,7 @@ class ApiSettings:
         _check(self.db_lock_timeout_ms > 0, "db_lock_timeout_ms", "must be positive")
         _check(self.max_json_bytes >= 1024, "max_json_bytes", "must be at least 1024")
         _check(self.evidence_max_bytes >= 1, "evidence_max_bytes", "must be positive")
+        _check(self.max_evidence_per_ticket >= 1, "max_evidence_per_ticket", "must be positive")
         _check(
             self.idempotency_retention_hours >= 24,
             "idempotency_retention_hours",

@@ -147,6 +147,16 @@ def _from_problem(exc: ProblemResponse, tool: str) -> ToolError:
             retry_after_ms=retry_ms or 1000,
             details=details,
         )
+    if code == "evidence_limit_reached":
+        # A rule of the ticket, not of its state; invalid_transition is the closed code
+        # that says "this ticket refuses that action now, do not retry".
+        return ToolError(
+            "invalid_transition",
+            f"The ticket already holds {p.get('count')} evidence items, the most one ticket"
+            f" may hold ({p.get('limit')}); nothing was attached. Do not retry. Check what is"
+            " attached with ticket.get (evidence_summary) before attaching anything else.",
+            details=details,
+        )
     if status == 409:
         allowed = ", ".join(p.get("allowed_actions", [])) or "none"
         return ToolError(

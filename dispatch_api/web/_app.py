@@ -235,7 +235,9 @@ def _database(dsn: str):  # type: ignore[no-untyped-def]
         app[POOL] = pool
         known = await templates.load(pool)
         app[TEMPLATES] = known
-        app[SERVICE] = TicketService(pool, known, app[CLOCK], app[METRICS], s.targets)
+        app[SERVICE] = TicketService(
+            pool, known, app[CLOCK], app[METRICS], s.targets, s.max_evidence_per_ticket
+        )
         try:
             yield
         finally:

@@ -356,3 +356,21 @@ def test_the_codes_are_exactly_those_of_the_design() -> None:
 def test_a_tool_error_with_an_unknown_code_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown tool error code 'teapot'"):
         ToolError("teapot", "I am a teapot")
+
+
+def test_the_evidence_limit_is_a_final_refusal_naming_the_limit() -> None:
+    error = _translate(
+        409,
+        "evidence_limit_reached",
+        "the ticket already holds 200 evidence items, the most one ticket may hold (200)",
+        limit=200,
+        count=200,
+        allowed_actions=["attach_evidence", "complete"],
+    )
+
+    assert error.code == "invalid_transition"
+    assert error.retryable is False
+    assert "200 evidence items" in error.message
+    assert "Do not retry" in error.message
+    assert error.details["upstream_code"] == "evidence_limit_reached"
+    assert (error.details["limit"], error.details["count"]) == (200, 200)
