@@ -143,7 +143,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def api_settings() -> ApiSettings:
-    return ApiSettings(db_pool_min=1, db_pool_max=8, db_lock_timeout_ms=1000)
+    # Gauges read at each scrape: tests compare them with the database right away.
+    return ApiSettings(db_pool_min=1, db_pool_max=8, db_lock_timeout_ms=1000, metrics_refresh_s=0)
 
 
 @pytest.fixture
