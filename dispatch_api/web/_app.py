@@ -33,7 +33,6 @@ from ..store import _sla as sla_store
 from ..store import connection, create_pool, idempotency, templates
 from . import _evidence, _tickets
 from ._context import authenticate, caller_for, request_id_for
-from ._principal_cache import PrincipalCache
 from ._keys import (
     CALLER,
     CLOCK,
@@ -49,6 +48,7 @@ from ._keys import (
     TEMPLATES,
     VALIDATORS,
 )
+from ._principal_cache import PrincipalCache
 from ._problems import problem_middleware, problem_response
 from ._tickets import json_response
 from ._validation import BodyValidators
