@@ -57,6 +57,8 @@ class Api:
     clock: FakeClock
     tokens: dict[str, str] = field(default_factory=dict)
     app: web.Application | None = None
+    #: Where it listens, for a client session of the test's own.
+    url: str = ""
 
     @property
     def app_service(self) -> TicketService:
@@ -175,6 +177,6 @@ async def api(
     await server.start_server()
     try:
         async with aiohttp.ClientSession(base_url=str(server.make_url(""))) as session:
-            yield Api(session, database_url, clock, tokens, app)
+            yield Api(session, database_url, clock, tokens, app, str(server.make_url("")))
     finally:
         await server.close()
