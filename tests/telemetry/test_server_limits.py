@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from dispatch_api.domain import Role
 from dispatch_api.store import connect
+from telemetry import quiet_accept_errors
 from tests.support.processes import ApiProcess, BridgeProcess, new_token
 
 SHORT = {
@@ -263,3 +267,27 @@ async def test_a_connection_cap_below_one_stops_the_service_naming_its_variable(
         await api.start(timeout_s=BOUND_S)
 
     assert "DISPATCH_MAX_CONNECTIONS: must be at least 1" in api.log_tail()
+
+
+async def test_accept_failures_for_want_of_descriptors_are_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    passed_on: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: passed_on.append(context))
+    try:
+        quiet_accept_errors(loop, interval_s=3600)
+        emfile = OSError(errno.EMFILE, "Too many open files")
+        with caplog.at_level(logging.INFO, logger="telemetry.server"):
+            for _ in range(1000):  # what CPython 3.11 reports per pending connection
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource", "exception": emfile}
+                )
+            loop.call_exception_handler({"message": "something else", "exception": ValueError()})
+    finally:
+        loop.set_exception_handler(previous)
+
+    assert len(caplog.records) == 1
+    assert caplog.records[0].exc_info is None  # one line, no traceback
+    assert [c["message"] for c in passed_on] == ["something else"]
