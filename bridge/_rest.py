@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from schemas import MAX_JSON_DEPTH, too_deep
-from telemetry import UnsafeId, current_ids, incoming_id, log_context, new_id
+from telemetry import UnsafeId, body_deadline, current_ids, incoming_id, log_context, new_id
 from tools import FORMATS, HTTP_STATUS, ToolError
 
 from ._agents import Agent
@@ -158,11 +158,12 @@ async def read_body(request: web.Request, too_large: Exception) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     chunks, total = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        total += len(chunk)
-        if total > limit:
-            raise too_large
-        chunks.append(chunk)
+    async with body_deadline(request):  # a trickled body answers 408, never holds on
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            total += len(chunk)
+            if total > limit:
+                raise too_large
+            chunks.append(chunk)
     return b"".join(chunks)
 
 

@@ -57,6 +57,8 @@ class Api:
     clock: FakeClock
     tokens: dict[str, str] = field(default_factory=dict)
     app: web.Application | None = None
+    #: Where it listens, for a client session of the test's own.
+    url: str = ""
 
     @property
     def app_service(self) -> TicketService:
@@ -170,7 +172,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def api_settings() -> ApiSettings:
-    return ApiSettings(db_pool_min=1, db_pool_max=8, db_lock_timeout_ms=1000)
+    # Gauges read at each scrape: tests compare them with the database right away.
+    return ApiSettings(db_pool_min=1, db_pool_max=8, db_lock_timeout_ms=1000, metrics_refresh_s=0)
 
 
 @pytest.fixture
@@ -201,6 +204,6 @@ async def api(
     await server.start_server()
     try:
         async with aiohttp.ClientSession(base_url=str(server.make_url(""))) as session:
-            yield Api(session, database_url, clock, tokens, app)
+            yield Api(session, database_url, clock, tokens, app, str(server.make_url("")))
     finally:
         await server.close()
