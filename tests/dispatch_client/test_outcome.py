@@ -142,9 +142,7 @@ async def test_a_replayed_refusal_after_a_timed_out_try_is_the_stored_outcome_no
     """The key's stored answer is a rejection: under this request_id nothing was applied,
     whatever the timed-out try did."""
     harness.mock.post(SCHEDULE, exception=TimeoutError())
-    harness.mock.post(
-        SCHEDULE, status=422, payload={"code": "evidence_missing"}, headers=REPLAYED
-    )
+    harness.mock.post(SCHEDULE, status=422, payload={"code": "evidence_missing"}, headers=REPLAYED)
 
     error = await _failure(harness, policy=RetryPolicy(max_attempts=2))
 
