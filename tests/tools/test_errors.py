@@ -304,18 +304,20 @@ def test_an_open_circuit_after_a_try_that_may_have_applied_says_the_outcome_is_u
 
 
 def test_every_translated_error_carries_its_outcome_in_details() -> None:
-    for exc in (
+    nothing: tuple[DispatchError, ...] = (
         TransportFailure("refused", sent=False),
         ProblemResponse(422, _problem(422, "validation_failed", "bad")),
         ProblemResponse(404, _problem(404, "ticket_not_found", "no ticket")),
         CircuitOpen(1.0),
-    ):
+    )
+    for exc in nothing:
         assert from_dispatch_error(exc, "ticket.hold").to_json()["details"]["outcome"] == "none"
-    for exc in (
+    maybe: tuple[DispatchError, ...] = (
         TransportFailure("reset after sending"),
         ProblemResponse(503, _problem(503, "database_unavailable", "gone")),
         InvalidResponse("a 200 answer whose body is not JSON"),
-    ):
+    )
+    for exc in maybe:
         error = from_dispatch_error(_after_sending(exc), "ticket.hold")
         assert error.to_json()["details"]["outcome"] == "unknown"
 
