@@ -160,8 +160,8 @@ class DispatchClient:
         """One logical call, retried under the tool's policy; returns the decoded 2xx body.
 
         Raises a `DispatchError`: the last try's error, `DeadlineExceeded` when the deadline
-        cut a try short, or `CircuitOpen` without trying; its `maybe_applied` and `replayed`
-        come from `ctx.record`, which every try updates.
+        cut a try short, or `CircuitOpen` without trying; its `maybe_applied` is the whole
+        history's (`ctx.record`, which every try updates), its `replayed` the answer's.
         """
         policy = self.retry.for_tool(ctx.tool_name)
         deadline = self._clock() + policy.deadline_s
