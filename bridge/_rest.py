@@ -119,7 +119,7 @@ async def invoke(request: web.Request) -> web.Response:
         return _envelope(outcome, error.details.get("http_status", outcome.http_status))
     arguments = body.get("arguments", {})
     outcome = await request.app[PIPELINE].invoke(
-        agent, name, arguments, body.get("tool_call_id"), cid
+        agent, name, arguments, body.get("tool_call_id"), cid, request.content.total_bytes
     )
     log_context(request).update(
         actor_type="agent",
