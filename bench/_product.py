@@ -113,6 +113,9 @@ class Product:
                 try:
                     async with http.get(self.urls["bridge"] + "/readyz") as r:
                         ready = r.status == 200
+                    # The bridge is ready without dispatch-api (its /readyz is about itself).
+                    async with http.get(self.urls["api"] + "/readyz") as r:
+                        ready = ready and r.status == 200
                     async with http.post(self.urls["proxy"] + "/") as r:
                         ready = ready and r.status == 404  # listening
                     if ready:

@@ -156,6 +156,12 @@ class Pipeline:
         self._metrics.latency_ms.labels(label).observe((time.perf_counter() - started) * 1000)
         return outcome
 
+    def key_refusal(self, agent: Agent, body_bytes: int) -> ToolError | None:
+        """Whether `agent`'s key is over its own limits for a body of `body_bytes`, asked by
+        a transport before it reads a body of declared size: a key at its limit is refused
+        without the bridge reading (and parsing) yet another large body for nothing."""
+        return None if self._per_key is None else self._per_key.refusal(agent.id, body_bytes)
+
     def _refusal(self, agent: Agent, body_bytes: int) -> ToolError | None:
         # The key's own limits first: a key over them is told so (its doing, not the
         # bridge's), and its excess never counts against the budget the others share.

@@ -82,9 +82,7 @@ class BreakerConfig:
         _require(self.open_s > 0, "retry.breaker.open_s", "must be positive")
         _require(self.window_s > 0, "retry.breaker.window_s", "must be positive")
         _require(self.min_callers >= 1, "retry.breaker.min_callers", "must be at least 1")
-        _require(
-            self.heavy_body_bytes >= 1, "retry.breaker.heavy_body_bytes", "must be at least 1"
-        )
+        _require(self.heavy_body_bytes >= 1, "retry.breaker.heavy_body_bytes", "must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from dispatch_client import BreakerConfig, RetryConfig
 
 from .conftest import Bridge
 from .test_faults import events_of, new_ticket, retry
+from .test_mcp_protocol import post, request, rpc_result, tool_error
 from .test_metrics import breaker, scrape
 
 #: Decoded size of one heavy upload; its invocation body is about 4/3 of it, ~820 kB (under
@@ -88,6 +89,11 @@ async def test_a_key_over_its_byte_limit_is_refused_at_once_and_nothing_is_writt
     async with asyncio.timeout(WAIT_S):  # the excess is answered while the two are held
         while sum(t.done() for t in burst) < 28:  # noqa: ASYNC110 (tasks, polled)
             await asyncio.sleep(0.01)
+    over_mcp = await post(
+        bridge,
+        request("tools/call", {"name": "evidence.attach", "arguments": _heavy(tid)}),
+        as_=NOISY,
+    )
     other = await bridge.invoke("evidence.attach", _note(tid, "quiet"), as_=QUIET)
     written_while_held = await _evidence_count(bridge, tid)
     bridge.proxy.release_large()
@@ -104,6 +110,8 @@ async def test_a_key_over_its_byte_limit_is_refused_at_once_and_nothing_is_writt
         assert error["details"]["max_in_flight_bytes"] == 2 * 1024 * 1024
         assert 100 <= error["retry_after_ms"] <= 500
         assert reply.body["request_id"] is None  # never sent downstream
+    mcp_error = tool_error(rpc_result(over_mcp))["error"]
+    assert (mcp_error["code"], mcp_error["details"]["reason"]) == ("rate_limited", "agent_bytes")
     assert other.status == 200, other.body  # another key is not limited by this one
     assert written_while_held == 3  # the two held uploads and the other key's note
     assert await _evidence_count(bridge, tid) == 3
