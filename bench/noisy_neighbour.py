@@ -41,11 +41,14 @@ import orjson
 
 from bench._context import Bench
 from bench._load import Call, OpenLoopResult, open_loop
-from bench._product import Product
+from bench._product import Product, cpu_seconds
 from bench._report import Figure, figure
 
-QUIET_KEYS = 4
-RATE_PER_S = 100.0
+#: Normal agents call a few times a second each (a model thinks between calls): 8 keys at
+#: 5 calls/s. Each key's open loop keeps calling whatever the latency, so beyond
+#: 16 calls in flight (3.2 s of latency) its own per-key limit would refuse it.
+QUIET_KEYS = 8
+RATE_PER_S = 40.0
 NOISY_WORKERS = 24
 MAX_EVIDENCE = 5 * 1024 * 1024  # dispatch-api's default DISPATCH_EVIDENCE_MAX_BYTES
 READYZ_EVERY_S = 0.25
@@ -209,9 +212,10 @@ async def run(bench: Bench) -> list[Figure]:
     sizes = bench.sizes
     seconds = 1.0 if sizes.quick else max(sizes.seconds, 10.0)
     rate = 20.0 if sizes.quick else RATE_PER_S
-    success, ratio, quiet_p99, noisy_p99, uploads, refused, unready = (
-        list[float]() for _ in range(7)
+    success, ratio, quiet_p99, noisy_p99, uploads, refused, unready, quiet_ok = (
+        list[float]() for _ in range(8)
     )
+    cpu: dict[str, list[float]] = {"bridge": [], "api": [], "postgres": []}
     async with AsyncExitStack() as stack:
         connector = aiohttp.TCPConnector(limit=0)
         http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
@@ -224,7 +228,12 @@ async def run(bench: Bench) -> list[Figure]:
         await open_loop(work, rate, 1.0)  # warm-up
         for _ in range(sizes.reps):
             quiet = await open_loop(work, rate, seconds)
+            quiet_ok.append(100.0 * quiet.statuses.get(200, 0) / sum(quiet.statuses.values()))
+            before = {n: cpu_seconds(setup.product.process(n), tree=n == "postgres") for n in cpu}
             noisy, seen, polls, ran_s = await _noisy_run(setup, work, rate, seconds)
+            for n, series in cpu.items():
+                used = cpu_seconds(setup.product.process(n), tree=n == "postgres") - before[n]
+                series.append(used / ran_s)
             good = sum(n for status, n in noisy.statuses.items() if 200 <= status < 300)
             success.append(100.0 * good / sum(noisy.statuses.values()))
             quiet_p99.append(quiet.p99_ms)
@@ -238,11 +247,13 @@ async def run(bench: Bench) -> list[Figure]:
     return [
         figure("Noisy", "others' success with a noisy neighbour (%)", success, ">= 99.9", note),
         figure("Noisy", "others' p99, noisy / quiet run", ratio, "<= 2", note),
+        figure("Noisy", "others' success, quiet run (%)", quiet_ok, ""),
         figure("Noisy", "others' p99, quiet run (ms)", quiet_p99, ""),
         figure("Noisy", "others' p99, noisy run (ms)", noisy_p99, ""),
         figure("Noisy", "/readyz polls not 200 or breaker not closed", unready, "<= 0"),
         figure("Noisy", "noisy key: 5 MiB uploads stored per s", uploads, ""),
         figure("Noisy", "noisy key: share of its calls refused (rate_limited)", refused, ""),
+        *(figure("Noisy", f"noisy run: {n} CPU (cores)", v, "") for n, v in cpu.items()),
     ]
 
 
