@@ -43,6 +43,7 @@ from bench._context import Bench
 from bench._load import Call, OpenLoopResult, open_loop
 from bench._product import Product, cpu_seconds
 from bench._report import Figure, figure
+from bridge.settings import BridgeSettings
 
 #: Normal agents call a few times a second each (a model thinks between calls): 8 keys at
 #: 5 calls/s. Each key's open loop keeps calling whatever the latency, so beyond
@@ -80,11 +81,14 @@ class _Setup:
 
     @property
     def env(self) -> dict[str, str]:
+        defaults = BridgeSettings()  # the per-key limits as shipped (Product lifts them)
         return {
+            "DISPATCH_AGENT_MAX_IN_FLIGHT": str(defaults.agent_max_in_flight),
+            "DISPATCH_AGENT_MAX_IN_FLIGHT_BYTES": str(defaults.agent_max_in_flight_bytes),
             "DISPATCH_AGENT_KEYS": ",".join(
                 f"{name}:supervisor:{sha256(key.encode()).hexdigest()}"
                 for name, key in self.keys.items()
-            )
+            ),
         }
 
     def url(self, tool: str) -> str:
