@@ -258,7 +258,12 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
         attributes={"mcp.method.name": "tools/call", "gen_ai.tool.name": name},
     ):
         outcome = await pipeline.invoke(
-            agent, name, params.get("arguments", {}), meta.get(META_TOOL_CALL_ID), cid
+            agent,
+            name,
+            params.get("arguments", {}),
+            meta.get(META_TOOL_CALL_ID),
+            cid,
+            request.content.total_bytes,  # the body that carried the call, for the key's cap
         )
     arguments = params.get("arguments")
     log_context(request).update(

@@ -110,6 +110,8 @@ async def invoke(request: web.Request) -> web.Response:
     try:
         agent = authenticate(request)
         limited = rate_limit(request, agent)
+        if limited is None:  # the key's own in-flight limits, before its body is read
+            limited = request.app[PIPELINE].key_refusal(agent, request.content_length or 0)
         if limited is not None:
             raise limited
         body = await _read_invocation(request)
@@ -119,7 +121,7 @@ async def invoke(request: web.Request) -> web.Response:
         return _envelope(outcome, error.details.get("http_status", outcome.http_status))
     arguments = body.get("arguments", {})
     outcome = await request.app[PIPELINE].invoke(
-        agent, name, arguments, body.get("tool_call_id"), cid
+        agent, name, arguments, body.get("tool_call_id"), cid, request.content.total_bytes
     )
     log_context(request).update(
         actor_type="agent",

@@ -166,6 +166,8 @@ class DispatchClient:
         policy = self.retry.for_tool(ctx.tool_name)
         deadline = self._clock() + policy.deadline_s
         body = None if json is None else orjson.dumps(json)
+        # A timeout of a try that sent this much may be the body's own cost (see _breaker.py).
+        heavy = body is not None and len(body) > self.retry.breaker.heavy_body_bytes
         self.budget.record_call()
         previous: list[DispatchError] = []
         record = ctx.record
@@ -193,7 +195,7 @@ class DispatchClient:
             except AttemptTimedOut as exc:
                 outcome = type(exc).__name__
                 previous.append(exc)
-                self.breaker.record_failure()
+                self.breaker.record_failure(ctx.actor_id, heavy_timeout=heavy)
                 if clipped:
                     raise DeadlineExceeded("the call's deadline passed during a try") from exc
                 raise
@@ -208,9 +210,9 @@ class DispatchClient:
                 else:
                     record.maybe_applied = earlier or (mutation and _may_have_applied(exc))
                 if _counts_against_breaker(exc):
-                    self.breaker.record_failure()
+                    self.breaker.record_failure(ctx.actor_id)
                 else:
-                    self.breaker.record_success()
+                    self.breaker.record_success(ctx.actor_id)
                 raise
             except BaseException as exc:
                 outcome = (
@@ -222,7 +224,7 @@ class DispatchClient:
             finally:
                 if self._observer is not None:
                     self._observer(ctx, number, outcome, self._clock() - started)
-            self.breaker.record_success()
+            self.breaker.record_success(ctx.actor_id)
             return result
 
         try:

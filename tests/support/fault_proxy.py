@@ -10,6 +10,9 @@ dispatch-api and the embedded PostgreSQL) and can, on demand:
 - `delay_s = s`: hold every answer back s seconds (slow upstream);
 - `blackhole = True`: swallow requests and never answer (connections hang);
 - `hold()` / `release()`: keep answers back until released; `holding` is set once one is;
+- `hold_large(n)` / `release_large()`: the same, only for answers to requests whose
+  Content-Length is at least n bytes (one caller's heavy uploads slow, the rest not);
+  `large_held` counts the answers held now;
 - `cut()`: abort every open connection at once, as a crashed peer would;
 - `refuse()` / `listen_again()`: stop listening (new connections are refused: provably
   nothing reaches the upstream) and cut open connections; then listen on the same port;
@@ -52,6 +55,10 @@ class FaultProxy:
         self.released = asyncio.Event()
         self.released.set()
         self.holding = asyncio.Event()
+        self.large_bytes = 0
+        self.large_released = asyncio.Event()
+        self.large_released.set()
+        self.large_held = 0
 
     @property
     def port(self) -> int:
@@ -100,6 +107,15 @@ class FaultProxy:
     def release(self) -> None:
         self.released.set()
 
+    def hold_large(self, min_bytes: int) -> None:
+        """Keep back answers to requests of at least `min_bytes` until `release_large()`."""
+        self.large_bytes = min_bytes
+        self.large_released.clear()
+
+    def release_large(self) -> None:
+        self.large_bytes = 0
+        self.large_released.set()
+
     def random_faults(self, rate: float, rng: random.Random | None = None) -> None:
         """From now on, each request gets a random fault with probability `rate`."""
         self._fault_rate = rate
@@ -123,9 +139,11 @@ class FaultProxy:
             self._tasks.discard(task)
             return
         self._writers.add(up_writer)
+        large = [False]  # whether the request now answered on this connection is large
         try:
             await asyncio.gather(
-                self._requests(reader, up_writer, writer), self._responses(up_reader, writer)
+                self._requests(reader, up_writer, writer, large),
+                self._responses(up_reader, writer, large),
             )
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -147,7 +165,11 @@ class FaultProxy:
             self._pending_delays += 1
 
     async def _requests(
-        self, reader: asyncio.StreamReader, up: asyncio.StreamWriter, client: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        up: asyncio.StreamWriter,
+        client: asyncio.StreamWriter,
+        large: list[bool],
     ) -> None:
         while data := await reader.read(65536):
             if self.blackhole:
@@ -162,12 +184,22 @@ class FaultProxy:
                     up.transport.abort()
                     return
                 self.requests += 1
+                large[0] = 0 < self.large_bytes <= _content_length(data)
             up.write(data)
             await up.drain()
         up.close()
 
-    async def _responses(self, up: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _responses(
+        self, up: asyncio.StreamReader, writer: asyncio.StreamWriter, large: list[bool]
+    ) -> None:
         while data := await up.read(65536):
+            if large[0]:
+                large[0] = False
+                self.large_held += 1
+                try:
+                    await self.large_released.wait()
+                finally:
+                    self.large_held -= 1
             if not self.released.is_set():
                 self.holding.set()
                 await self.released.wait()
@@ -186,3 +218,12 @@ class FaultProxy:
             writer.write(data)
             await writer.drain()
         writer.close()
+
+
+def _content_length(head: bytes) -> int:
+    """The Content-Length of the request whose head starts `head` (0 when absent)."""
+    for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return 0
