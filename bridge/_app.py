@@ -30,6 +30,7 @@ from tools import ToolError, catalog
 
 from . import _mcp, _rest
 from ._agents import AgentDirectory, RateLimiter
+from ._body import ClientGone
 from ._inflight import InFlightRegistry
 from ._keys import (
     AGENT,
@@ -68,6 +69,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except ToolError as error:
         log_context(request)["error_code"] = error.code
         response = _rest.problem(error)
+    except ClientGone:
+        # Nobody reads this: 499 (as the request middleware counts a cancelled handler) so
+        # the request is logged as the client's doing, not as a server error.
+        response = web.Response(status=499)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sized
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -92,7 +93,57 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-#: Draft 2020-12 with patterns anchored the way JSON Schema (ECMA-262) means them.
-Validator: Any = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})
+def _size_error(limit_keyword: str, unit: str) -> Any:
+    """`maxItems` / `maxProperties` / `maxLength` whose message gives the sizes: jsonschema's
+    quotes the whole value, so a 200,000-item array cost its repr (megabytes) per answer."""
+
+    def check(validator: Any, limit: int, instance: Any, schema: Any) -> Any:
+        kind = {"maxItems": "array", "maxProperties": "object", "maxLength": "string"}
+        if validator.is_type(instance, kind[limit_keyword]) and len(instance) > limit:
+            yield ValidationError(f"has {len(instance)} {unit}, more than the {limit} allowed")
+
+    return check
+
+
+def _unless_oversized(keyword: str, limit_keyword: str, kind: type[Sized]) -> Any:
+    """`keyword` (which walks every member) skipped when the container is over its own size
+    limit: that keyword reports it already, and checking 200,000 members one by one let one
+    body hold the event loop for seconds (and answer with 200,000 errors)."""
+    original = Draft202012Validator.VALIDATORS[keyword]
+
+    def check(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        if isinstance(instance, kind) and len(instance) > schema.get(limit_keyword, len(instance)):
+            return
+        yield from original(validator, value, instance, schema)
+
+    return check
+
+
+#: Draft 2020-12 with patterns anchored the way JSON Schema (ECMA-262) means them, and sized
+#: containers refused by their size before their members are looked at.
+Validator: Any = validators.extend(
+    Draft202012Validator,
+    {
+        "pattern": _ecma_pattern,
+        "maxItems": _size_error("maxItems", "items"),
+        "maxProperties": _size_error("maxProperties", "members"),
+        "maxLength": _size_error("maxLength", "characters"),
+        **{
+            keyword: _unless_oversized(keyword, "maxItems", list)
+            for keyword in ("items", "prefixItems", "contains", "uniqueItems")
+        },
+        **{
+            keyword: _unless_oversized(keyword, "maxProperties", dict)
+            for keyword in (
+                "properties",
+                "additionalProperties",
+                "patternProperties",
+                "propertyNames",
+                "dependentSchemas",
+            )
+        },
+        "format": _unless_oversized("format", "maxLength", str),
+    },
+)
 
 __all__ = ["MAX_JSON_DEPTH", "Validator", "openapi_document", "too_deep"]

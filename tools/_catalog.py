@@ -161,6 +161,7 @@ def catalog() -> tuple[Tool, ...]:
             " incident template's required kinds and tags.",
             EVERYONE,
             _action("evidence"),
+            carries_content=True,
         ),
         Tool(
             "tech.complete",
