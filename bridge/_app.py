@@ -166,7 +166,9 @@ def create_bridge_app(
         # it running by default), so a call parked in backoff sends no further try to
         # dispatch-api. Safe for mutations: re-sent with its tool_call_id, the call is
         # replayed if the abandoned one was applied, else applied once.
-        handler_args={"handler_cancellation": True},
+        # Bodies are taken in identity coding only (_body.py answers 415 to any other):
+        # aiohttp's decoder would spend CPU on a body we refuse, and log its errors itself.
+        handler_args={"handler_cancellation": True, "auto_decompress": False},
     )
     app[METRICS] = BridgeMetrics(new_registry())
     app[LOG] = log

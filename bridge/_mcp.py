@@ -119,6 +119,8 @@ async def _read(request: web.Request) -> bytes:
         raw = await read_body(request, request.app[SETTINGS].max_body_bytes)
     except UnreadableBody as exc:
         raise _unreadable(exc) from None
+    if not raw.strip():
+        raise rpc.RpcError(rpc.PARSE_ERROR, "Parse error: the body is empty", http_status=400)
     if request.content_type != "application/json":
         raise rpc.RpcError(
             rpc.INVALID_REQUEST,
