@@ -157,5 +157,8 @@ def _received(value: Any) -> str:
 
 def _bounded(message: str) -> str:
     """jsonschema's message quotes the whole value: a 2 MB string would come back 2 MB long,
-    into the model's context. `received` already shows the start of it."""
-    return message if len(message) <= _MESSAGE_MAX else message[: _MESSAGE_MAX - 1] + "…"
+    into the model's context. `received` already shows the start of it. The end is kept
+    too: two long field names that differ only there stay two entries."""
+    if len(message) <= _MESSAGE_MAX:
+        return message
+    return message[: _MESSAGE_MAX - 41] + "…" + message[-40:]

@@ -75,7 +75,10 @@ def _describe(error: ValidationError) -> list[dict[str, str]]:
 
 
 def _bounded(message: str) -> str:
-    return message if len(message) <= _MESSAGE_MAX else message[: _MESSAGE_MAX - 1] + "…"
+    """Head and tail: two long field names that differ only at the end stay apart."""
+    if len(message) <= _MESSAGE_MAX:
+        return message
+    return message[: _MESSAGE_MAX - 41] + "…" + message[-40:]
 
 
 def invalid_field(path: str, message: str) -> Unprocessable:
