@@ -102,7 +102,6 @@ def parse(raw: bytes) -> Message:
             INVALID_REQUEST,
             f'Invalid Request: "method" must be a string of 1-{MAX_METHOD_CHARS} characters',
             http_status=400,
-            ident=ident if has_id else None,
         )
     params = body.get("params", {})
     if not isinstance(params, dict):

@@ -159,8 +159,10 @@ async def _read_invocation(request: web.Request, name: str) -> dict[str, Any]:
     except UnreadableBody as exc:
         details = {**exc.details, "http_status": exc.status}
         raise ToolError("invalid_arguments", exc.message, details=details) from None
+    if not raw and request.content_type != "application/json":
+        return {}  # no body (and none declared): no arguments
     if not raw.strip():
-        # Not JSON, so not `{}`: a body lost on the way must not run a call without it.
+        # Declared, yet empty: not JSON, so not `{}` (which once created empty tickets).
         raise ToolError(
             "invalid_arguments",
             'the body is empty; send {"arguments": {...}}',

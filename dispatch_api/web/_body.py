@@ -17,28 +17,38 @@ from ._validation import invalid_field
 
 
 async def read_json(request: web.Request, schema: str, limit: int) -> dict[str, Any]:
-    """The body as a JSON object valid against component `schema`. An empty body is not
-    JSON (400): taking it as `{}` once completed a ticket whose body had been lost."""
+    """The body as a JSON object valid against component `schema`. No body (not declared
+    JSON) is `{}`, for routes whose fields are all optional; an empty body declared JSON is
+    not JSON (400): taking it as `{}` once created empty tickets."""
     raw = await _read_bounded(request, limit)
+    media = request.content_type
+    declared_json = media == "application/json" or media.endswith("+json")
+    if not raw and not declared_json:
+        body: Any = {}
+    else:
+        body = _parse(raw, media, declared_json)
+    request.app[VALIDATORS].validate(schema, body)
+    _refuse_nul(body)
+    result: dict[str, Any] = body
+    return result
+
+
+def _parse(raw: bytes, media: str, declared_json: bool) -> Any:
     if not raw.strip():
         raise BadRequest("invalid_json", "the body is empty; send a JSON object")
-    media = request.content_type
-    if media != "application/json" and not media.endswith("+json"):
+    if not declared_json:
         raise UnsupportedMediaType(
             "unsupported_media_type",
             f"send the body as application/json, not {media}",
             extensions={"accepted": ["application/json"]},
         )
     try:
-        body: Any = orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
     if too_deep(body):
         raise BadRequest("invalid_json", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
-    request.app[VALIDATORS].validate(schema, body)
-    _refuse_nul(body)
-    result: dict[str, Any] = body
-    return result
+    return body
 
 
 def _refuse_nul(body: dict[str, Any]) -> None:

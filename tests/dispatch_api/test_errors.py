@@ -386,11 +386,9 @@ async def test_cancel_without_a_reason_is_422_and_records_no_event(api: Api) -> 
     ticket = await api.create_ticket()
     before = await written(api)
 
-    for body in ({}, {"reason": ""}):
+    for body in (None, {}, {"reason": ""}):
         reply = await api.act(ticket["id"], "cancel", body)
         assert_problem(reply, 422, "validation_failed")
-    # No body at all is not JSON, let alone a reason.
-    assert_problem(await api.act(ticket["id"], "cancel", None), 400, "invalid_json")
 
     assert await written(api) == before
     assert [e["type"] for e in await api.timeline(ticket["id"])] == ["created"]

@@ -146,15 +146,19 @@ def _small(check: Any) -> Any:
     return checked
 
 
+def _envelope_of(reply: Reply) -> dict[str, Any]:
+    """The REST envelope, or the one inside an MCP tool result."""
+    if "result" in reply.body:
+        envelope: dict[str, Any] = orjson.loads(reply.body["result"]["content"][0]["text"])
+        return envelope
+    return dict(reply.body)
+
+
 def _errors_of(reply: Reply) -> list[dict[str, Any]]:
-    if "errors" in (reply.body or {}):
+    if "errors" in reply.body:
         errors: list[dict[str, Any]] = reply.body["errors"]  # problem+json
         return errors
-    if "result" in (reply.body or {}):
-        reply_body = orjson.loads(reply.body["result"]["content"][0]["text"])
-    else:
-        reply_body = reply.body
-    errors = reply_body["error"]["details"]["errors"]
+    errors = _envelope_of(reply)["error"]["details"]["errors"]
     return errors
 
 
@@ -248,8 +252,8 @@ async def test_the_evidence_tool_keeps_the_large_limit_and_still_answers_small(
 ) -> None:
     t = Targets(bridge)
     attach = {"ticket_id": str(uuid.uuid4()), "kind": "note", "content_type": "text/plain"}
-    # Seven more fields: within maxProperties, so each is listed, its 5000-character name cut.
-    long_names = {**attach, **{f"{'n' * 5000}{i}": 1 for i in range(7)}}
+    # Twenty more fields, within maxProperties: ten are listed, their long names cut.
+    long_names = {**attach, **{f"{'n' * 5000}{i}": 1 for i in range(20)}}
     probes = [
         Probe(
             "REST evidence.attach, 100,000 unknown fields",
@@ -264,12 +268,12 @@ async def test_the_evidence_tool_keeps_the_large_limit_and_still_answers_small(
         Probe(
             "REST evidence.attach, long unknown names",
             t.invoke("evidence.attach", rest_call(long_names)),
-            _small(_listed(7, envelope(422, "invalid_arguments"))),
+            _small(_listed(10, envelope(422, "invalid_arguments"))),
         ),
         Probe(
             "MCP evidence.attach, long unknown names",
             t.mcp(rpc_call("evidence.attach", long_names)),
-            _small(_listed(7, tool_error("invalid_arguments"))),
+            _small(_listed(10, tool_error("invalid_arguments"))),
         ),
     ]
 
@@ -281,6 +285,8 @@ def _listed(count: int, check: Any) -> Any:
         check(reply)
         errors = _errors_of(reply)
         assert len(errors) == count, errors
+        more = reply.body.get("more_errors") or _envelope_of(reply)["error"]["details"]
+        assert more is True or more.get("more_errors") is True, reply.body
         assert all(len(v) <= 200 for e in errors for v in e.values()), errors
 
     return checked
@@ -293,7 +299,7 @@ async def test_dispatch_api_answers_a_huge_body_with_one_small_422(
     ticket = await bridge.api.create_ticket()
     evidence = f"/v1/tickets/{ticket['id']}/evidence"
     upload = {"kind": "note", "content_type": "text/plain"}
-    long_names = {**upload, **{f"{'n' * 5000}{i}": 1 for i in range(7)}}
+    long_names = {**upload, **{f"{'n' * 5000}{i}": 1 for i in range(20)}}
     probes = [
         Probe(
             "api evidence, 100,000 unknown fields",
@@ -308,7 +314,7 @@ async def test_dispatch_api_answers_a_huge_body_with_one_small_422(
         Probe(
             "api evidence, long unknown names",
             t.api_post(evidence, orjson.dumps(long_names)),
-            _small(_listed(7, problem(422, "validation_failed"))),
+            _small(_listed(10, problem(422, "validation_failed"))),
         ),
     ]
 

@@ -189,7 +189,7 @@ def empty_probes(t: Targets) -> list[Probe]:
         for label, body, ctype in (
             ("empty body declared JSON", b"", JSON),
             ("blank body declared JSON", b" \r\n\t", JSON),
-            ("empty body with no content type", b"", None),
+            ("empty body declared JSON with a charset", b"", "application/json; charset=utf-8"),
         ):
             probes.append(
                 Probe(f"{service} {label}", sent(t, service, body, "", ctype), not_json(service))
