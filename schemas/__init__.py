@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -27,8 +27,25 @@ def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> A
     not run over it, so a body of megabytes cannot buy seconds of regex time."""
     if not isinstance(instance, str) or len(instance) > schema.get("maxLength", len(instance)):
         return
+    fast = _EQUIVALENT_CHECKS.get(pattern)
+    if fast is not None:
+        if not fast(instance):
+            yield ValidationError(f"{instance[:80]!r} does not match {pattern!r}")
+        return
     if not _compiled(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: Standard base64 with padding, as the evidence schemas spell it.
+BASE64_PATTERN = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_BASE64_CHARS = re.compile(r"[A-Za-z0-9+/]*={0,2}\Z", re.ASCII)
+
+#: Patterns Python's regex engine walks slowly, and a check that accepts exactly the same
+#: strings (tests/fuzz/test_bounds.py proves it): the base64 pattern's repeated group took
+#: 0.7 s over a 5 MiB upload, on the event loop; this takes 0.04 s.
+_EQUIVALENT_CHECKS: dict[str, Callable[[str], bool]] = {
+    BASE64_PATTERN: lambda s: len(s) % 4 == 0 and _BASE64_CHARS.match(s) is not None,
+}
 
 
 #: ECMA-262 WhiteSpace and LineTerminator: what `\s` means there. Python's `\s` differs
@@ -146,4 +163,4 @@ Validator: Any = validators.extend(
     },
 )
 
-__all__ = ["MAX_JSON_DEPTH", "Validator", "openapi_document", "too_deep"]
+__all__ = ["BASE64_PATTERN", "MAX_JSON_DEPTH", "Validator", "openapi_document", "too_deep"]

@@ -10,6 +10,7 @@ and answered with a 75 MB 422.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from importlib import resources
@@ -17,10 +18,12 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dispatch_api.errors import Unprocessable
 from dispatch_api.web._validation import BodyValidators
-from schemas import openapi_document
+from schemas import BASE64_PATTERN, Validator, openapi_document
 from tests.support.api import Reply
 from tools import ToolError
 from tools._schemas import ArgumentValidator
@@ -351,3 +354,38 @@ def test_dispatch_api_validation_lists_ten_violations_and_says_there_were_more()
     assert len(raised.value.extensions["errors"]) == 10
     assert raised.value.extensions["more_errors"] is True
     assert len(orjson.dumps(raised.value.extensions)) + len(raised.value.detail) < 8 * 1024
+
+
+# --- the base64 pattern, checked without the regex engine's slow walk ---------------------
+
+_SLOW_BASE64 = re.compile(BASE64_PATTERN[:-1] + r"\Z", re.ASCII)
+_B64_ALPHABET = "AZaz09+/=\n -_"
+
+
+@given(st.text(alphabet=_B64_ALPHABET, max_size=40))
+def test_the_fast_base64_check_accepts_exactly_what_the_pattern_does(text: str) -> None:
+    validator = Validator({"type": "string", "pattern": BASE64_PATTERN})
+
+    assert validator.is_valid(text) == bool(_SLOW_BASE64.search(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("", True),
+        ("QQ==", True),
+        ("QUI=", True),
+        ("QUJD", True),
+        ("QUJDRA==", True),
+        ("Q===", False),
+        ("QQ=", False),
+        ("QUJ", False),
+        ("QU=I", False),
+        ("QUJD\n", False),
+        ("QUJD=", False),
+        ("-_-_", False),
+    ],
+)
+def test_the_fast_base64_check_on_the_edges(text: str, valid: bool) -> None:
+    assert Validator({"type": "string", "pattern": BASE64_PATTERN}).is_valid(text) is valid
+    assert bool(_SLOW_BASE64.search(text)) is valid
