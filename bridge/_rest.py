@@ -9,7 +9,7 @@ from aiohttp import web
 
 from schemas import MAX_JSON_DEPTH, too_deep
 from telemetry import UnsafeId, current_ids, incoming_id, log_context, new_id
-from tools import FORMATS, HTTP_STATUS, ToolError
+from tools import FORMATS, HTTP_STATUS, MAX_ERRORS, ToolError
 
 from ._agents import Agent
 from ._body import UnreadableBody, body_limit, read_body
@@ -187,10 +187,15 @@ async def _read_invocation(request: web.Request, name: str) -> dict[str, Any]:
         )
     extra = sorted(set(body) - {"arguments", "tool_call_id"})
     if extra:
+        # The first few, each cut: a body of 5,000 unknown fields gets a small answer.
+        named = [k if len(k) <= 64 else k[:63] + "…" for k in extra[:MAX_ERRORS]]
         raise ToolError(
             "invalid_arguments",
-            f"unknown body fields {extra}; the body holds only arguments and tool_call_id",
-            details={"errors": [{"path": f"/{k}", "expected": "no such field"} for k in extra]},
+            f"unknown body fields {named}; the body holds only arguments and tool_call_id",
+            details={
+                "errors": [{"path": f"/{k}", "expected": "no such field"} for k in named],
+                **({"more_errors": True} if len(extra) > MAX_ERRORS else {}),
+            },
         )
     return body
 

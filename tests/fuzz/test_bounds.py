@@ -45,6 +45,7 @@ from .test_corpus import (
 MAX_ANSWER_BYTES = 16 * 1024
 HUGE_ARRAY = ["NOT_A_STATE"] * 200_000
 MANY_KEYS = {f"k{i}": 1 for i in range(100_000)}
+MANY_KEYS_IN_64K = {f"{'k' * 80}{i}": 1 for i in range(500)}
 
 # --- the schemas ----------------------------------------------------------------------
 
@@ -232,6 +233,11 @@ async def test_a_200000_item_array_within_the_body_limit_gets_one_small_maxitems
             "MCP queue.view, 200,000 states",
             t.mcp(rpc_call("queue.view", state)),
             only_error_at("/state", tool_error("invalid_arguments")),
+        ),
+        Probe(
+            "REST, 500 long unknown body fields beside arguments",
+            t.invoke("ticket.get", orjson.dumps({"arguments": {}, **MANY_KEYS_IN_64K})),
+            _small(_listed(10, envelope(422, "invalid_arguments"))),
         ),
         Probe(
             "REST ticket.get, 100,000 unknown fields",
