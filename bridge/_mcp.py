@@ -196,7 +196,7 @@ def _modern(request: web.Request, message: rpc.Message, meta: Any) -> str:
         raise rpc.RpcError(
             rpc.UNSUPPORTED_PROTOCOL_VERSION,
             "Unsupported protocol version",
-            {"supported": list(SUPPORTED_VERSIONS), "requested": version},
+            {"supported": list(SUPPORTED_VERSIONS), "requested": version[:64]},
             http_status=400,
         )
     return version
