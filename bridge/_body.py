@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web import RequestPayloadError
 
+from telemetry import body_deadline
 from tools import Tool
 
 from .settings import BridgeSettings
@@ -50,7 +51,8 @@ def too_large(limit: int) -> UnreadableBody:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The body, read no further than `limit` bytes (also when chunked). Raises
-    UnreadableBody, or ClientGone when the client hung up mid-body."""
+    UnreadableBody, ClientGone when the client hung up mid-body, or BodyTimeout (408)
+    when the body did not arrive in time."""
     coding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if coding not in ("", "identity"):
         # Identity only (RFC 9110 15.5.16): aiohttp's decoder never checks that a gzip
@@ -64,11 +66,12 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise too_large(limit)
     chunks, total = [], 0
     try:
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            total += len(chunk)
-            if total > limit:
-                raise too_large(limit)
-            chunks.append(chunk)
+        async with body_deadline(request):  # a trickled body answers 408, never holds on
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                total += len(chunk)
+                if total > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
     except (RequestPayloadError, BadHttpMessage):
         raise UnreadableBody(
             400, "the body's framing is broken (chunked encoding or length)"

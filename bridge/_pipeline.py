@@ -11,8 +11,8 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -43,6 +43,9 @@ class Outcome:
     trace_id: str | None
     result: dict[str, Any] | None = None
     error: ToolError | None = None
+    #: dispatch-api answered from the stored outcome of an earlier request under this call's
+    #: request_id (a re-delivery, or the bridge's own retry after a lost answer).
+    replayed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -58,6 +61,7 @@ class Outcome:
             body["result"] = self.result
         else:
             body["error"] = self.error.to_json()
+        body["replayed"] = self.replayed
         body.update(
             request_id=self.request_id, correlation_id=self.correlation_id, trace_id=self.trace_id
         )
@@ -222,34 +226,50 @@ class Pipeline:
         try:
             async with bound:
                 result = await tool.handler(self._client, ctx, dict(args))
-            return Outcome(tool.name, request_id, correlation_id, trace_id, result=result)
+            replayed = ctx.record.replayed
+            return Outcome(tool.name, request_id, correlation_id, trace_id, result, None, replayed)
         except Exception as exc:  # every failure becomes a tool error the model can read
-            failure = _drained() if bound.expired() else _tool_error(exc, tool, request_id)
+            if bound.expired():
+                failure, replayed = _drained(ctx.record.maybe_applied), False
+            else:
+                failure = _tool_error(exc, tool, request_id, ctx.record.maybe_applied)
+                replayed = isinstance(exc, DispatchError) and exc.replayed
         finally:
             self._bounds.discard(bound)
             self._inflight.finish(token)
-        return Outcome(tool.name, request_id, correlation_id, trace_id, error=failure)
+        return Outcome(tool.name, request_id, correlation_id, trace_id, None, failure, replayed)
 
 
-def _drained() -> ToolError:
+def _drained(maybe_applied: bool) -> ToolError:
+    """The drain cut the call: its outcome is unknown once a try of a mutation went out."""
+    if maybe_applied:
+        effect = (
+            " The change may or may not have been applied: retry the same call with the same"
+            " tool_call_id, it will not be applied twice."
+        )
+    else:
+        effect = " Nothing was changed: retry the call."
     return ToolError(
         "deadline_exceeded",
-        "The bridge is shutting down and this call could not finish in time. The change may"
-        " or may not have been applied: retry the same call with the same tool_call_id, it"
-        " will not be applied twice.",
+        "The bridge is shutting down and this call could not finish in time." + effect,
         retryable=True,
         retry_after_ms=1000,
         details={"reason": "bridge_draining"},
+        outcome="unknown" if maybe_applied else "none",
     )
 
 
-def _tool_error(exc: Exception, tool: Tool, request_id: str) -> ToolError:
+def _tool_error(exc: Exception, tool: Tool, request_id: str, maybe_applied: bool) -> ToolError:
     if isinstance(exc, DispatchError):
         return from_dispatch_error(exc, tool.name)
+    # Not dispatch-api's failure, but a try may still have gone out before it: say so.
+    outcome: Literal["none", "unknown"] = "unknown" if maybe_applied else "none"
     if isinstance(exc, ToolError):
-        return exc
+        return replace(exc, outcome=outcome)
     _log.error("tool %s failed unexpectedly (request_id %s)", tool.name, request_id, exc_info=exc)
-    return ToolError("internal", "The bridge failed unexpectedly; it has been logged.")
+    return ToolError(
+        "internal", "The bridge failed unexpectedly; it has been logged.", outcome=outcome
+    )
 
 
 def _check_call_id(value: Any) -> str | None:

@@ -10,6 +10,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web import RequestPayloadError
 
 from schemas import MAX_JSON_DEPTH, too_deep
+from telemetry import body_deadline
 
 from ..errors import BadRequest, ClientClosedRequest, PayloadTooLarge, UnsupportedMediaType
 from ._keys import VALIDATORS
@@ -83,11 +84,12 @@ async def _read_bounded(request: web.Request, limit: int) -> bytes:
     chunks = []
     total = 0
     try:
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            total += len(chunk)
-            if total > limit:
-                raise too_large
-            chunks.append(chunk)
+        async with body_deadline(request):  # a trickled body answers 408, never holds on
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                total += len(chunk)
+                if total > limit:
+                    raise too_large
+                chunks.append(chunk)
     except (RequestPayloadError, BadHttpMessage):
         raise BadRequest(
             "malformed_body", "the body's framing is broken (chunked encoding or length)"

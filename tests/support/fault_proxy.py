@@ -11,6 +11,8 @@ dispatch-api and the embedded PostgreSQL) and can, on demand:
 - `blackhole = True`: swallow requests and never answer (connections hang);
 - `hold()` / `release()`: keep answers back until released; `holding` is set once one is;
 - `cut()`: abort every open connection at once, as a crashed peer would;
+- `refuse()` / `listen_again()`: stop listening (new connections are refused: provably
+  nothing reaches the upstream) and cut open connections; then listen on the same port;
 - `random_faults(rate, rng)`: each request, with probability `rate`, gets one of the
   faults above (drop, reset or a delay), for history checks and soaks.
 
@@ -44,6 +46,7 @@ class FaultProxy:
         self._fault_rate = 0.0
         self._rng = random.Random(0)
         self._pending_delays = 0
+        self._refusing = 0
         #: How long a randomly delayed answer is held back.
         self.random_delay_s = 0.5
         self.released = asyncio.Event()
@@ -60,8 +63,19 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+
+    def refuse(self) -> None:
+        """Stop listening, so connecting is refused, and cut every open connection."""
+        assert self._server is not None
+        self._refusing = self.port
+        self._server.close()
+        self.cut()
+
+    async def listen_again(self) -> None:
+        """Listen again, on the port `refuse()` closed."""
+        await self.start(self._refusing)
 
     async def close(self) -> None:
         """Stop listening and cut every open connection, as a crashed peer would."""
