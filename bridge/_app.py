@@ -30,6 +30,7 @@ from tools import ToolError, catalog
 
 from . import _mcp, _rest
 from ._agents import AgentDirectory, RateLimiter
+from ._body import ClientGone
 from ._fairness import KeyAdmission
 from ._inflight import InFlightRegistry
 from ._keys import (
@@ -69,6 +70,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except ToolError as error:
         log_context(request)["error_code"] = error.code
         response = _rest.problem(error)
+    except ClientGone:
+        # Nobody reads this: 499 (as the request middleware counts a cancelled handler) so
+        # the request is logged as the client's doing, not as a server error.
+        response = web.Response(status=499)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -167,7 +172,9 @@ def create_bridge_app(
         # it running by default), so a call parked in backoff sends no further try to
         # dispatch-api. Safe for mutations: re-sent with its tool_call_id, the call is
         # replayed if the abandoned one was applied, else applied once.
-        handler_args={"handler_cancellation": True},
+        # Bodies are taken in identity coding only (_body.py answers 415 to any other):
+        # aiohttp's decoder would spend CPU on a body we refuse, and log its errors itself.
+        handler_args={"handler_cancellation": True, "auto_decompress": False},
     )
     app[METRICS] = BridgeMetrics(new_registry())
     app[LOG] = log

@@ -16,6 +16,12 @@ INVALID_PARAMS = -32602
 HEADER_MISMATCH = -32020  # MCP 2026-07-28
 UNSUPPORTED_PROTOCOL_VERSION = -32022  # MCP 2026-07-28
 
+#: Size bounds of a message (as schemas/openapi/bridge.json JsonRpcMessage states them).
+MAX_MEMBERS = 32
+MAX_ID_CHARS = 256
+MAX_METHOD_CHARS = 128
+MAX_META_MEMBERS = 64
+
 
 class RpcError(Exception):
     """A JSON-RPC error answer; `http_status` is what Streamable HTTP asks for. `ident` is
@@ -68,6 +74,10 @@ def parse(raw: bytes) -> Message:
         )
     if not isinstance(body, dict):
         raise RpcError(INVALID_REQUEST, "Invalid Request: expected an object", http_status=400)
+    if len(body) > MAX_MEMBERS:
+        raise RpcError(
+            INVALID_REQUEST, f"Invalid Request: more than {MAX_MEMBERS} members", http_status=400
+        )
     if body.get("jsonrpc") != "2.0":
         raise RpcError(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"', http_status=400)
     has_id = "id" in body
@@ -76,14 +86,22 @@ def parse(raw: bytes) -> Message:
         raise RpcError(
             INVALID_REQUEST, "Invalid Request: id must be a string or an integer", http_status=400
         )
+    if isinstance(ident, str) and len(ident) > MAX_ID_CHARS:
+        raise RpcError(
+            INVALID_REQUEST,
+            f"Invalid Request: id is longer than {MAX_ID_CHARS} characters",
+            http_status=400,
+        )
     if "method" not in body:
         if has_id and ("result" in body or "error" in body):
             return Message(None, {}, ident, False, True)
         raise RpcError(INVALID_REQUEST, 'Invalid Request: "method" is missing', http_status=400)
     method = body["method"]
-    if not isinstance(method, str) or not method:
+    if not isinstance(method, str) or not method or len(method) > MAX_METHOD_CHARS:
         raise RpcError(
-            INVALID_REQUEST, 'Invalid Request: "method" must be a string', http_status=400
+            INVALID_REQUEST,
+            f'Invalid Request: "method" must be a string of 1-{MAX_METHOD_CHARS} characters',
+            http_status=400,
         )
     params = body.get("params", {})
     if not isinstance(params, dict):
@@ -93,10 +111,19 @@ def parse(raw: bytes) -> Message:
             http_status=400,
             ident=ident if has_id else None,
         )
-    if not isinstance(params.get("_meta", {}), dict):
+    meta = params.get("_meta", {})
+    if not isinstance(meta, dict):
         raise RpcError(
             INVALID_PARAMS,
             "Invalid params: params._meta must be an object",
+            http_status=400,
+            ident=ident if has_id else None,
+        )
+    if len(params) > MAX_MEMBERS or len(meta) > MAX_META_MEMBERS:
+        raise RpcError(
+            INVALID_PARAMS,
+            f"Invalid params: params holds at most {MAX_MEMBERS} members,"
+            f" params._meta at most {MAX_META_MEMBERS}",
             http_status=400,
             ident=ident if has_id else None,
         )

@@ -26,9 +26,10 @@ from tools import ToolError, mcp_tool
 
 from . import _jsonrpc as rpc
 from ._agents import Agent
+from ._body import UnreadableBody, body_limit, read_body, too_large
 from ._keys import CORRELATION_ID, PIPELINE, SETTINGS
 from ._pipeline import Outcome
-from ._rest import authenticate, rate_limit, read_body
+from ._rest import authenticate, rate_limit
 
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
 MODERN_VERSIONS = ("2026-07-28",)
@@ -71,7 +72,9 @@ async def handle(request: web.Request) -> web.Response:
         body = rpc.error(None, rpc.RpcError(-32001, error.message))
         return _json(body, 401, {"WWW-Authenticate": 'Bearer realm="dispatch-bridge"'})
     try:
-        message = rpc.parse(await _read(request))
+        raw = await _read(request)
+        message = rpc.parse(raw)
+        _check_size(request, message, len(raw))
     except rpc.RpcError as exc:
         return _json(rpc.error(exc.ident, exc), exc.http_status)
     if message.is_notification or message.is_response:
@@ -110,12 +113,16 @@ def _check_origin(request: web.Request) -> None:
 
 async def _read(request: web.Request) -> bytes:
     """The body, bounded in size and declared as JSON (Streamable HTTP: the client POSTs
-    application/json; a body declared as anything else is refused, not guessed at)."""
-    limit = request.app[SETTINGS].max_body_bytes
-    too_large = rpc.RpcError(
-        rpc.INVALID_REQUEST, f"Request too large: the limit is {limit} bytes", http_status=413
-    )
-    raw = await read_body(request, too_large)
+    application/json; a body declared as anything else is refused, not guessed at).
+
+    Bounded by the largest limit (the tool is named inside): `_check_size` applies the
+    message's own limit once it is parsed, before anything is validated or run."""
+    try:
+        raw = await read_body(request, request.app[SETTINGS].max_body_bytes)
+    except UnreadableBody as exc:
+        raise _unreadable(exc) from None
+    if not raw.strip():
+        raise rpc.RpcError(rpc.PARSE_ERROR, "Parse error: the body is empty", http_status=400)
     if request.content_type != "application/json":
         raise rpc.RpcError(
             rpc.INVALID_REQUEST,
@@ -124,6 +131,24 @@ async def _read(request: web.Request) -> bytes:
             http_status=415,
         )
     return raw
+
+
+def _unreadable(exc: UnreadableBody, ident: str | int | None = None) -> rpc.RpcError:
+    message = f"Request too large: {exc.message}" if exc.status == 413 else exc.message
+    return rpc.RpcError(
+        rpc.INVALID_REQUEST, message, exc.details or None, http_status=exc.status, ident=ident
+    )
+
+
+def _check_size(request: web.Request, message: rpc.Message, size: int) -> None:
+    """Refuse (413) a message over its own limit: the large one for a tools/call of a tool
+    that carries content inline, the small one for anything else."""
+    tool = None
+    if message.method == "tools/call" and isinstance(name := message.params.get("name"), str):
+        tool = request.app[PIPELINE].resolve(name)
+    limit = body_limit(request.app[SETTINGS], tool)
+    if size > limit:
+        raise _unreadable(too_large(limit), message.id)
 
 
 def _version(request: web.Request, message: rpc.Message) -> str:
@@ -173,7 +198,7 @@ def _modern(request: web.Request, message: rpc.Message, meta: Any) -> str:
         raise rpc.RpcError(
             rpc.UNSUPPORTED_PROTOCOL_VERSION,
             "Unsupported protocol version",
-            {"supported": list(SUPPORTED_VERSIONS), "requested": version},
+            {"supported": list(SUPPORTED_VERSIONS), "requested": version[:64]},
             http_status=400,
         )
     return version

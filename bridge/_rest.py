@@ -8,10 +8,11 @@ import orjson
 from aiohttp import web
 
 from schemas import MAX_JSON_DEPTH, too_deep
-from telemetry import UnsafeId, body_deadline, current_ids, incoming_id, log_context, new_id
-from tools import FORMATS, HTTP_STATUS, ToolError
+from telemetry import UnsafeId, current_ids, incoming_id, log_context, new_id
+from tools import FORMATS, HTTP_STATUS, MAX_ERRORS, ToolError
 
 from ._agents import Agent
+from ._body import UnreadableBody, body_limit, read_body
 from ._keys import AGENT, AGENTS, CORRELATION_ID, INFLIGHT, LIMITER, PIPELINE, SETTINGS
 from ._pipeline import Outcome
 
@@ -114,7 +115,7 @@ async def invoke(request: web.Request) -> web.Response:
             limited = request.app[PIPELINE].key_refusal(agent, request.content_length or 0)
         if limited is not None:
             raise limited
-        body = await _read_invocation(request)
+        body = await _read_invocation(request, name)
     except ToolError as error:
         request.app[PIPELINE].count_refusal(name, error.code)
         outcome = Outcome(name[:128], None, cid, current_ids()[0], error=error)
@@ -153,26 +154,22 @@ def _envelope(outcome: Outcome, status: int) -> web.Response:
     return json_response(outcome.envelope(), status, headers)
 
 
-async def read_body(request: web.Request, too_large: Exception) -> bytes:
-    """The body, read no further than DISPATCH_BRIDGE_MAX_BODY_BYTES (also when chunked);
-    `too_large` is raised beyond it."""
-    limit = request.app[SETTINGS].max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks, total = [], 0
-    async with body_deadline(request):  # a trickled body answers 408, never holds on
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            total += len(chunk)
-            if total > limit:
-                raise too_large
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _read_invocation(request: web.Request) -> dict[str, Any]:
-    raw = await read_body(request, _too_large(request.app[SETTINGS].max_body_bytes))
+async def _read_invocation(request: web.Request, name: str) -> dict[str, Any]:
+    limit = body_limit(request.app[SETTINGS], request.app[PIPELINE].resolve(name))
+    try:
+        raw = await read_body(request, limit)
+    except UnreadableBody as exc:
+        details = {**exc.details, "http_status": exc.status}
+        raise ToolError("invalid_arguments", exc.message, details=details) from None
+    if not raw and request.content_type != "application/json":
+        return {}  # no body (and none declared): no arguments
     if not raw.strip():
-        return {}
+        # Declared, yet empty: not JSON, so not `{}` (which once created empty tickets).
+        raise ToolError(
+            "invalid_arguments",
+            'the body is empty; send {"arguments": {...}}',
+            details={"http_status": 400},
+        )
     if request.content_type != "application/json":
         raise ToolError(
             "invalid_arguments",
@@ -192,20 +189,17 @@ async def _read_invocation(request: web.Request) -> dict[str, Any]:
         )
     extra = sorted(set(body) - {"arguments", "tool_call_id"})
     if extra:
+        # The first few, each cut: a body of 5,000 unknown fields gets a small answer.
+        named = [k if len(k) <= 64 else k[:63] + "…" for k in extra[:MAX_ERRORS]]
         raise ToolError(
             "invalid_arguments",
-            f"unknown body fields {extra}; the body holds only arguments and tool_call_id",
-            details={"errors": [{"path": f"/{k}", "expected": "no such field"} for k in extra]},
+            f"unknown body fields {named}; the body holds only arguments and tool_call_id",
+            details={
+                "errors": [{"path": f"/{k}", "expected": "no such field"} for k in named],
+                **({"more_errors": True} if len(extra) > MAX_ERRORS else {}),
+            },
         )
     return body
-
-
-def _too_large(limit: int) -> ToolError:
-    return ToolError(
-        "invalid_arguments",
-        f"the request body exceeds {limit} bytes; attach large evidence by uri instead",
-        details={"limit_bytes": limit, "http_status": 413},
-    )
 
 
 async def show_config(request: web.Request) -> web.Response:

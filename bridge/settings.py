@@ -56,8 +56,14 @@ class BridgeSettings:
     gateway_token: Secret | None = None
     #: `id:role:sha256` entries (DISPATCH_AGENT_KEYS, comma-separated); see also [[agents]].
     agent_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: The body limit of calls to tools that carry content inline (evidence.attach).
     max_body_bytes: int = field(
         default=8 * 1024 * 1024, metadata={"env": "DISPATCH_BRIDGE_MAX_BODY_BYTES"}
+    )
+    #: The body limit of every other call and MCP message (never above max_body_bytes): far
+    #: below it, so a hostile body to a small tool is refused before it is validated.
+    max_call_bytes: int = field(
+        default=64 * 1024, metadata={"env": "DISPATCH_BRIDGE_MAX_CALL_BYTES"}
     )
     rate_limit_per_s: float = 50.0
     rate_limit_burst: int = 100
@@ -89,6 +95,7 @@ class BridgeSettings:
             "must be an http(s) URL",
         )
         check(self.max_body_bytes >= 1024, "DISPATCH_BRIDGE_MAX_BODY_BYTES", "must be >= 1024")
+        check(self.max_call_bytes >= 1024, "DISPATCH_BRIDGE_MAX_CALL_BYTES", "must be >= 1024")
         check(self.rate_limit_per_s > 0, "DISPATCH_RATE_LIMIT_PER_S", "must be positive")
         check(self.rate_limit_burst >= 1, "DISPATCH_RATE_LIMIT_BURST", "must be at least 1")
         check(self.max_in_flight >= 1, "DISPATCH_MAX_IN_FLIGHT", "must be at least 1")
@@ -116,6 +123,7 @@ class BridgeSettings:
         return {
             "api_url": self.api_url,
             "max_body_bytes": self.max_body_bytes,
+            "max_call_bytes": self.max_call_bytes,
             "rate_limit": {"per_s": self.rate_limit_per_s, "burst": self.rate_limit_burst},
             "max_in_flight": self.max_in_flight,
             "agent_max_in_flight": self.agent_max_in_flight,

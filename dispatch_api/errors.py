@@ -12,6 +12,7 @@
     ├── PayloadTooLarge      413
     ├── UnsupportedMediaType 415
     ├── Unprocessable        422  schema violations, evidence missing, key reused
+    ├── ClientClosedRequest  499  the client hung up before its body arrived (never sent)
     └── Unavailable          503  database unreachable
 
 asyncpg and aiohttp errors are translated into this tree at the web boundary
@@ -99,6 +100,17 @@ class UnsupportedMediaType(ApiError):
 class Unprocessable(ApiError):
     status = 422
     title = "Unprocessable content"
+
+
+class ClientClosedRequest(ApiError):
+    """Nobody reads this answer: it exists so the request is logged and counted as the
+    client's doing (499, as nginx and the request middleware say), not as a server error."""
+
+    status = 499
+    title = "Client closed request"
+
+    def __init__(self) -> None:
+        super().__init__("client_closed_request", "the client hung up before its body arrived")
 
 
 class Unavailable(ApiError):

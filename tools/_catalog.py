@@ -163,6 +163,7 @@ def catalog() -> tuple[Tool, ...]:
             " by default.",
             EVERYONE,
             _action("evidence"),
+            carries_content=True,
         ),
         Tool(
             "tech.complete",

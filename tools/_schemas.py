@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from itertools import islice
 from typing import Any
 
 from jsonschema import ValidationError
@@ -20,6 +21,9 @@ from ._errors import ToolError
 
 _RECEIVED_MAX = 80
 _MESSAGE_MAX = 200
+#: An answer lists at most this many violations: enough to fix a call, and bounded in size
+#: whatever the body (each entry's strings are cut too, paths included: a key can be long).
+MAX_ERRORS = 10
 
 
 def _read(name: str) -> dict[str, Any]:
@@ -52,28 +56,41 @@ class ArgumentValidator:
         self._validator = Validator(schema)
 
     def validate(self, arguments: Any) -> None:
-        """Raise ToolError `invalid_arguments` listing every violation."""
-        errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.path))
-        if not errors:
+        """Raise ToolError `invalid_arguments` listing the first MAX_ERRORS violations
+        (`details.more_errors` says when there were more): the answer stays small, and
+        validation stops there instead of walking all of a hostile body."""
+        first = list(islice(self._validator.iter_errors(arguments), MAX_ERRORS + 1))
+        if not first:
             return
+        errors = sorted(first, key=lambda e: [str(p) for p in e.path])
         # dict.fromkeys: each missing required field is one error, but each such error
         # describes the whole list, so the same entry comes out several times.
         found = list({repr(f): f for e in errors for f in _describe(e)}.values())
+        more = len(first) > MAX_ERRORS or len(found) > MAX_ERRORS
+        found = found[:MAX_ERRORS]
         summary = "; ".join(
             f"{f['path'] or 'arguments'}: expected {f['expected']}, got {f['received']}"
             for f in found[:5]
         )
+        details: dict[str, Any] = {"errors": found}
+        if more:
+            details["more_errors"] = True
         raise ToolError(
             "invalid_arguments",
             f"Invalid arguments for {self._tool}: {summary}. Fix them and call again.",
-            details={"errors": found},
+            details=details,
         )
 
 
 def _describe(error: ValidationError) -> list[dict[str, str]]:
+    return [{k: _bounded(v) for k, v in entry.items()} for entry in _entries(error)]
+
+
+def _entries(error: ValidationError) -> list[dict[str, str]]:
     path = "".join(f"/{p}" for p in error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(name for name in error.instance if name not in allowed)
         return [
             {
                 "path": f"{path}/{name}",
@@ -81,8 +98,7 @@ def _describe(error: ValidationError) -> list[dict[str, str]]:
                 "received": _received(error.instance[name]),
                 "message": f"unknown field {name!r}",
             }
-            for name in sorted(error.instance)
-            if name not in allowed
+            for name in unknown[: MAX_ERRORS + 1]
         ]
     if error.validator == "required":
         return [
@@ -100,7 +116,7 @@ def _describe(error: ValidationError) -> list[dict[str, str]]:
             "path": path,
             "expected": _expected(error),
             "received": _received(error.instance),
-            "message": _bounded(error.message),
+            "message": error.message,
         }
     ]
 
@@ -124,6 +140,8 @@ def _expected(error: ValidationError) -> str:
             return f"a number <= {value}"
         case "maxItems":
             return f"at most {value} items"
+        case "maxProperties":
+            return f"at most {value} members"
         case "format":
             return f"a {value} string"
         case _:
@@ -131,11 +149,16 @@ def _expected(error: ValidationError) -> str:
 
 
 def _received(value: Any) -> str:
+    if isinstance(value, str):
+        value = value[:_RECEIVED_MAX]  # not the whole of a megabyte string, to cut it after
     text = json.dumps(value, default=str)
     return text if len(text) <= _RECEIVED_MAX else text[: _RECEIVED_MAX - 1] + "…"
 
 
 def _bounded(message: str) -> str:
     """jsonschema's message quotes the whole value: a 2 MB string would come back 2 MB long,
-    into the model's context. `received` already shows the start of it."""
-    return message if len(message) <= _MESSAGE_MAX else message[: _MESSAGE_MAX - 1] + "…"
+    into the model's context. `received` already shows the start of it. The end is kept
+    too: two long field names that differ only there stay two entries."""
+    if len(message) <= _MESSAGE_MAX:
+        return message
+    return message[: _MESSAGE_MAX - 41] + "…" + message[-40:]

@@ -27,6 +27,8 @@ class Tool:
     read_only: bool = False
     destructive: bool = False
     idempotent: bool = False
+    #: Its arguments carry content inline (base64): it gets the large body limit.
+    carries_content: bool = False
     input_schema: dict[str, Any] = field(init=False, repr=False)
     output_schema: dict[str, Any] = field(init=False, repr=False)
     validator: ArgumentValidator = field(init=False, repr=False)

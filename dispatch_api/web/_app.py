@@ -200,6 +200,9 @@ def create_app(
             caller_middleware,
         ],
         client_max_size=settings.max_body_bytes,
+        # Bodies are taken in identity coding only (web/_body.py answers 415 to any other):
+        # aiohttp's decoder would spend CPU on a body we refuse, and log its errors itself.
+        handler_args={"auto_decompress": False},
     )
     app[METRICS] = ApiMetrics(new_registry())
     app[DRAINING] = asyncio.Event()

@@ -6,6 +6,7 @@ drifting. Validators are compiled once per schema name.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from jsonschema import ValidationError
@@ -19,6 +20,8 @@ from ..errors import Unprocessable
 _BASE = "urn:dispatch-api:openapi"
 #: jsonschema's messages quote the offending value whole; a problem echoes at most this much.
 _MESSAGE_MAX = 200
+#: A 422 lists at most this many violations (each string cut to _MESSAGE_MAX).
+MAX_ERRORS = 10
 
 
 class BodyValidators:
@@ -38,32 +41,44 @@ class BodyValidators:
                 {"$ref": f"{_BASE}#/components/schemas/{name}"}, registry=self._registry
             )
             self._validators[name] = validator
-        errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
-        if errors:
+        # The first few only: validation stops there instead of walking all of a hostile
+        # body, and the answer stays small whatever the body (`more_errors` says so).
+        first = list(islice(validator.iter_errors(instance), MAX_ERRORS + 1))
+        if first:
+            errors = sorted(first, key=lambda e: [str(p) for p in e.absolute_path])
             found = [item for e in errors for item in _describe(e)]
+            extensions: dict[str, Any] = {"errors": found[:MAX_ERRORS]}
+            if len(first) > MAX_ERRORS or len(found) > MAX_ERRORS:
+                extensions["more_errors"] = True
             raise Unprocessable(
                 "validation_failed",
                 "; ".join(f"{f['path'] or 'body'}: {f['message']}" for f in found[:5]),
-                extensions={"errors": found},
+                extensions=extensions,
             )
 
 
 def _describe(error: ValidationError) -> list[dict[str, str]]:
     """One entry per problem, located by JSON pointer ("" is the whole body); an unknown
     member is reported at its own path, with the members that are allowed."""
-    path = _pointer(error.absolute_path)
+    path = _bounded(_pointer(error.absolute_path))
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(name for name in error.instance if name not in allowed)
         return [
-            {"path": f"{path}/{name}", "message": f"unknown field; allowed: {', '.join(allowed)}"}
-            for name in sorted(error.instance)
-            if name not in allowed
+            {
+                "path": _bounded(f"{path}/{_pointer([name])[1:]}"),
+                "message": f"unknown field; allowed: {', '.join(allowed)}",
+            }
+            for name in unknown[: MAX_ERRORS + 1]
         ]
     return [{"path": path, "message": _bounded(error.message)}]
 
 
 def _bounded(message: str) -> str:
-    return message if len(message) <= _MESSAGE_MAX else message[: _MESSAGE_MAX - 1] + "…"
+    """Head and tail: two long field names that differ only at the end stay apart."""
+    if len(message) <= _MESSAGE_MAX:
+        return message
+    return message[: _MESSAGE_MAX - 41] + "…" + message[-40:]
 
 
 def invalid_field(path: str, message: str) -> Unprocessable:
