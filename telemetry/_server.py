@@ -179,6 +179,9 @@ _OVER_CAP = _refusal(
 _HEAD_TOO_SLOW = _refusal(
     408, "Request Timeout", "request_timeout", "the request head did not arrive in time"
 )
+_BROKEN_FRAMING = _refusal(
+    400, "Bad Request", "malformed_body", "the request body's framing is broken (bad chunk)"
+)
 
 
 class _Guard:
@@ -255,6 +258,9 @@ class _Guarded(asyncio.Protocol):
             else:
                 self._tail = seen[-3:]
         self._inner.data_received(data)
+        if self._transport is not None and _body_framing_broken(self._inner):
+            self._transport.write(_BROKEN_FRAMING)
+            self._transport.close()  # wakes the stuck handler with a reset (logged as 499)
 
     def eof_received(self) -> bool | None:
         if not self._admitted:
@@ -279,6 +285,22 @@ class _Guarded(asyncio.Protocol):
             self._inner.connection_lost(exc)
         else:
             self._guard.lingering = max(0, self._guard.lingering - 1)
+
+
+def _body_framing_broken(inner: asyncio.Protocol) -> bool:
+    """True when aiohttp's C parser failed inside the body of the request being handled.
+
+    That parser (llhttp, aiohttp 3.14) drops the request's payload on a framing error such as
+    a chunk size that is not hex, and queues a 400 for *after* the handler: the handler waits
+    on a body that never ends, until the body timeout. (The pure-Python parser sets the error
+    on the payload instead.) The private names are read defensively: when they change, this
+    is False and the body timeout still bounds the wait; tests/telemetry keeps it honest."""
+    request = getattr(inner, "_current_request", None)
+    messages = getattr(inner, "_messages", None)
+    if request is None or not messages or request.content.is_eof():
+        return False
+    error = messages[-1][0]
+    return getattr(error, "status", None) == 400 and getattr(error, "exc", None) is not None
 
 
 class GuardedSite(web.BaseSite):

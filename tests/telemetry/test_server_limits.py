@@ -291,3 +291,40 @@ async def test_accept_failures_for_want_of_descriptors_are_logged_once_per_inter
     assert len(caplog.records) == 1
     assert caplog.records[0].exc_info is None  # one line, no traceback
     assert [c["message"] for c in passed_on] == ["something else"]
+
+
+async def test_a_chunked_body_broken_after_its_head_is_answered_400_at_once_on_both_services(
+    database_url: str,
+    tmp_path: Path,
+    dial: Opener,
+) -> None:
+    # Long timeouts: only the framing check may end these requests within the bounded wait.
+    patient = {"DISPATCH_BODY_TIMEOUT_S": "60", "DISPATCH_HEADER_TIMEOUT_S": "60"}
+    gateway = await new_token(database_url, "bridge", Role.GATEWAY, gateway=True)
+    dispatcher = await new_token(database_url, "disp-7", Role.DISPATCHER)
+    api = ApiProcess(database_url, tmp_path, env=patient)
+    async with api, BridgeProcess(api.url, gateway, tmp_path, env=patient) as bridge:
+        targets = {
+            api.port: b"POST /v1/tickets HTTP/1.1\r\nIdempotency-Key: chunk-1\r\n"
+            + f"Authorization: Bearer {dispatcher}\r\n".encode(),
+            bridge.port: b"POST /v1/tools/ticket.create/invoke HTTP/1.1\r\n"
+            + f"Authorization: Bearer {bridge.keys['agent-sup']}\r\n".encode(),
+        }
+        for port, head in targets.items():
+            conn = await dial(port)
+            await conn.send(
+                head + b"Host: test\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+            )
+            interim = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), BOUND_S)
+            assert interim.startswith(b"HTTP/1.1 100")  # the handler is reading the body now
+            await conn.send(b'5\r\n{"arg\r\n')
+            await conn.send(b"zz\r\numents\r\n0\r\n\r\n")  # a chunk size that is not hex
+            rest = await conn.rest()
+
+            assert rest.startswith(b"HTTP/1.1 400 Bad Request\r\n"), rest[:200]
+            assert b'"code":"malformed_body"' in rest
+        lines = api.log_lines() + bridge.log_lines()
+    assert await _tickets(database_url) == 0
+    assert [line for line in lines if line.get("level") == "error"] == []
+    assert [line for line in lines if (line.get("status_code") or 0) >= 500] == []
