@@ -238,7 +238,7 @@ async def test_an_agent_cannot_assert_another_actor_through_the_bridge(bridge: B
         "ticket.create",
     )
     assert escalated.body["error"]["code"] == "forbidden"
-    assert mcp_error_code(over_mcp) == "forbidden"  # not assigned to tech-1, whatever it claims
+    assert mcp_error_code(over_mcp) == "not_found"  # not assigned to tech-1, whatever it claims
 
 
 async def test_keys_and_tokens_are_kept_only_as_sha256_digests(bridge: Bridge) -> None:

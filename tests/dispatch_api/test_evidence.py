@@ -364,5 +364,5 @@ async def test_a_technician_cannot_attach_evidence_to_a_ticket_not_assigned_to_t
 
     reply = await api.act(ticket["id"], "evidence", inline(PNG), as_="other_technician")
 
-    assert_problem(reply, 403, "not_assigned")
+    assert_problem(reply, 404, "ticket_not_found")
     assert await written(api) == before
