@@ -206,6 +206,10 @@ def _too_large(limit: int) -> ToolError:
 
 
 async def show_config(request: web.Request) -> web.Response:
+    # The internal dispatch-api address and the roster of agents help an attacker map the
+    # deployment; only an operator needs them.
+    if request[AGENT].role != "supervisor":
+        raise ToolError("forbidden", "The effective configuration is visible to supervisors only.")
     return json_response(request.app[SETTINGS].describe())
 
 
