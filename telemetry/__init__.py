@@ -4,6 +4,7 @@ _logging.py   JsonLog (one JSON line per event, DESIGN section 6 fields), stdlib
 _metrics.py   millisecond buckets, route labels, the /metrics response
 _tracing.py   provider set-up, server-span middleware, client-span trace config
 _ids.py       correlation/request id validation and minting
+_redact.py    credentials out of every log line, every logged value bounded
 """
 
 from ._ids import SAFE_ID, UnsafeId, incoming_id, new_id
@@ -17,6 +18,7 @@ from ._logging import (
     current_ids,
 )
 from ._metrics import LATENCY_BUCKETS_MS, UNMATCHED, metrics_response, new_registry, route_label
+from ._redact import bounded, redact
 from ._observe import LOG_CONTEXT, OnResponse, log_context, observe_middleware
 from ._tracing import (
     EXPORTERS,
@@ -43,6 +45,7 @@ __all__ = [
     "Sink",
     "TracingSettings",
     "UnsafeId",
+    "bounded",
     "client_trace_config",
     "configure_stdlib_logging",
     "configure_tracing",
@@ -54,6 +57,7 @@ __all__ = [
     "new_id",
     "new_registry",
     "observe_middleware",
+    "redact",
     "resend_count",
     "route_label",
     "tracer_provider",
