@@ -9,8 +9,8 @@ from telemetry import JsonLog
 
 from ._agents import Agent, AgentDirectory, RateLimiter
 from ._inflight import InFlightRegistry
-from ._origins import OriginPolicy
 from ._metrics import BridgeMetrics
+from ._origins import OriginPolicy
 from ._pipeline import Pipeline
 from .settings import BridgeSettings
 

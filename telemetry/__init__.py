@@ -18,8 +18,8 @@ from ._logging import (
     current_ids,
 )
 from ._metrics import LATENCY_BUCKETS_MS, UNMATCHED, metrics_response, new_registry, route_label
-from ._redact import bounded, redact
 from ._observe import LOG_CONTEXT, OnResponse, log_context, observe_middleware
+from ._redact import bounded, redact
 from ._tracing import (
     EXPORTERS,
     TracingSettings,

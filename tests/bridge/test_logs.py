@@ -222,7 +222,8 @@ async def test_a_malformed_credential_header_never_reaches_a_log_line_of_either_
     bridge: Bridge, log_lines: list[bytes], stdlib_output: io.StringIO
 ) -> None:
     api = bridge.api
-    assert bridge.session._base_url is not None and api.session._base_url is not None
+    assert bridge.session._base_url is not None
+    assert api.session._base_url is not None
     targets = [
         (bridge.session._base_url.port, "/v1/tools", bridge.keys["supervisor"]),
         (bridge.session._base_url.port, "/mcp", bridge.keys["supervisor"]),
@@ -240,7 +241,8 @@ async def test_a_malformed_credential_header_never_reaches_a_log_line_of_either_
     written = stdlib_output.getvalue() + b"".join(log_lines).decode()
     secrets = [*bridge.keys.values(), *api.tokens.values()]
     assert "Error handling request" in written  # aiohttp's own lines were exercised
-    assert b"400" in statuses and b"401" in statuses
+    assert b"400" in statuses
+    assert b"401" in statuses
     assert [s[:12] for s in secrets if s in written] == []
 
 
