@@ -251,7 +251,9 @@ async def test_the_effective_retry_policy_is_shown_without_secrets(bridge: Bridg
 
 
 async def test_the_configuration_is_for_supervisors_only(bridge: Bridge) -> None:
-    refused = [await bridge.request("GET", "/v1/config", as_=r) for r in ("dispatcher", "technician")]
+    refused = [
+        await bridge.request("GET", "/v1/config", as_=r) for r in ("dispatcher", "technician")
+    ]
 
     for reply in refused:
         assert (reply.status, reply.body["code"]) == (403, "forbidden")
