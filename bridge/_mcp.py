@@ -65,6 +65,8 @@ async def handle(request: web.Request) -> web.Response:
     try:
         agent = authenticate(request)
     except ToolError as error:
+        if error.code != "unauthenticated":  # two Authorization headers
+            return _json(rpc.error(None, rpc.RpcError(rpc.INVALID_REQUEST, error.message)), 400)
         body = rpc.error(None, rpc.RpcError(-32001, error.message))
         return _json(body, 401, {"WWW-Authenticate": 'Bearer realm="dispatch-bridge"'})
     try:

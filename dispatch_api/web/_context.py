@@ -47,8 +47,22 @@ class PrincipalCache:
         return found
 
 
+def single_header(request: web.Request, name: str) -> str | None:
+    """The header's value, None when absent; 400 when sent more than once (which copy
+    counts would be the parser's guess, and a proxy in front may have picked the other)."""
+    values = request.headers.getall(name, ())
+    if len(values) > 1:
+        raise BadRequest(
+            "invalid_header",
+            f"send the {name} header once; it was sent more than once",
+            extensions={"header": name},
+        )
+    return values[0] if values else None
+
+
 def header_id(request: web.Request, name: str) -> str | None:
-    """A validated id header, None when absent; 400 when present but unsafe."""
+    """A validated id header, None when absent; 400 when present but unsafe, or repeated."""
+    single_header(request, name)
     try:
         return incoming_id(request.headers.get(name), name)
     except UnsafeId as exc:
@@ -73,7 +87,7 @@ def idempotency_key(request: web.Request) -> str | None:
     The IETF draft makes the header a structured-field string (`"8e03..."`); the bare token
     most clients send is accepted too, and both spellings name the same key.
     """
-    value = request.headers.get("Idempotency-Key")
+    value = single_header(request, "Idempotency-Key")
     if value is None:
         return None
     if len(value) >= 2 and value[0] == value[-1] == '"':
@@ -107,7 +121,7 @@ def request_id_for(request: web.Request) -> str:
 async def authenticate(
     request: web.Request, cache: PrincipalCache, pool: asyncpg.Pool
 ) -> Principal:
-    header = request.headers.get("Authorization", "")
+    header = single_header(request, "Authorization") or ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated(
