@@ -249,8 +249,9 @@ async def test_a_technician_agent_acts_only_on_tickets_assigned_to_it(bridge: Br
     arrived = await bridge.invoke("tech.arrive", {"ticket_id": mine}, as_="technician")
     queue = await bridge.invoke("queue.view", {}, as_="technician")
 
-    assert [(r.status, r.body["error"]["code"]) for r in refused] == [(403, "forbidden")] * 3
-    assert mcp_error_code(over_mcp) == "forbidden"
+    # As for a ticket that does not exist: others' tickets are not disclosed.
+    assert [(r.status, r.body["error"]["code"]) for r in refused] == [(404, "not_found")] * 3
+    assert mcp_error_code(over_mcp) == "not_found"
     assert arrived.body["result"]["ticket"]["state"] == "ON_SITE"
     assert [t["id"] for t in queue.body["result"]["items"]] == [mine]
     other = await bridge.api.request("GET", f"/v1/tickets/{theirs}")
