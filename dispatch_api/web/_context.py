@@ -5,9 +5,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import asyncpg
 from aiohttp import web
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind
 
 from telemetry import SAFE_ID, UnsafeId, current_ids, incoming_id
 
@@ -69,11 +74,12 @@ def header_id(request: web.Request, name: str) -> str | None:
         raise BadRequest("invalid_header", str(exc), extensions={"header": name}) from None
 
 
-def trace_id(request: web.Request) -> str | None:
+def trace_id(request: web.Request, *, trusted: bool = True) -> str | None:
     """The trace this request runs in: the server span's, which continues a valid incoming
-    traceparent; without tracing, the traceparent's own (an invalid one is ignored)."""
+    traceparent; without tracing, the traceparent's own (an invalid one is ignored) when the
+    caller is `trusted`, else None."""
     current, _ = current_ids()
-    if current is not None:
+    if current is not None or not trusted:
         return current
     match = TRACEPARENT.fullmatch(request.headers.get("traceparent", ""))
     if match is None or match.group(1) == "0" * 32:
@@ -116,6 +122,61 @@ def request_id_for(request: web.Request) -> str:
         if key is not None:
             return key
     return str(uuid.uuid4())
+
+
+#: Namespace of the request ids minted from a principal's Idempotency-Key (uuid5).
+_OWN_REQUEST_IDS = uuid.UUID("3b0d7f0e-6a51-4c3e-9d7e-2f4f1f9a8c11")
+_tracer = trace.get_tracer("dispatch-api")
+
+
+def own_request_id(request: web.Request, principal: Principal) -> str:
+    """The request id the server records for a principal that is not a trusted gateway:
+    derived from its Idempotency-Key (so a retry keeps it, and it can never equal an id of
+    another principal's call), else a fresh UUID. What the caller claims is not used."""
+    if request.method in MUTATING_METHODS:
+        try:
+            key = idempotency_key(request)
+        except BadRequest:
+            key = None  # refused by the handler
+        if key is not None:
+            return str(uuid.uuid5(_OWN_REQUEST_IDS, f"{principal.id}\n{key}"))
+    return str(uuid.uuid4())
+
+
+def claimed_ids(request: web.Request) -> dict[str, str]:
+    """Ids an untrusted caller sent, for its log line only (`claimed_request_id`, ...)."""
+    claimed = {}
+    for header, field in (
+        ("X-Request-ID", "claimed_request_id"),
+        ("X-Correlation-ID", "claimed_correlation_id"),
+        ("traceparent", "claimed_traceparent"),
+    ):
+        value = request.headers.get(header)
+        if value is not None:
+            claimed[field] = value
+    return claimed
+
+
+@contextmanager
+def own_trace(request: web.Request) -> Iterator[None]:
+    """For a caller that is not a trusted gateway, the work runs in a trace the server
+    starts, linked to the caller's (the OpenTelemetry answer to an untrusted parent): the
+    caller's tracing still finds it through the link, but the trace id the timeline records
+    cannot be chosen by the caller. A no-op when the caller sent no valid traceparent."""
+    incoming = trace.get_current_span(propagate.extract(request.headers)).get_span_context()
+    if not incoming.is_valid:
+        yield
+        return
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.method
+    with _tracer.start_as_current_span(
+        f"{request.method} {route}",
+        context=Context(),
+        kind=SpanKind.SERVER,
+        links=[Link(incoming, {"dispatch.link": "untrusted_parent"})],
+        attributes={"http.request.method": request.method, "http.route": route},
+    ):
+        yield
 
 
 async def authenticate(
@@ -189,7 +250,7 @@ def caller_for(
         actor=actor,
         request_id=request_id,
         correlation_id=correlation_id,
-        trace_id=trace_id(request),
+        trace_id=trace_id(request, trusted=principal.trusted_gateway),
     )
 
 

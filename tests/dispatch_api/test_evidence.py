@@ -339,7 +339,7 @@ async def test_evidence_records_who_captured_it_and_under_which_request(api: Api
         "actor_id": "tech-1",
         "role": "technician",
     }
-    assert first["request_id"] == "upload-1"
+    assert first["request_id"] == by_technician.headers["X-Request-ID"]  # minted: a human
     assert second["captured_by"] == {
         "actor_type": "agent",
         "actor_id": "field-assistant",
