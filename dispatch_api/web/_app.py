@@ -29,8 +29,8 @@ from ..errors import Unavailable
 from ..metrics import ApiMetrics
 from ..service import Clock, TicketService
 from ..settings import ApiSettings
-from ..store import _sla as sla_store
 from ..store import Principal, connection, create_pool, idempotency, templates
+from ..store import _sla as sla_store
 from . import _evidence, _tickets
 from ._context import (
     PrincipalCache,

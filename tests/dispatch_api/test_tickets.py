@@ -557,11 +557,9 @@ async def test_a_human_cannot_stamp_its_event_with_another_calls_ids(
     assert format(own[0].context.trace_id, "032x") == escalated["trace_id"]
     assert format(own[0].links[0].context.trace_id, "032x") == TRACE_ID
     # The claim is kept in the log line, not as the call's identity.
-    line = [
-        orjson.loads(raw)
-        for raw in log_lines
-        if b'"claimed_request_id":"agent-call-1"' in raw
-    ][0]
+    line = next(
+        orjson.loads(raw) for raw in log_lines if b'"claimed_request_id":"agent-call-1"' in raw
+    )
     assert line["request_id"] == escalated["request_id"]
 
 
