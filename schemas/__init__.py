@@ -10,6 +10,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError, validators
 
+from ._datetime import FORMAT_CHECKER, parse_datetime
+
 
 def openapi_document(service: str) -> dict[str, Any]:
     """The OpenAPI document of `service` (e.g. "dispatch-api"), parsed afresh."""
@@ -95,4 +97,11 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 #: Draft 2020-12 with patterns anchored the way JSON Schema (ECMA-262) means them.
 Validator: Any = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})
 
-__all__ = ["MAX_JSON_DEPTH", "Validator", "openapi_document", "too_deep"]
+__all__ = [
+    "FORMAT_CHECKER",
+    "MAX_JSON_DEPTH",
+    "Validator",
+    "openapi_document",
+    "parse_datetime",
+    "too_deep",
+]
