@@ -67,9 +67,17 @@ def redact(text: str) -> str:
 
 
 def safe_text(text: str, limit: int = MAX_FIELD_CHARS, *, keep_tail: bool = False) -> str:
-    """`text` redacted and cut to `limit` characters, with a marker saying how much went.
+    """`text` redacted, cut to `limit` characters with a marker saying how much went, and
+    valid UTF-8 (aiohttp hands header bytes that are not UTF-8 on as lone surrogates).
     Only a bounded slice is ever scanned, so a 7 MB value costs what a short one does.
     `keep_tail` keeps the end instead (a traceback ends with what went wrong)."""
+    text = _cut(text, limit, keep_tail)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _cut(text: str, limit: int, keep_tail: bool) -> str:
     slack = limit + 512  # room for a credential straddling the cut to still be recognised
     if len(text) <= slack:
         cleaned = redact(text)

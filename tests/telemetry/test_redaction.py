@@ -95,6 +95,16 @@ def test_every_field_of_a_log_line_is_bounded_and_redacted() -> None:
     assert record["attempt"] == 3
 
 
+def test_a_field_that_is_not_valid_utf8_is_logged_escaped_not_dropped() -> None:
+    lines: list[bytes] = []
+    # What aiohttp makes of header bytes that are not UTF-8: lone surrogates.
+    claimed = b"caf\xe9-\xff".decode("utf-8", "surrogateescape")
+
+    JsonLog("dispatch-api", lines.append).emit("http_request", {"claimed_request_id": claimed})
+
+    assert orjson.loads(lines[0])["claimed_request_id"] == "caf\\udce9-\\udcff"
+
+
 def test_a_stdlib_record_with_a_huge_message_and_traceback_is_bounded_and_redacted() -> None:
     logger = logging.getLogger("aiohttp.server")
     try:
