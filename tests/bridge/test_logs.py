@@ -224,11 +224,14 @@ async def test_a_malformed_credential_header_never_reaches_a_log_line_of_either_
     api = bridge.api
     assert bridge.session._base_url is not None
     assert api.session._base_url is not None
+    bridge_port, api_port = bridge.session._base_url.port, api.session._base_url.port
+    assert bridge_port is not None
+    assert api_port is not None
     targets = [
-        (bridge.session._base_url.port, "/v1/tools", bridge.keys["supervisor"]),
-        (bridge.session._base_url.port, "/mcp", bridge.keys["supervisor"]),
-        (bridge.session._base_url.port, "/v1/tools/ticket.get/invoke", bridge.keys["supervisor"]),
-        (api.session._base_url.port, "/v1/tickets", api.tokens["supervisor"]),
+        (bridge_port, "/v1/tools", bridge.keys["supervisor"]),
+        (bridge_port, "/mcp", bridge.keys["supervisor"]),
+        (bridge_port, "/v1/tools/ticket.get/invoke", bridge.keys["supervisor"]),
+        (api_port, "/v1/tickets", api.tokens["supervisor"]),
     ]
     statuses = set()
     for port, path, key in targets:

@@ -268,7 +268,8 @@ async def test_a_message_that_is_both_a_request_and_a_response_is_not_executed(
     bridge: Bridge,
 ) -> None:
     call = request("tools/call", {"name": "ticket.create", "arguments": COMPLETE_TICKET}, 9)
-    for extra in ({"result": {}}, {"error": {"code": -32601, "message": "no"}}):
+    extras: list[dict[str, Any]] = [{"result": {}}, {"error": {"code": -32601, "message": "no"}}]
+    for extra in extras:
         reply = await post(bridge, {**call, **extra})
 
         assert rpc_error(reply, 400, 9)["code"] == -32600, extra
