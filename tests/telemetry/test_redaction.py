@@ -125,3 +125,14 @@ def test_a_stdlib_record_with_a_huge_message_and_traceback_is_bounded_and_redact
     assert len(line) < 16 * 1024
     assert KEY not in line
     assert "Invalid header value char" in orjson.loads(line)["exception"]
+
+
+@pytest.mark.parametrize("secret", [TOKEN, AGENT_KEY, JWT, f"Bearer {KEY}", f"b'{KEY}'"])
+def test_a_short_field_holding_a_credential_is_redacted_too(secret: str) -> None:
+    lines: list[bytes] = []
+
+    JsonLog("bridge", lines.append).emit("http_request", {"ticket_id": secret, "attempt": 1})
+
+    assert secret not in lines[0].decode()
+    assert KEY not in lines[0].decode()
+    assert "[redacted]" in orjson.loads(lines[0])["ticket_id"]
