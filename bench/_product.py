@@ -81,6 +81,10 @@ class Product:
             "DISPATCH_AGENT_KEYS": f"bench-agent:supervisor:{_digest(agent_key)}",
             "DISPATCH_RATE_LIMIT_PER_S": "1000000",
             "DISPATCH_RATE_LIMIT_BURST": "1000000",
+            # The one bench key stands for a fleet of agents: no per-key share of in flight
+            # (bench/noisy_neighbour.py sets the defaults back, per key being its subject).
+            "DISPATCH_AGENT_MAX_IN_FLIGHT": "1000000",
+            "DISPATCH_AGENT_MAX_IN_FLIGHT_BYTES": str(2**40),
             **self.extra_env,
         }
         cli = str(Path(sys.executable).parent / "dispatch-bridge")
@@ -113,6 +117,9 @@ class Product:
                 try:
                     async with http.get(self.urls["bridge"] + "/readyz") as r:
                         ready = r.status == 200
+                    # The bridge is ready without dispatch-api (its /readyz is about itself).
+                    async with http.get(self.urls["api"] + "/readyz") as r:
+                        ready = ready and r.status == 200
                     async with http.post(self.urls["proxy"] + "/") as r:
                         ready = ready and r.status == 404  # listening
                     if ready:

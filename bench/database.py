@@ -1,20 +1,22 @@
 """S3 dispatch-api efficiency: one ticket action through HTTP vs the same SQL without the API.
 
 The transaction is the one every dispatch-api ticket action runs (a `tech.complete` runs the
-same one): claim the Idempotency-Key, lock the ticket and read it with its evidence (what the
-evidence check decides on), write the new state and its timeline event in one statement, and
-store the response under the key, between BEGIN and COMMIT. Six round trips:
+same one): claim the Idempotency-Key, lock the ticket, then read its evidence (counts per kind
+and tag, what the evidence check decides on, and the newest items), write the new state and
+its timeline event in one statement, and store the response under the key, between BEGIN and
+COMMIT. Seven round trips:
 
     BEGIN
     INSERT INTO idempotency_keys ... ON CONFLICT DO NOTHING RETURNING true      (claim)
-    SELECT t.*, (evidence as jsonb) FROM tickets t WHERE id = $1 FOR UPDATE OF t (lock + read)
+    SELECT t.* FROM tickets t WHERE id = $1 FOR UPDATE OF t                     (lock)
+    SELECT (newest evidence), (evidence counts) FOR $1                          (evidence)
     WITH t AS (UPDATE tickets SET ... ) INSERT INTO timeline_events ...          (change + event)
     UPDATE idempotency_keys SET status_code, response_body ...                   (stored answer)
     COMMIT
 
 The action is a provider `hold` / `resume` pair, alternating on each ticket, so it repeats
 forever on a few tickets; each ticket carries the three evidence items a `water_leak`
-completion needs, so the lock's evidence aggregate reads what a completion reads. Every
+completion needs, so the evidence read is what a completion reads. Every
 side works on its own tickets, one per concurrent worker (no row-lock queueing), and does
 the same work per transaction:
 
@@ -72,6 +74,7 @@ PGBENCH = (
 
 _CLAIM = idempotency.CLAIM
 _LOCK = tickets_sql.LOCK
+_EVIDENCE = tickets_sql.EVIDENCE
 _SAVE = tickets_sql.SAVE  # $1 ticket, $2.. _COLUMNS, then "state changed", then _EVENT
 _STORE = idempotency.STORE
 _COLUMNS = tickets_sql.TICKET_COLUMNS
@@ -207,9 +210,11 @@ class _Recorder:
 async def _same_sql(conn: asyncpg.Connection, ticket: str) -> str:
     """Whether dispatch-api's service still sends the statements copied here, in this order
     (a `hold` through TicketService.act on a recorder); a note for the figures when not."""
-    expected = ["BEGIN", _CLAIM, _LOCK, _SAVE, _STORE, "COMMIT"]
+    expected = ["BEGIN", _CLAIM, _LOCK, _EVIDENCE, _SAVE, _STORE, "COMMIT"]
     try:
-        recorder = _Recorder(await conn.fetchrow(_LOCK, uuid.UUID(ticket)))
+        uid = uuid.UUID(ticket)
+        row = {**(await conn.fetchrow(_LOCK, uid)), **(await conn.fetchrow(_EVIDENCE, uid))}
+        recorder = _Recorder(row)  # answers both the lock and the evidence read
         service = TicketService(recorder, {}, lambda: datetime.now(UTC))
         actor = Actor(ActorType.HUMAN, "bench", Role.SUPERVISOR)
         caller = Caller(Principal("bench", Role.SUPERVISOR, False), actor, "s3")
@@ -305,6 +310,7 @@ def _raw_transaction(
             )
             assert claimed
             row = await conn.fetchrow(_LOCK, uid)
+            await conn.fetchrow(_EVIDENCE, uid)
             await conn.execute(_SAVE, *_save_args(ticket, row, hold, now, key, m))
             await conn.execute(_STORE, m.principal, key, 200, bodies[action])
         held[ticket] = hold
@@ -427,7 +433,8 @@ def _pgbench_script(m: Mirror, nulls: set[str], hold_parity: int) -> tuple[str, 
         names = {1: ":v_principal", 2: ":k", 3: ":v_200", 4: f":v_body_{action}"}
         return sql(_STORE, names) + ";"
 
-    lock = sql(_LOCK, {1: ":tid"}) + " \\gset"
+    evidence = " ".join(sql(_EVIDENCE, {1: ":tid"}).split())  # one line per command
+    lock = sql(_LOCK, {1: ":tid"}) + " \\gset\n" + evidence + ";"
     script = "\n".join(
         [
             "\\if :ready = 0",

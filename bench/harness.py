@@ -24,7 +24,17 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench import allocator, database, hop, memory, observability, overload, peer, profile
+from bench import (
+    allocator,
+    database,
+    hop,
+    memory,
+    noisy_neighbour,
+    observability,
+    overload,
+    peer,
+    profile,
+)
 from bench._context import Bench, Sizes
 from bench._load import have_wrk
 from bench._product import Product, cpu_seconds
@@ -41,6 +51,7 @@ SCENARIOS: dict[str, Scenario] = {
     "profile": profile.run,
     "memory": memory.run,
     "allocator": allocator.run,
+    "noisy_neighbour": noisy_neighbour.run,
 }
 
 

@@ -142,6 +142,8 @@ class Bridge:
             "DISPATCH_RATE_LIMIT_BURST": "1000000",
             # Admission control would refuse calls beyond it (429 bridge_at_capacity).
             "DISPATCH_MAX_IN_FLIGHT": str(self.max_in_flight),
+            # All the calls come from one key: its per-key cap must not refuse them either.
+            "DISPATCH_AGENT_MAX_IN_FLIGHT": str(self.max_in_flight),
         }
         cli = str(Path(sys.executable).parent / "dispatch-bridge")
         self.proc = await asyncio.create_subprocess_exec(

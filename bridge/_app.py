@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from dispatch_client import AttemptObserver, BreakerState, CallContext, DispatchClient
+from dispatch_client import AttemptObserver, CallContext, DispatchClient
 from schemas import openapi_document
 from telemetry import (
     JsonLog,
@@ -30,6 +30,7 @@ from tools import ToolError, catalog
 
 from . import _mcp, _rest
 from ._agents import AgentDirectory, RateLimiter
+from ._fairness import KeyAdmission
 from ._inflight import InFlightRegistry
 from ._keys import (
     AGENT,
@@ -111,12 +112,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when not draining, dispatch-api answers its /readyz, and the breaker is closed."""
+    """Ready = this replica can serve: started and not draining.
+
+    dispatch-api's state and the breaker are reported, not acted on: every replica shares
+    the one dispatch-api, so a readiness that followed it would pull every replica out of
+    rotation at once when it hiccups, and agents would get the load balancer's bare 502/503
+    instead of the bridge's `upstream_unavailable` with a retry hint (issue 14)."""
     client = request.app[CLIENT]
     breaker = client.breaker.state
     draining = request.app[DRAINING][0]
     reachable = False if draining else await client.ready()
-    ready = reachable and breaker is not BreakerState.OPEN and not draining
+    ready = not draining
     body = {
         "status": "ready" if ready else "not_ready",
         "dispatch_api": "ok" if reachable else "unreachable",
@@ -229,8 +235,9 @@ def _dispatch_client(
             )
             metrics.watch(client)
             app[CLIENT] = client
+            per_key = KeyAdmission(settings.agent_max_in_flight, settings.agent_max_in_flight_bytes)
             app[PIPELINE] = Pipeline(
-                catalog(), client, app[INFLIGHT], clock, metrics, settings.max_in_flight
+                catalog(), client, app[INFLIGHT], clock, metrics, settings.max_in_flight, per_key
             )
             yield
 

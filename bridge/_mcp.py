@@ -39,6 +39,8 @@ META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 #: An agent may name its call, as `tool_call_id` does on REST, so a re-sent call deduplicates.
 META_TOOL_CALL_ID = "dispatch-bridge.dev/toolCallId"
+#: Set (true) in a tool result's `_meta` when it is the stored outcome of an earlier call.
+META_REPLAYED = "dispatch-bridge.dev/replayed"
 
 SERVER_INFO = {
     "name": "dispatch-bridge",
@@ -255,7 +257,12 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
         attributes={"mcp.method.name": "tools/call", "gen_ai.tool.name": name},
     ):
         outcome = await pipeline.invoke(
-            agent, name, params.get("arguments", {}), meta.get(META_TOOL_CALL_ID), cid
+            agent,
+            name,
+            params.get("arguments", {}),
+            meta.get(META_TOOL_CALL_ID),
+            cid,
+            request.content.total_bytes,  # the body that carried the call, for the key's cap
         )
     arguments = params.get("arguments")
     log_context(request).update(
@@ -272,15 +279,20 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
 
 def _tool_result(outcome: Outcome) -> dict[str, Any]:
     """Success: structuredContent plus the same JSON as text. Failure: isError with the REST
-    envelope as text, so the model reads the same code, message and details."""
+    envelope as text, so the model reads the same code, message and details. A replayed
+    outcome (either) carries `_meta` {"dispatch-bridge.dev/replayed": true}."""
     if outcome.error is None:
         text = orjson.dumps(outcome.result).decode()
-        return {
+        result: dict[str, Any] = {
             "content": [{"type": "text", "text": text}],
             "structuredContent": outcome.result,
             "isError": False,
         }
-    return {
-        "content": [{"type": "text", "text": orjson.dumps(outcome.envelope()).decode()}],
-        "isError": True,
-    }
+    else:
+        result = {
+            "content": [{"type": "text", "text": orjson.dumps(outcome.envelope()).decode()}],
+            "isError": True,
+        }
+    if outcome.replayed:
+        result["_meta"] = {META_REPLAYED: True}
+    return result

@@ -11,8 +11,8 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -22,6 +22,7 @@ from telemetry import current_ids
 from tools import HTTP_STATUS, Tool, ToolError, from_dispatch_error
 
 from ._agents import Agent
+from ._fairness import KeyAdmission
 from ._inflight import InFlightCall, InFlightRegistry
 from ._metrics import UNKNOWN_TOOL, BridgeMetrics
 
@@ -43,6 +44,9 @@ class Outcome:
     trace_id: str | None
     result: dict[str, Any] | None = None
     error: ToolError | None = None
+    #: dispatch-api answered from the stored outcome of an earlier request under this call's
+    #: request_id (a re-delivery, or the bridge's own retry after a lost answer).
+    replayed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -58,6 +62,7 @@ class Outcome:
             body["result"] = self.result
         else:
             body["error"] = self.error.to_json()
+        body["replayed"] = self.replayed
         body.update(
             request_id=self.request_id, correlation_id=self.correlation_id, trace_id=self.trace_id
         )
@@ -81,9 +86,12 @@ class Pipeline:
         clock: Callable[[], float],
         metrics: BridgeMetrics,
         max_in_flight: int = 256,
+        per_key: KeyAdmission | None = None,
     ) -> None:
         self.tools = tuple(tools)
         self._max_in_flight = max_in_flight
+        #: Per-agent-key limits (calls and body bytes in flight); None: only the global cap.
+        self._per_key = per_key
         self._in_flight = 0
         self._by_name = {n: t for t in self.tools for n in (t.name, t.alias)}
         self._client = client
@@ -122,28 +130,50 @@ class Pipeline:
         arguments: Any,
         tool_call_id: Any,
         correlation_id: str,
+        body_bytes: int = 0,
     ) -> Outcome:
-        """Run one tool call for `agent`; never raises: every failure is in the Outcome."""
+        """Run one tool call for `agent`; never raises: every failure is in the Outcome.
+
+        `body_bytes`: the size of the request body that carried it (for the key's byte cap)."""
         started = time.perf_counter()
         tool = self.resolve(name)
         if tool is None:
             error = _unknown_tool(name, self.visible(agent))
             outcome = Outcome(name[:128], None, correlation_id, current_ids()[0], error=error)
-        elif self._in_flight >= self._max_in_flight:
-            outcome = Outcome(tool.name, None, correlation_id, current_ids()[0], error=self._full())
+        elif (refused := self._refusal(agent, body_bytes)) is not None:
+            outcome = Outcome(tool.name, None, correlation_id, current_ids()[0], error=refused)
         else:
             self._in_flight += 1
+            if self._per_key is not None:
+                self._per_key.enter(agent.id, body_bytes)
             self._metrics.in_flight.labels(tool.name).inc()
             try:
                 outcome = await self._execute(agent, tool, arguments, tool_call_id, correlation_id)
             finally:
                 self._in_flight -= 1
+                if self._per_key is not None:
+                    self._per_key.leave(agent.id, body_bytes)
                 self._metrics.in_flight.labels(tool.name).dec()
         label = tool.name if tool is not None else UNKNOWN_TOOL
         code = "ok" if outcome.error is None else outcome.error.code
         self._metrics.invocations.labels(label, code).inc()
         self._metrics.latency_ms.labels(label).observe((time.perf_counter() - started) * 1000)
         return outcome
+
+    def key_refusal(self, agent: Agent, body_bytes: int) -> ToolError | None:
+        """Whether `agent`'s key is over its own limits for a body of `body_bytes`, asked by
+        a transport before it reads a body of declared size: a key at its limit is refused
+        without the bridge reading (and parsing) yet another large body for nothing."""
+        return None if self._per_key is None else self._per_key.refusal(agent.id, body_bytes)
+
+    def _refusal(self, agent: Agent, body_bytes: int) -> ToolError | None:
+        # The key's own limits first: a key over them is told so (its doing, not the
+        # bridge's), and its excess never counts against the budget the others share.
+        if self._per_key is not None:
+            refused = self._per_key.refusal(agent.id, body_bytes)
+            if refused is not None:
+                return refused
+        return self._full() if self._in_flight >= self._max_in_flight else None
 
     def _full(self) -> ToolError:
         # Refused before any work, so a shed call costs little and the calls admitted keep
@@ -222,34 +252,50 @@ class Pipeline:
         try:
             async with bound:
                 result = await tool.handler(self._client, ctx, dict(args))
-            return Outcome(tool.name, request_id, correlation_id, trace_id, result=result)
+            replayed = ctx.record.replayed
+            return Outcome(tool.name, request_id, correlation_id, trace_id, result, None, replayed)
         except Exception as exc:  # every failure becomes a tool error the model can read
-            failure = _drained() if bound.expired() else _tool_error(exc, tool, request_id)
+            if bound.expired():
+                failure, replayed = _drained(ctx.record.maybe_applied), False
+            else:
+                failure = _tool_error(exc, tool, request_id, ctx.record.maybe_applied)
+                replayed = isinstance(exc, DispatchError) and exc.replayed
         finally:
             self._bounds.discard(bound)
             self._inflight.finish(token)
-        return Outcome(tool.name, request_id, correlation_id, trace_id, error=failure)
+        return Outcome(tool.name, request_id, correlation_id, trace_id, None, failure, replayed)
 
 
-def _drained() -> ToolError:
+def _drained(maybe_applied: bool) -> ToolError:
+    """The drain cut the call: its outcome is unknown once a try of a mutation went out."""
+    if maybe_applied:
+        effect = (
+            " The change may or may not have been applied: retry the same call with the same"
+            " tool_call_id, it will not be applied twice."
+        )
+    else:
+        effect = " Nothing was changed: retry the call."
     return ToolError(
         "deadline_exceeded",
-        "The bridge is shutting down and this call could not finish in time. The change may"
-        " or may not have been applied: retry the same call with the same tool_call_id, it"
-        " will not be applied twice.",
+        "The bridge is shutting down and this call could not finish in time." + effect,
         retryable=True,
         retry_after_ms=1000,
         details={"reason": "bridge_draining"},
+        outcome="unknown" if maybe_applied else "none",
     )
 
 
-def _tool_error(exc: Exception, tool: Tool, request_id: str) -> ToolError:
+def _tool_error(exc: Exception, tool: Tool, request_id: str, maybe_applied: bool) -> ToolError:
     if isinstance(exc, DispatchError):
         return from_dispatch_error(exc, tool.name)
+    # Not dispatch-api's failure, but a try may still have gone out before it: say so.
+    outcome: Literal["none", "unknown"] = "unknown" if maybe_applied else "none"
     if isinstance(exc, ToolError):
-        return exc
+        return replace(exc, outcome=outcome)
     _log.error("tool %s failed unexpectedly (request_id %s)", tool.name, request_id, exc_info=exc)
-    return ToolError("internal", "The bridge failed unexpectedly; it has been logged.")
+    return ToolError(
+        "internal", "The bridge failed unexpectedly; it has been logged.", outcome=outcome
+    )
 
 
 def _check_call_id(value: Any) -> str | None:

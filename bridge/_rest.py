@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from schemas import MAX_JSON_DEPTH, too_deep
-from telemetry import UnsafeId, current_ids, incoming_id, log_context, new_id
+from telemetry import UnsafeId, body_deadline, current_ids, incoming_id, log_context, new_id
 from tools import FORMATS, HTTP_STATUS, ToolError
 
 from ._agents import Agent
@@ -129,6 +129,8 @@ async def invoke(request: web.Request) -> web.Response:
     try:
         agent = authenticate(request)
         limited = rate_limit(request, agent)
+        if limited is None:  # the key's own in-flight limits, before its body is read
+            limited = request.app[PIPELINE].key_refusal(agent, request.content_length or 0)
         if limited is not None:
             raise limited
         body = await _read_invocation(request)
@@ -138,7 +140,7 @@ async def invoke(request: web.Request) -> web.Response:
         return _envelope(outcome, error.details.get("http_status", outcome.http_status))
     arguments = body.get("arguments", {})
     outcome = await request.app[PIPELINE].invoke(
-        agent, name, arguments, body.get("tool_call_id"), cid
+        agent, name, arguments, body.get("tool_call_id"), cid, request.content.total_bytes
     )
     log_context(request).update(
         actor_type="agent",
@@ -177,11 +179,12 @@ async def read_body(request: web.Request, too_large: Exception) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     chunks, total = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        total += len(chunk)
-        if total > limit:
-            raise too_large
-        chunks.append(chunk)
+    async with body_deadline(request):  # a trickled body answers 408, never holds on
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            total += len(chunk)
+            if total > limit:
+                raise too_large
+            chunks.append(chunk)
     return b"".join(chunks)
 
 

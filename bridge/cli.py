@@ -39,12 +39,16 @@ from dispatch_api.store import connect, migrate, principals, start_embedded, tem
 from dispatch_api.web import create_app
 from dispatch_api.web import start_draining as start_draining_api
 from telemetry import (
+    BODY_TIMEOUT_S,
+    GuardedSite,
     JsonLog,
     LogSettings,
+    ServerSettings,
     TracingSettings,
     configure_stdlib_logging,
     configure_tracing,
     instrument_database,
+    quiet_accept_errors,
 )
 
 from ._app import create_bridge_app, start_draining
@@ -172,6 +176,8 @@ async def _serve_api(settings: ApiSettings, args: argparse.Namespace) -> int:
         [(app, settings.api_host, settings.api_port, start_draining_api)],
         drain_timeout_s=settings.drain_timeout_s,
         drain_delay_s=settings.drain_delay_s,
+        limits=_server_settings(args),
+        reserved_descriptors=settings.db_pool_max,
     )
     return 0
 
@@ -184,6 +190,8 @@ async def _serve_bridge(settings: ApiSettings, args: argparse.Namespace) -> int:
         [(app, bridge.host, bridge.port, start_draining)],
         drain_timeout_s=bridge.drain_timeout_s,
         drain_delay_s=bridge.drain_delay_s,
+        limits=_server_settings(args),
+        reserved_descriptors=bridge.max_in_flight,
     )
     return 0
 
@@ -219,6 +227,8 @@ async def _up(settings: ApiSettings, args: argparse.Namespace) -> int:
         ],
         drain_timeout_s=bridge.drain_timeout_s,
         drain_delay_s=bridge.drain_delay_s,
+        limits=_server_settings(args),
+        reserved_descriptors=settings.db_pool_max + bridge.max_in_flight,
     )
     return 0
 
@@ -239,23 +249,46 @@ def _print_banner(creds: DevCredentials, path: Path) -> None:
 Served = tuple[web.Application, str, int, Callable[[web.Application], None]]
 
 
+def _server_settings(args: argparse.Namespace) -> ServerSettings:
+    """Timeouts and the connection cap: `DISPATCH_*` over the TOML table `[server]`."""
+    table = read_config(args.config).get("server", {})
+    try:
+        return build_settings(ServerSettings, os.environ, table, where="[server]")
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 async def _serve(
-    apps: list[Served], *, drain_timeout_s: float = 10.0, drain_delay_s: float = 0.0
+    apps: list[Served],
+    *,
+    drain_timeout_s: float = 10.0,
+    drain_delay_s: float = 0.0,
+    limits: ServerSettings | None = None,
+    reserved_descriptors: int = 0,
 ) -> None:
     """Serve every app until SIGINT or SIGTERM, then shut down gracefully: readiness off
     first (/readyz 503) while still serving for `drain_delay_s`, so load balancers stop
     routing here; then stop accepting, let calls in flight finish for up to
-    `drain_timeout_s`, close resources."""
+    `drain_timeout_s`, close resources. `limits` bounds every client's time and the open
+    connections; `reserved_descriptors` are kept out of the cap for outgoing connections."""
+    limits = limits or ServerSettings()
+    loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)
     runners = []
     for app, host, port, _ in apps:
+        app[BODY_TIMEOUT_S] = limits.body_timeout_s
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=drain_timeout_s
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=drain_timeout_s,
+            keepalive_timeout=limits.idle_timeout_s,
         )
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        site = GuardedSite(runner, host, port, limits, reserved_descriptors=reserved_descriptors)
+        await site.start()
         runners.append(runner)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:

@@ -67,6 +67,11 @@ class BridgeSettings:
     #: `rate_limited` (and each admitted call has a connection to dispatch-api ready), so
     #: overload sheds work instead of queueing it without bound.
     max_in_flight: int = 256
+    #: Fairness: one agent key may have at most this many calls, and request bodies of at
+    #: most this many bytes, in flight; beyond, `rate_limited` at once (see _fairness.py).
+    #: Well below max_in_flight, so no one key can take the whole budget.
+    agent_max_in_flight: int = 16
+    agent_max_in_flight_bytes: int = 16 * 1024 * 1024
     #: On SIGTERM, how long in-flight calls may take to finish.
     drain_timeout_s: float = 10.0
     #: On SIGTERM, how long /readyz answers 503 while calls are still accepted, before the
@@ -93,6 +98,12 @@ class BridgeSettings:
         check(self.rate_limit_per_s > 0, "DISPATCH_RATE_LIMIT_PER_S", "must be positive")
         check(self.rate_limit_burst >= 1, "DISPATCH_RATE_LIMIT_BURST", "must be at least 1")
         check(self.max_in_flight >= 1, "DISPATCH_MAX_IN_FLIGHT", "must be at least 1")
+        check(self.agent_max_in_flight >= 1, "DISPATCH_AGENT_MAX_IN_FLIGHT", "must be >= 1")
+        check(
+            self.agent_max_in_flight_bytes >= 1024,
+            "DISPATCH_AGENT_MAX_IN_FLIGHT_BYTES",
+            "must be >= 1024",
+        )
         check(self.drain_timeout_s >= 0, "DISPATCH_DRAIN_TIMEOUT_S", "must not be negative")
         check(self.drain_delay_s >= 0, "DISPATCH_DRAIN_DELAY_S", "must not be negative")
         try:
@@ -117,6 +128,8 @@ class BridgeSettings:
             "max_body_bytes": self.max_body_bytes,
             "rate_limit": {"per_s": self.rate_limit_per_s, "burst": self.rate_limit_burst},
             "max_in_flight": self.max_in_flight,
+            "agent_max_in_flight": self.agent_max_in_flight,
+            "agent_max_in_flight_bytes": self.agent_max_in_flight_bytes,
             "drain_timeout_s": self.drain_timeout_s,
             "drain_delay_s": self.drain_delay_s,
             "agents": [{"id": a.id, "role": a.role} for a in self.agents],

@@ -7,6 +7,7 @@
     ├── Forbidden            403  role or assignment forbids it, untrusted actor headers
     ├── NotFound             404  unknown ticket, evidence or route
     ├── MethodNotAllowed     405
+    ├── RequestTimeout       408  the body did not arrive within the body timeout
     ├── Conflict             409  invalid transition, key or ticket busy (Retry-After)
     ├── PayloadTooLarge      413
     ├── UnsupportedMediaType 415
@@ -78,6 +79,11 @@ class MethodNotAllowed(ApiError):
 class Conflict(ApiError):
     status = 409
     title = "Conflict"
+
+
+class RequestTimeout(ApiError):
+    status = 408
+    title = "Request timeout"
 
 
 class PayloadTooLarge(ApiError):

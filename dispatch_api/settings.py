@@ -71,6 +71,8 @@ class ApiSettings:
     max_json_bytes: int = 64 * 1024
     evidence_max_bytes: int = 5 * 1024 * 1024
     evidence_content_types: tuple[str, ...] = DEFAULT_EVIDENCE_TYPES
+    #: Evidence items one ticket may hold; an attach beyond answers 409 evidence_limit_reached.
+    max_evidence_per_ticket: int = 200
     idempotency_retention_hours: int = 24
     idempotency_purge_interval_s: float = 600.0
     templates_file: Path | None = None
@@ -79,9 +81,12 @@ class ApiSettings:
     #: A target due within this many minutes is "at risk".
     sla_at_risk_minutes: float = 60.0
     sla_sweep_interval_s: float = 15.0
-    #: 0: read the database gauges at each scrape (exact). > 0: refresh them in the
-    #: background every so many seconds (scrapes stay cheap on a large database).
-    metrics_refresh_s: float = 0.0
+    #: > 0: refresh the database gauges in the background every so many seconds, so a
+    #: scrape never queries the database. 0: at each scrape (exact; one query at a time).
+    metrics_refresh_s: float = 15.0
+    #: Never-seen bearer tokens are looked up at most this many at a time: the rest of the
+    #: pool stays for authenticated requests whatever an unauthenticated flood sends.
+    auth_lookup_concurrency: int = 2
     #: On SIGTERM, how long requests in flight may take to finish.
     drain_timeout_s: float = 10.0
     #: On SIGTERM, how long /readyz answers 503 while requests are still accepted, before
@@ -97,6 +102,7 @@ class ApiSettings:
         _check(self.db_lock_timeout_ms > 0, "db_lock_timeout_ms", "must be positive")
         _check(self.max_json_bytes >= 1024, "max_json_bytes", "must be at least 1024")
         _check(self.evidence_max_bytes >= 1, "evidence_max_bytes", "must be positive")
+        _check(self.max_evidence_per_ticket >= 1, "max_evidence_per_ticket", "must be positive")
         _check(
             self.idempotency_retention_hours >= 24,
             "idempotency_retention_hours",
@@ -110,6 +116,11 @@ class ApiSettings:
         _check(self.sla_at_risk_minutes >= 0, "sla_at_risk_minutes", "must not be negative")
         _check(self.sla_sweep_interval_s > 0, "sla_sweep_interval_s", "must be positive")
         _check(self.metrics_refresh_s >= 0, "metrics_refresh_s", "must not be negative")
+        _check(
+            1 <= self.auth_lookup_concurrency <= self.db_pool_max,
+            "auth_lookup_concurrency",
+            "must be between 1 and db_pool_max",
+        )
         _check(self.drain_timeout_s >= 0, "drain_timeout_s", "must not be negative")
         _check(self.drain_delay_s >= 0, "drain_delay_s", "must not be negative")
         self.targets  # noqa: B018 - parse now, so a bad value stops start-up
@@ -196,7 +207,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
 
 
 #: TOML tables that configure the bridge; dispatch-api's own settings are top-level keys.
-BRIDGE_TABLES = frozenset({"bridge", "retry", "agents", "tracing"})
+BRIDGE_TABLES = frozenset({"bridge", "retry", "agents", "tracing", "server"})
 
 
 def read_config(config_file: Path | None) -> dict[str, Any]:

@@ -6,7 +6,14 @@ instrumented), never at import time.
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._budget import RetryBudget
-from ._client import AttemptObserver, CallContext, DispatchClient, RetryObserver, retry_reason
+from ._client import (
+    AttemptObserver,
+    CallContext,
+    CallRecord,
+    DispatchClient,
+    RetryObserver,
+    retry_reason,
+)
 from ._errors import (
     AttemptTimedOut,
     CircuitOpen,
@@ -33,6 +40,7 @@ __all__ = [
     "BreakerState",
     "BudgetConfig",
     "CallContext",
+    "CallRecord",
     "CircuitBreaker",
     "CircuitOpen",
     "DeadlineExceeded",

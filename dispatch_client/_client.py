@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +28,7 @@ from ._breaker import CircuitBreaker
 from ._budget import RetryBudget
 from ._errors import (
     AttemptTimedOut,
+    CircuitOpen,
     DeadlineExceeded,
     DispatchError,
     InvalidResponse,
@@ -36,6 +37,17 @@ from ._errors import (
 )
 from ._policy import RetryConfig
 from ._retry import Clock, Sleep, run_with_retries
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What the tries of one tool call's dispatch-api calls revealed about its effect, kept
+    up to date by `DispatchClient.call` (also when a try is cut short by cancellation)."""
+
+    #: Some try of a mutation may have been committed (see `_errors` for the rules).
+    maybe_applied: bool = False
+    #: The last answer was dispatch-api's stored answer to an earlier request (a replay).
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +60,7 @@ class CallContext:
     actor_type: str
     actor_id: str
     actor_role: str
+    record: CallRecord = field(default_factory=CallRecord, compare=False, repr=False)
 
 
 #: Called after every try: (context, attempt number, outcome, seconds the try took), where
@@ -147,13 +160,19 @@ class DispatchClient:
         """One logical call, retried under the tool's policy; returns the decoded 2xx body.
 
         Raises a `DispatchError`: the last try's error, `DeadlineExceeded` when the deadline
-        cut a try short, or `CircuitOpen` without trying.
+        cut a try short, or `CircuitOpen` without trying; its `maybe_applied` is the whole
+        history's (`ctx.record`, which every try updates), its `replayed` the answer's.
         """
         policy = self.retry.for_tool(ctx.tool_name)
         deadline = self._clock() + policy.deadline_s
         body = None if json is None else orjson.dumps(json)
+        # A timeout of a try that sent this much may be the body's own cost (see _breaker.py).
+        heavy = body is not None and len(body) > self.retry.breaker.heavy_body_bytes
         self.budget.record_call()
         previous: list[DispatchError] = []
+        record = ctx.record
+        # A GET changes nothing, whatever happens to it: only mutations can be applied.
+        mutation = method != "GET"
 
         async def attempt(number: int) -> Any:
             if previous and self._on_retry is not None:
@@ -166,22 +185,34 @@ class DispatchClient:
             timeout = min(policy.per_try_timeout_s, remaining)
             started = self._clock()
             outcome = "ok"
+            earlier = record.maybe_applied
+            # From here the request may go out: until this try proves otherwise (and also
+            # when it is cancelled mid-way), it may be applied.
+            record.maybe_applied = earlier or mutation
+            record.replayed = False
             try:
                 result = await self._send(ctx, method, path, body, params, timeout, number)
             except AttemptTimedOut as exc:
                 outcome = type(exc).__name__
                 previous.append(exc)
-                self.breaker.record_failure()
+                self.breaker.record_failure(ctx.actor_id, heavy_timeout=heavy)
                 if clipped:
                     raise DeadlineExceeded("the call's deadline passed during a try") from exc
                 raise
             except DispatchError as exc:
                 outcome = type(exc).__name__
                 previous.append(exc)
-                if _counts_against_breaker(exc):
-                    self.breaker.record_failure()
+                record.replayed = exc.replayed
+                if exc.replayed and isinstance(exc, ProblemResponse) and exc.status < 500:
+                    # The key's stored outcome is a rejection: under this request_id nothing
+                    # was, or ever will be, applied, whatever earlier tries did.
+                    record.maybe_applied = False
                 else:
-                    self.breaker.record_success()
+                    record.maybe_applied = earlier or (mutation and _may_have_applied(exc))
+                if _counts_against_breaker(exc):
+                    self.breaker.record_failure(ctx.actor_id)
+                else:
+                    self.breaker.record_success(ctx.actor_id)
                 raise
             except BaseException as exc:
                 outcome = (
@@ -193,18 +224,24 @@ class DispatchClient:
             finally:
                 if self._observer is not None:
                     self._observer(ctx, number, outcome, self._clock() - started)
-            self.breaker.record_success()
+            self.breaker.record_success(ctx.actor_id)
             return result
 
-        return await run_with_retries(
-            attempt,
-            policy=policy,
-            budget=self.budget,
-            clock=self._clock,
-            sleep=self._sleep,
-            rng=self._rng,
-            deadline=deadline,
-        )
+        try:
+            return await run_with_retries(
+                attempt,
+                policy=policy,
+                budget=self.budget,
+                clock=self._clock,
+                sleep=self._sleep,
+                rng=self._rng,
+                deadline=deadline,
+            )
+        except DispatchError as exc:
+            # The raised error is the last try's (or a refusal before any): stamp it with
+            # what the whole history says, so no caller reads the effect off one try.
+            exc.maybe_applied = record.maybe_applied
+            raise
 
     async def _send(
         self,
@@ -238,18 +275,41 @@ class DispatchClient:
                     raw = await resp.read()
                     status = resp.status
                     retry_after = _retry_after(resp.headers.get("Retry-After"))
+                    replayed = resp.headers.get("Idempotent-Replayed", "").lower() == "true"
         except TimeoutError as exc:
             raise AttemptTimedOut(f"try {attempt} took longer than {try_timeout_s:.3f}s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            # No connection was made (refused, DNS, TLS handshake): the request never left.
+            raise TransportFailure(
+                f"try {attempt}: {type(exc).__name__}: {exc}", sent=False
+            ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportFailure(f"try {attempt}: {type(exc).__name__}: {exc}") from exc
         finally:
             resend_count.reset(token)
         if 200 <= status < 300:
             try:
-                return orjson.loads(raw) if raw else None
+                decoded = orjson.loads(raw) if raw else None
             except orjson.JSONDecodeError as exc:
                 raise InvalidResponse(f"a {status} answer whose body is not JSON") from exc
-        raise ProblemResponse(status, _problem(raw, status), retry_after)
+            ctx.record.replayed = replayed
+            return decoded
+        raise ProblemResponse(status, _problem(raw, status), retry_after, replayed=replayed)
+
+
+def _may_have_applied(exc: DispatchError) -> bool:
+    """Whether the try that failed with `exc` may have been committed by dispatch-api.
+
+    Unknown unless provably not: dispatch-api answers 4xx only for a request it rolled back
+    (business rejections commit a timeline event, never the change), but a 5xx can follow a
+    commit (503 `database_unavailable` when the COMMIT's acknowledgement is lost), and a
+    409 `request_in_progress` means another request under this key may still commit.
+    """
+    if isinstance(exc, ProblemResponse):
+        return exc.status >= 500 or exc.code == "request_in_progress"
+    if isinstance(exc, TransportFailure):
+        return exc.sent
+    return not isinstance(exc, CircuitOpen)
 
 
 def _counts_against_breaker(exc: DispatchError) -> bool:

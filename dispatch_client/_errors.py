@@ -11,6 +11,17 @@
 aiohttp and asyncio exceptions are translated in `_client.py`, never passed upward.
 `retryable` says whether the retry policy may try again; `retry_after_s` carries the
 server's Retry-After (or the breaker's remaining open time).
+
+Every error `DispatchClient.call` raises also says what is known about the call's effect,
+from the history of ALL its tries, not the last one alone:
+
+- `maybe_applied`: True when some try of a mutation may have been committed by dispatch-api
+  (a timeout or lost connection after the request went out, a 5xx, a 2xx that is not JSON,
+  a 409 `request_in_progress` whose holder may still commit). False only when none can
+  have been: refused before sending (breaker, deadline, connect refused, DNS), a 4xx, or a
+  replayed 4xx (the key's stored outcome is a rejection). Always False for a GET.
+- `replayed`: the answer carried `Idempotent-Replayed: true`, i.e. it is the stored outcome
+  of an earlier request under the same Idempotency-Key, not a fresh decision.
 """
 
 from __future__ import annotations
@@ -26,15 +37,24 @@ RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 class DispatchError(Exception):
     retryable: bool = False
     retry_after_s: float | None = None
+    #: Set by `DispatchClient.call` from the call's whole history (see the module docstring).
+    maybe_applied: bool = False
+    replayed: bool = False
 
 
 class ProblemResponse(DispatchError):
     """A non-2xx answer; `problem` is its problem+json body (or a stand-in when not JSON)."""
 
     def __init__(
-        self, status: int, problem: Mapping[str, Any], retry_after_s: float | None = None
+        self,
+        status: int,
+        problem: Mapping[str, Any],
+        retry_after_s: float | None = None,
+        *,
+        replayed: bool = False,
     ) -> None:
         self.status = status
+        self.replayed = replayed
         self.problem = dict(problem)
         self.code = str(self.problem.get("code") or f"http_{status}")
         self.retry_after_s = retry_after_s
@@ -46,6 +66,11 @@ class ProblemResponse(DispatchError):
 
 class TransportFailure(DispatchError):
     retryable = True
+
+    def __init__(self, *args: object, sent: bool = True) -> None:
+        #: False when the failure proves the request never left (connect refused, DNS).
+        self.sent = sent
+        super().__init__(*args)
 
 
 class AttemptTimedOut(DispatchError):

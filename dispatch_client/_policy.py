@@ -62,16 +62,27 @@ class BudgetConfig:
 
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
-    """Open after `failure_threshold` consecutive transient failures, for `open_s` seconds."""
+    """Open for `open_s` seconds after `failure_threshold` transient failures in a row from
+    the callers failing within `window_s`, once at least `min_callers` distinct callers (or
+    every caller seen in the window, when fewer called) are failing; see `_breaker.py`.
+
+    A try that timed out sending more than `heavy_body_bytes` is the caller's own slow work,
+    not evidence of a sick downstream: it does not count (unless it was the probe)."""
 
     failure_threshold: int = 5
     open_s: float = 5.0
+    window_s: float = 10.0
+    min_callers: int = 2
+    heavy_body_bytes: int = 256 * 1024
 
     def check(self) -> None:
         _require(
             self.failure_threshold >= 1, "retry.breaker.failure_threshold", "must be at least 1"
         )
         _require(self.open_s > 0, "retry.breaker.open_s", "must be positive")
+        _require(self.window_s > 0, "retry.breaker.window_s", "must be positive")
+        _require(self.min_callers >= 1, "retry.breaker.min_callers", "must be at least 1")
+        _require(self.heavy_body_bytes >= 1, "retry.breaker.heavy_body_bytes", "must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ _metrics.py   millisecond buckets, route labels, the /metrics response
 _tracing.py   provider set-up, server-span middleware, client-span trace config
 _ids.py       correlation/request id validation and minting
 _redact.py    credentials out of every log line, every logged value bounded
+_server.py    the listener: idle/head/body timeouts, connection cap, quiet accept() errors
 """
 
 from ._ids import SAFE_ID, UnsafeId, incoming_id, new_id
@@ -20,6 +21,15 @@ from ._logging import (
 from ._metrics import LATENCY_BUCKETS_MS, UNMATCHED, metrics_response, new_registry, route_label
 from ._observe import LOG_CONTEXT, OnResponse, log_context, observe_middleware
 from ._redact import bounded, redact
+from ._server import (
+    BODY_TIMEOUT_S,
+    BodyTimeout,
+    GuardedSite,
+    ServerSettings,
+    body_deadline,
+    connection_cap,
+    quiet_accept_errors,
+)
 from ._tracing import (
     EXPORTERS,
     TracingSettings,
@@ -32,23 +42,29 @@ from ._tracing import (
 )
 
 __all__ = [
+    "BODY_TIMEOUT_S",
     "EXPORTERS",
     "FIELDS",
     "LATENCY_BUCKETS_MS",
     "LOG_CONTEXT",
     "SAFE_ID",
     "UNMATCHED",
+    "BodyTimeout",
+    "GuardedSite",
     "JsonFormatter",
     "JsonLog",
     "LogSettings",
     "OnResponse",
+    "ServerSettings",
     "Sink",
     "TracingSettings",
     "UnsafeId",
+    "body_deadline",
     "bounded",
     "client_trace_config",
     "configure_stdlib_logging",
     "configure_tracing",
+    "connection_cap",
     "current_ids",
     "incoming_id",
     "instrument_database",
@@ -57,6 +73,7 @@ __all__ = [
     "new_id",
     "new_registry",
     "observe_middleware",
+    "quiet_accept_errors",
     "redact",
     "resend_count",
     "route_label",

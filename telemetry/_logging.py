@@ -39,6 +39,8 @@ FIELDS: tuple[str, ...] = (
     "latency_ms",
 )
 _BLANK = dict.fromkeys(FIELDS)
+#: Fields JsonLog.emit sets itself, whatever the caller passes.
+_OWN = frozenset({"ts", "level", "service", "event"})
 
 Sink = Callable[[bytes], None]
 
@@ -101,7 +103,9 @@ class JsonLog:
         except TypeError:
             line = b""
         if not line or len(line) > FAST_LINE_BYTES or may_hold_secret(line):
-            record.update({name: bounded(fields[name]) for name in fields if name in record})
+            record.update(
+                {name: bounded(value) for name, value in fields.items() if name not in _OWN}
+            )
             line = orjson.dumps(record, default=str)
         self._sink(line + b"\n")
 

@@ -94,7 +94,8 @@ class Runbook:
     def api_path(self, starting: str) -> str:
         """The one `curl -sS "$API/v1/..."` path starting with `starting`."""
         paths: list[str] = re.findall(r'curl -sS "\$API(/v1/[^"]*)"', self.text)
-        found = [p for p in paths if p.startswith(starting)]
+        # An exact path wins over longer ones it is a prefix of ($TICKET vs $TICKET/evidence).
+        found = [starting] if starting in paths else [p for p in paths if p.startswith(starting)]
         assert len(found) == 1, (starting, found)
         return found[0]
 
@@ -397,10 +398,16 @@ async def test_rb2_completion_rejected_until_the_evidence_is_attached(
     assert completions == [("tech-1", request_id, 422, "evidence_missing")] * 2
 
     # 3. what is attached against what is required
+    summary = (await api_get(rb, bridge, "/v1/tickets/$TICKET", TICKET=tid))["evidence_summary"]
+    assert (summary["total"], summary["by_kind_and_tag"]) == (
+        1,
+        [{"kind": "photo", "tag": "before", "count": 1}],
+    )
     attached = await api_get(rb, bridge, "/v1/tickets/$TICKET/evidence", TICKET=tid)
     assert [(e["kind"], e["tag"], e["captured_by"]["actor_id"]) for e in attached["items"]] == [
         ("photo", "before", "tech-1")
     ]
+    assert attached["next_cursor"] is None
     templates = await api_get(rb, bridge, "/v1/templates")
     [leak] = [t for t in templates["templates"] if t["name"] == "water_leak"]
     assert [(r["kind"], r["tag"]) for r in leak["requirements"]] == [

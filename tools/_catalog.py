@@ -88,7 +88,8 @@ def catalog() -> tuple[Tool, ...]:
             "ticket.get",
             "Read a ticket",
             "Read one ticket: state, priority, customer and site, assignment, attached"
-            " evidence, `missing_fields` and the `allowed_actions` it admits now. Changes"
+            " evidence (the newest 20 items, and `evidence_summary` counting every item by"
+            " kind and tag), `missing_fields` and the `allowed_actions` it admits now. Changes"
             " nothing.",
             EVERYONE,
             _get,
@@ -158,7 +159,8 @@ def catalog() -> tuple[Tool, ...]:
             "Attach a photo, signature, document or note to a ticket, either inline"
             " (`content_base64`) or by reference (`uri` with `sha256` and `size_bytes`). Use"
             " `tag` to say what it shows (e.g. before, after, customer): completion checks the"
-            " incident template's required kinds and tags.",
+            " incident template's required kinds and tags. A ticket holds at most 200 items"
+            " by default.",
             EVERYONE,
             _action("evidence"),
         ),

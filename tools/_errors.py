@@ -2,12 +2,18 @@
 the model, whether retrying may help, when, and machine-readable details.
 
 `from_dispatch_error` is the one place dispatch_client's errors become tool errors.
+
+Every tool error says what is known about the call's effect (`details.outcome`):
+`none` (nothing was applied anywhere: safe to call again under a new tool_call_id) or
+`unknown` (some try may have been applied: only a re-send with the SAME tool_call_id can
+tell, as dispatch-api then replays the stored outcome). It comes from the history of all
+the call's tries (`DispatchError.maybe_applied`), never from the last try alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from dispatch_client import (
     AttemptTimedOut,
@@ -41,6 +47,19 @@ CODES = frozenset(HTTP_STATUS)
 
 _PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "code", "instance"})
 
+#: What a tool error knows about the call's effect (serialized as `details.outcome`).
+OUTCOMES = frozenset({"none", "unknown"})
+NOTHING_CHANGED = " Nothing was changed."
+OUTCOME_UNKNOWN = (
+    " An earlier try of this call may have been applied: re-send it with the same"
+    " tool_call_id to learn the outcome (a new tool_call_id risks doing it twice)."
+)
+REPLAYED = (
+    " This is the stored outcome of an earlier call with this tool_call_id, replayed, not"
+    " a new attempt: re-sending it returns the same answer. To try again (e.g. after fixing"
+    " what it names), call with a NEW tool_call_id."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ToolError(Exception):
@@ -49,10 +68,14 @@ class ToolError(Exception):
     retryable: bool = False
     retry_after_ms: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: `none` by default: most tool errors are refusals before dispatch-api is called.
+    outcome: Literal["none", "unknown"] = "none"
 
     def __post_init__(self) -> None:
         if self.code not in CODES:
             raise ValueError(f"unknown tool error code {self.code!r}")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {self.outcome!r}")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,7 +83,7 @@ class ToolError(Exception):
             "message": self.message,
             "retryable": self.retryable,
             "retry_after_ms": self.retry_after_ms,
-            "details": self.details,
+            "details": {**self.details, "outcome": self.outcome},
         }
 
 
@@ -69,31 +92,42 @@ def _ms(seconds: float | None) -> int | None:
 
 
 def from_dispatch_error(exc: DispatchError, tool: str) -> ToolError:
-    """Translate what went wrong talking to dispatch-api into a tool error for the model."""
+    """Translate what went wrong talking to dispatch-api into a tool error for the model,
+    with its outcome (`unknown` when any try may have been applied) said in the message."""
+    error = _translate(exc, tool)
+    outcome: Literal["none", "unknown"] = "unknown" if exc.maybe_applied else "none"
+    if exc.replayed:
+        suffix = REPLAYED
+    elif outcome == "unknown":
+        suffix = OUTCOME_UNKNOWN
+    elif error.retryable:
+        suffix = NOTHING_CHANGED
+    else:
+        suffix = ""
+    return replace(error, message=error.message + suffix, outcome=outcome)
+
+
+def _translate(exc: DispatchError, tool: str) -> ToolError:
     if isinstance(exc, ProblemResponse):
         return _from_problem(exc, tool)
     if isinstance(exc, CircuitOpen):
         return ToolError(
             "upstream_unavailable",
-            "The dispatch system is failing and calls to it are paused. Wait and retry later;"
-            " nothing was changed.",
+            "The dispatch system is failing and calls to it are paused. Wait and retry later.",
             retryable=True,
             retry_after_ms=_ms(exc.retry_after_s),
         )
     if isinstance(exc, DeadlineExceeded):
         return ToolError(
             "deadline_exceeded",
-            "The dispatch system did not answer within this call's time limit. The change may"
-            " or may not have been applied: retry the same call with the same tool_call_id, it"
-            " will not be applied twice.",
+            "The dispatch system did not answer within this call's time limit.",
             retryable=True,
             retry_after_ms=1000,
         )
     if isinstance(exc, AttemptTimedOut):
         return ToolError(
             "upstream_timeout",
-            "The dispatch system was too slow to answer. Retry the same call with the same"
-            " tool_call_id; it will not be applied twice.",
+            "The dispatch system was too slow to answer.",
             retryable=True,
             retry_after_ms=1000,
         )
@@ -128,8 +162,12 @@ def _from_problem(exc: ProblemResponse, tool: str) -> ToolError:
         )
         return ToolError(
             "evidence_missing",
-            f"The ticket cannot be completed: required evidence is missing ({labels}). Attach"
-            " each item with evidence.attach, then call tech.complete again.",
+            f"The ticket cannot be completed: required evidence is missing ({labels})."
+            + (
+                ""
+                if exc.replayed
+                else " Attach each item with evidence.attach, then call tech.complete again."
+            ),
             details=details,
         )
     if code == "idempotency_conflict":
@@ -145,6 +183,16 @@ def _from_problem(exc: ProblemResponse, tool: str) -> ToolError:
             "This ticket is being changed by another call right now. Retry shortly.",
             retryable=True,
             retry_after_ms=retry_ms or 1000,
+            details=details,
+        )
+    if code == "evidence_limit_reached":
+        # A rule of the ticket, not of its state; invalid_transition is the closed code
+        # that says "this ticket refuses that action now, do not retry".
+        return ToolError(
+            "invalid_transition",
+            f"The ticket already holds {p.get('count')} evidence items, the most one ticket"
+            f" may hold ({p.get('limit')}); nothing was attached. Do not retry. Check what is"
+            " attached with ticket.get (evidence_summary) before attaching anything else.",
             details=details,
         )
     if status == 409:
@@ -188,7 +236,7 @@ def _from_problem(exc: ProblemResponse, tool: str) -> ToolError:
     if status == 504:
         return ToolError(
             "upstream_timeout",
-            "The dispatch system timed out. Retry the same call with the same tool_call_id.",
+            "The dispatch system timed out.",
             retryable=True,
             retry_after_ms=retry_ms or 1000,
             details=details,

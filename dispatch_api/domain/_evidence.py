@@ -13,11 +13,15 @@ def unmet_requirements(
     """Return the template's requirements that no attached item satisfies, in template order.
 
     Each item satisfies at most one requirement, so a template asking for two photos tagged
-    `before` needs two such photos. A requirement without a tag accepts any tag.
+    `before` needs two such photos. A requirement without a tag accepts any tag. A summary
+    counts for as many items as its `count`.
     """
     if template is None:
         return []
-    unused = list(evidence)
+    # Unused items per (kind, tag); a summary stands for `count` identical items.
+    unused: dict[tuple[str, str | None], int] = {}
+    for item in evidence:
+        unused[(item.kind, item.tag)] = unused.get((item.kind, item.tag), 0) + item.count
     unmet = []
     # Tagged requirements first: an untagged requirement must not consume the only item
     # that a tagged one could have used.
@@ -26,17 +30,18 @@ def unmet_requirements(
     for index, requirement in ordered:
         match = next(
             (
-                item
-                for item in unused
-                if item.kind == requirement.kind
-                and (requirement.tag is None or item.tag == requirement.tag)
+                key
+                for key, left in unused.items()
+                if left > 0
+                and key[0] == requirement.kind
+                and (requirement.tag is None or key[1] == requirement.tag)
             ),
             None,
         )
         if match is None:
             failed.add(index)
         else:
-            unused.remove(match)
+            unused[match] -= 1
     for index, requirement in enumerate(template.requirements):
         if index in failed:
             unmet.append(requirement)

@@ -143,9 +143,12 @@ class Cancel:
 
 @dataclass(frozen=True, slots=True)
 class AttachEvidence:
+    """Attach one item; refused once the ticket holds `limit` items (None: no limit)."""
+
     kind: EvidenceKind
     tag: str | None
     reason: str | None = None
+    limit: int | None = None
     action = Action.ATTACH_EVIDENCE
 
 
@@ -276,7 +279,21 @@ def decide(ticket: Ticket, command: Command, template: IncidentTemplate | None) 
             return _accept(ticket, action, resumed, {"cause": _str(ticket.hold_cause)})
         case Cancel():
             return _accept(ticket, action, replace(ticket, state=State.CANCELLED), {})
-        case AttachEvidence(kind=kind, tag=tag):
+        case AttachEvidence(kind=kind, tag=tag, limit=limit):
+            if limit is not None and ticket.evidence_count >= limit:
+                return Rejected(
+                    action,
+                    "action_rejected",
+                    ticket.state,
+                    "evidence_limit_reached",
+                    f"the ticket already holds {ticket.evidence_count} evidence items, the most"
+                    f" one ticket may hold ({limit}); nothing was attached",
+                    {
+                        "limit": limit,
+                        "count": ticket.evidence_count,
+                        "allowed_actions": allowed_actions(ticket),
+                    },
+                )
             attached = replace(ticket, evidence=(*ticket.evidence, EvidenceSummary(kind, tag)))
             return _accept(ticket, action, attached, {"kind": str(kind), "tag": tag})
         case Note():

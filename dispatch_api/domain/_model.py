@@ -106,10 +106,12 @@ class IncidentTemplate:
 
 @dataclass(frozen=True, slots=True)
 class EvidenceSummary:
-    """What the evidence rules need to know about one attached item."""
+    """What the evidence rules need to know about attached items: `count` items of one kind
+    and tag (a ticket's evidence is read as one summary per kind and tag, not item by item)."""
 
     kind: EvidenceKind
     tag: str | None
+    count: int = 1
 
 
 #: Fields a caller may set on create and update; anything else is rejected.
@@ -141,6 +143,11 @@ class Ticket:
     state_before_hold: State | None = None
     hold_cause: HoldCause | None = None
     evidence: tuple[EvidenceSummary, ...] = field(default=())
+
+    @property
+    def evidence_count(self) -> int:
+        """How many evidence items the ticket holds."""
+        return sum(e.count for e in self.evidence)
 
     @property
     def missing_fields(self) -> list[str]:

@@ -23,7 +23,6 @@ from ..domain import (
     AttachEvidence,
     Command,
     EvidenceKind,
-    EvidenceSummary,
     IncidentTemplate,
     Role,
     SlaState,
@@ -49,12 +48,13 @@ from ..store import (
     tickets,
     transaction,
 )
+from ..store import _evidence as evidence_store
 from ..store import _sla as sla_store
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
 Clock = Callable[[], datetime]
 
-_REJECTION_STATUS = {"invalid_transition": 409}
+_REJECTION_STATUS = {"invalid_transition": 409, "evidence_limit_reached": 409}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +88,10 @@ class TicketService:
         clock: Clock,
         metrics: ApiMetrics | None = None,
         targets: SlaTargets | None = None,
+        max_evidence_per_ticket: int | None = None,
     ) -> None:
         self._targets = targets or SlaTargets.defaults()
+        self._max_evidence = max_evidence_per_ticket
         self._pool = pool
         self._templates = templates
         self._clock = clock
@@ -163,7 +165,7 @@ class TicketService:
                 captured_at=now,
                 request_id=caller.request_id,
             )
-            command = AttachEvidence(upload.kind, upload.tag, reason)
+            command = AttachEvidence(upload.kind, upload.tag, reason, self._max_evidence)
             details = {
                 "evidence_id": evidence.id,
                 "content_type": evidence.content_type,
@@ -232,12 +234,42 @@ class TicketService:
         return [event_view(e) for e in events[:limit]], following
 
     async def evidence(self, caller: Caller, ticket_id: uuid.UUID) -> TicketRecord:
-        """The ticket with its evidence, if the caller may see it."""
+        """The ticket with its evidence counts and newest items, if the caller may see it."""
         async with connection(self._pool) as conn:
             record = await tickets.get(conn, ticket_id)
         _check_visible(caller, record, ticket_id)
         assert record is not None
         return record
+
+    async def evidence_page(
+        self,
+        caller: Caller,
+        ticket_id: uuid.UUID,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> tuple[TicketRecord, list[EvidenceRecord], tuple[datetime, uuid.UUID] | None]:
+        """The ticket, one page of its evidence oldest first, and the keyset of the next page."""
+        async with connection(self._pool) as conn:
+            record = await tickets.get(conn, ticket_id)
+            _check_visible(caller, record, ticket_id)
+            assert record is not None
+            items = await evidence_store.page(conn, ticket_id, after, limit + 1)
+        more = len(items) > limit
+        items = items[:limit]
+        cursor = (items[-1].captured_at, uuid.UUID(items[-1].id)) if more else None
+        return record, items, cursor
+
+    async def evidence_item(
+        self, caller: Caller, ticket_id: uuid.UUID, evidence_id: uuid.UUID
+    ) -> EvidenceRecord:
+        await self.evidence(caller, ticket_id)
+        async with connection(self._pool) as conn:
+            found = await evidence_store.item(conn, ticket_id, evidence_id)
+        if found is None:
+            raise NotFound(
+                "evidence_not_found", f"ticket {ticket_id} has no evidence {evidence_id}"
+            )
+        return found
 
     async def evidence_content(
         self, caller: Caller, ticket_id: uuid.UUID, evidence_id: uuid.UUID
@@ -318,9 +350,12 @@ class TicketService:
             sla = advance(record.sla, before, after, now, record.created_at, self._targets)
             await tickets.save(conn, record, after, sla, event)
             changed = before.state is not after.state
-            evidence = record.evidence + ((new_evidence,) if new_evidence else ())
+            # The view shows the newest items: the one just attached joins them.
+            evidence = (record.evidence + ((new_evidence,) if new_evidence else ()))[
+                -evidence_store.TICKET_EVIDENCE_ITEMS :
+            ]
             updated = TicketRecord(
-                replace(after, evidence=tuple(EvidenceSummary(e.kind, e.tag) for e in evidence)),
+                after,
                 record.created_at,
                 now,
                 now if changed else record.state_entered_at,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..domain import allowed_actions, remaining_s
+from ..domain import EvidenceKind, allowed_actions, remaining_s
 from ..store import Event, EvidenceRecord, TicketRecord
 
 
@@ -37,6 +37,33 @@ def evidence_view(e: EvidenceRecord, ticket_id: str) -> dict[str, Any]:
     }
 
 
+#: Kind-and-tag counts shown in a ticket view; `by_kind` always covers every item.
+MAX_TAG_COUNTS = 50
+
+
+def evidence_summary(record: TicketRecord) -> dict[str, Any]:
+    """Counts of every evidence item, and where to page through them all: a ticket view
+    embeds only the newest few items, however many the ticket holds."""
+    t = record.ticket
+    by_kind = dict.fromkeys((str(k) for k in EvidenceKind), 0)
+    tags: dict[tuple[str, str | None], int] = {}
+    for group in t.evidence:
+        by_kind[str(group.kind)] += group.count
+        key = (str(group.kind), group.tag)
+        tags[key] = tags.get(key, 0) + group.count
+    ordered = sorted(tags.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+    return {
+        "total": t.evidence_count,
+        "shown": len(record.evidence),
+        "by_kind": by_kind,
+        "by_kind_and_tag": [
+            {"kind": kind, "tag": tag, "count": count}
+            for (kind, tag), count in ordered[:MAX_TAG_COUNTS]
+        ],
+        "list_url": f"/v1/tickets/{t.id}/evidence",
+    }
+
+
 def ticket_view(record: TicketRecord) -> dict[str, Any]:
     t = record.ticket
     assignment = None
@@ -64,6 +91,7 @@ def ticket_view(record: TicketRecord) -> dict[str, Any]:
         "missing_fields": t.missing_fields,
         "allowed_actions": allowed_actions(t),
         "evidence": [evidence_view(e, t.id) for e in record.evidence],
+        "evidence_summary": evidence_summary(record),
         "created_at": _iso(record.created_at),
         "updated_at": _iso(record.updated_at),
         "state_entered_at": _iso(record.state_entered_at),

@@ -5,11 +5,12 @@ from . import _principals as principals
 from . import _templates as templates
 from . import _tickets as tickets
 from ._embedded import start_embedded
+from ._evidence import EvidenceRecord
 from ._idempotency import IdempotencyKey, StoredResponse
 from ._migrations import migrate, migration_files
 from ._pool import connect, connection, create_pool, transaction
 from ._principals import Principal
-from ._tickets import Event, EvidenceRecord, TicketFilter, TicketRecord
+from ._tickets import Event, TicketFilter, TicketRecord
 
 __all__ = [
     "Event",

@@ -7,7 +7,7 @@ taken by `lock` serialises changes to one ticket and numbers its events without 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,24 +15,13 @@ from typing import Any
 import asyncpg
 
 from ..domain import EvidenceKind, EvidenceSummary, HoldCause, Priority, SlaState, State, Ticket
-
-
-@dataclass(frozen=True, slots=True)
-class EvidenceRecord:
-    id: str
-    kind: EvidenceKind
-    tag: str | None
-    content_type: str
-    size_bytes: int
-    sha256: str
-    uri: str | None
-    stored_inline: bool
-    description: str | None
-    captured_by_type: str
-    captured_by_id: str
-    captured_by_role: str
-    captured_at: datetime
-    request_id: str | None
+from ._evidence import (
+    QUEUE_EVIDENCE_ITEMS,
+    TICKET_EVIDENCE_ITEMS,
+    EvidenceRecord,
+    from_json,
+    with_evidence,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +31,7 @@ class TicketRecord:
     updated_at: datetime
     state_entered_at: datetime
     last_seq: int
+    #: The newest items only (oldest of them first); `ticket.evidence` counts every item.
     evidence: tuple[EvidenceRecord, ...]
     sla: SlaState = field(default_factory=SlaState)
     #: The newest timeline event (at, type, actor_type, actor_id, role, tool_name), when the
@@ -70,24 +60,15 @@ class Event:
     details: dict[str, Any]
 
 
-_EVIDENCE_JSON = """
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
-        'id', e.id, 'kind', e.kind, 'tag', e.tag, 'content_type', e.content_type,
-        'size_bytes', e.size_bytes, 'sha256', e.sha256, 'uri', e.uri,
-        'stored_inline', e.content IS NOT NULL, 'description', e.description,
-        'captured_by_type', e.captured_by_type, 'captured_by_id', e.captured_by_id,
-        'captured_by_role', e.captured_by_role, 'captured_at', e.captured_at,
-        'request_id', e.request_id) ORDER BY e.captured_at, e.id), '[]'::jsonb)
-    FROM evidence e WHERE e.ticket_id = t.id
-"""
-
 _LAST_EVENT_JSON = """
     SELECT jsonb_build_object('at', e.at, 'type', e.type, 'actor_type', e.actor_type,
         'actor_id', e.actor_id, 'role', e.role, 'tool_name', e.tool_name)
     FROM timeline_events e WHERE e.ticket_id = t.id AND e.seq = t.last_seq
 """
 
-_SELECT_TICKET = f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence FROM tickets t WHERE t.id = $1"
+_SELECT_TICKET = (
+    f"SELECT t.*, {with_evidence(TICKET_EVIDENCE_ITEMS)} FROM tickets t WHERE t.id = $1"
+)
 
 #: The ticket columns `_ticket_values` fills, in its order ($2 onwards in insert and save).
 TICKET_COLUMNS = (
@@ -149,7 +130,11 @@ def _event_insert(first: int) -> str:
 # The statements of a ticket action, public so the database benchmark (bench/database.py)
 # replays exactly what dispatch-api sends.
 #: The ticket, locked until the transaction ends: $1 its id.
-LOCK = _SELECT_TICKET + " FOR UPDATE OF t"
+LOCK = "SELECT t.* FROM tickets t WHERE t.id = $1 FOR UPDATE OF t"
+#: Its evidence, read by a statement of its own once the lock is held: subqueries of the
+#: locking statement would read the snapshot taken before it waited for the lock, missing
+#: items a concurrent attach committed meanwhile (and so letting both pass the limit).
+EVIDENCE = f"SELECT {with_evidence(TICKET_EVIDENCE_ITEMS)} FROM (SELECT $1::uuid AS id) t"
 #: $1 ticket id, $2.. the TICKET_COLUMNS, then "state changed" (boolean), then the event.
 SAVE = (
     f"WITH t AS (UPDATE tickets SET ({_TICKET_COLUMN_LIST}) = ({_params(2)}),"
@@ -209,27 +194,12 @@ def _event_values(e: Event) -> tuple[Any, ...]:
     )
 
 
-def _evidence(raw: dict[str, Any]) -> EvidenceRecord:
-    return EvidenceRecord(
-        id=raw["id"],
-        kind=EvidenceKind(raw["kind"]),
-        tag=raw["tag"],
-        content_type=raw["content_type"],
-        size_bytes=raw["size_bytes"],
-        sha256=raw["sha256"],
-        uri=raw["uri"],
-        stored_inline=raw["stored_inline"],
-        description=raw["description"],
-        captured_by_type=raw["captured_by_type"],
-        captured_by_id=raw["captured_by_id"],
-        captured_by_role=raw["captured_by_role"],
-        captured_at=datetime.fromisoformat(raw["captured_at"]),
-        request_id=raw["request_id"],
+def _record(row: Mapping[str, Any]) -> TicketRecord:
+    evidence = tuple(from_json(e) for e in row["evidence"])
+    tally = tuple(
+        EvidenceSummary(EvidenceKind(g["kind"]), g["tag"], g["count"])
+        for g in row["evidence_tally"]
     )
-
-
-def _record(row: asyncpg.Record) -> TicketRecord:
-    evidence = tuple(_evidence(e) for e in row["evidence"])
     ticket = Ticket(
         id=str(row["id"]),
         state=State(row["state"]),
@@ -247,7 +217,7 @@ def _record(row: asyncpg.Record) -> TicketRecord:
         if row["state_before_hold"] is None
         else State(row["state_before_hold"]),
         hold_cause=None if row["hold_cause"] is None else HoldCause(row["hold_cause"]),
-        evidence=tuple(EvidenceSummary(e.kind, e.tag) for e in evidence),
+        evidence=tally,
     )
     sla = SlaState(
         row["response_due_at"],
@@ -277,9 +247,13 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, ticket_id: uuid.UUID) -> 
 
 
 async def lock(conn: asyncpg.Connection, ticket_id: uuid.UUID) -> TicketRecord | None:
-    """The ticket, locked until the transaction ends, or None when it does not exist."""
+    """The ticket, locked until the transaction ends, or None when it does not exist; its
+    evidence as counts per kind and tag plus the newest items, read after the lock."""
     row = await conn.fetchrow(LOCK, ticket_id)
-    return None if row is None else _record(row)
+    if row is None:
+        return None
+    evidence = await conn.fetchrow(EVIDENCE, ticket_id)
+    return _record({**dict(row), **dict(evidence)})
 
 
 async def insert(conn: asyncpg.Connection, ticket: Ticket, sla: SlaState, event: Event) -> None:
@@ -393,8 +367,9 @@ async def list_page(
         clauses.append(f"(t.created_at, t.id) > ({arg(after[0])}, {arg(after[1])}::uuid)")
     condition = " AND ".join(clauses) or "true"
     rows = await conn.fetch(
-        f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence, ({_LAST_EVENT_JSON}) AS last_event"
-        f" FROM tickets t WHERE {condition} ORDER BY t.created_at, t.id LIMIT {arg(limit)}",
+        f"SELECT t.*, {with_evidence(QUEUE_EVIDENCE_ITEMS)},"
+        f" ({_LAST_EVENT_JSON}) AS last_event FROM tickets t WHERE {condition}"
+        f" ORDER BY t.created_at, t.id LIMIT {arg(limit)}",
         *args,
     )
     return [_record(r) for r in rows]
@@ -405,8 +380,8 @@ async def get_many(
 ) -> list[TicketRecord]:
     """The tickets of `ids`, in that order, with their last event."""
     rows = await conn.fetch(
-        f"SELECT t.*, ({_EVIDENCE_JSON}) AS evidence, ({_LAST_EVENT_JSON}) AS last_event"
-        " FROM tickets t WHERE t.id = ANY($1::uuid[])",
+        f"SELECT t.*, {with_evidence(QUEUE_EVIDENCE_ITEMS)},"
+        f" ({_LAST_EVENT_JSON}) AS last_event FROM tickets t WHERE t.id = ANY($1::uuid[])",
         ids,
     )
     by_id = {r["id"]: _record(r) for r in rows}

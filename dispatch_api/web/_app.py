@@ -33,7 +33,6 @@ from ..store import Principal, connection, create_pool, idempotency, templates
 from ..store import _sla as sla_store
 from . import _evidence, _tickets
 from ._context import (
-    PrincipalCache,
     authenticate,
     caller_for,
     claimed_ids,
@@ -56,6 +55,7 @@ from ._keys import (
     TEMPLATES,
     VALIDATORS,
 )
+from ._principal_cache import PrincipalCache
 from ._problems import problem_middleware, problem_response
 from ._tickets import json_response
 from ._validation import BodyValidators
@@ -151,11 +151,27 @@ async def list_templates(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition. The gauges read from the database (tickets per state, oldest
-    per state, SLA now) are refreshed here, or, with DISPATCH_METRICS_REFRESH_S set, by a
-    background task, so that a scrape of a large database stays cheap."""
+    per state, SLA now) are refreshed by a background task every DISPATCH_METRICS_REFRESH_S,
+    so that a scrape, which anyone may send, never reaches the database; with 0, at each
+    scrape instead, one refresh at a time however many scrapes arrive."""
     if request.app[SETTINGS].metrics_refresh_s == 0:
-        await refresh_database_gauges(request.app)
+        await request.app[_GAUGES].refresh(request.app)
     return metrics_response(request.app[METRICS].registry)
+
+
+class _SharedRefresh:
+    """At most one gauge refresh in flight; scrapes arriving meanwhile wait for it."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self, app: web.Application) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(refresh_database_gauges(app))
+        await asyncio.shield(self._task)
+
+
+_GAUGES = web.AppKey("gauges", _SharedRefresh)
 
 
 async def refresh_database_gauges(app: web.Application) -> None:
@@ -215,7 +231,8 @@ def create_app(
     app[CLOCK] = clock
     app[OPENAPI] = orjson.dumps(document)
     app[VALIDATORS] = BodyValidators(document)
-    app[PRINCIPALS] = PrincipalCache()
+    app[PRINCIPALS] = PrincipalCache(concurrency=settings.auth_lookup_concurrency)
+    app[_GAUGES] = _SharedRefresh()
     app.cleanup_ctx.append(_database(dsn))
     app.cleanup_ctx.append(_purge_idempotency_keys)
     app.cleanup_ctx.append(_sweep_sla_breaches)
@@ -258,7 +275,9 @@ def _database(dsn: str):  # type: ignore[no-untyped-def]
         app[POOL] = pool
         known = await templates.load(pool)
         app[TEMPLATES] = known
-        app[SERVICE] = TicketService(pool, known, app[CLOCK], app[METRICS], s.targets)
+        app[SERVICE] = TicketService(
+            pool, known, app[CLOCK], app[METRICS], s.targets, s.max_evidence_per_ticket
+        )
         try:
             yield
         finally:
@@ -313,7 +332,8 @@ async def _sweep_sla_breaches(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _refresh_gauges(app: web.Application) -> AsyncIterator[None]:
-    """With DISPATCH_METRICS_REFRESH_S > 0, refresh the database gauges in the background."""
+    """With DISPATCH_METRICS_REFRESH_S > 0 (the default), refresh the database gauges in
+    the background."""
     interval = app[SETTINGS].metrics_refresh_s
     if interval == 0:
         yield

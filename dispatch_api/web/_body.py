@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from schemas import MAX_JSON_DEPTH, too_deep
+from telemetry import body_deadline
 
 from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ._keys import VALIDATORS
@@ -58,9 +59,10 @@ async def _read_bounded(request: web.Request, limit: int) -> bytes:
         raise too_large
     chunks = []
     total = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        total += len(chunk)
-        if total > limit:
-            raise too_large
-        chunks.append(chunk)
+    async with body_deadline(request):  # a trickled body answers 408, never holds on
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            total += len(chunk)
+            if total > limit:
+                raise too_large
+            chunks.append(chunk)
     return b"".join(chunks)

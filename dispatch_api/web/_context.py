@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,8 @@ from telemetry import SAFE_ID, UnsafeId, current_ids, incoming_id
 from ..domain import Actor, ActorType, Role
 from ..errors import BadRequest, Forbidden, Unauthenticated
 from ..service import Caller
-from ..store import Principal, connection, principals
+from ..store import Principal
+from ._principal_cache import PrincipalCache
 
 TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 IDEMPOTENCY_KEY = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,255}")
@@ -27,29 +27,6 @@ MUTATING_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _ACTOR_HEADERS = ("X-Actor-Type", "X-Actor-Id", "X-Actor-Role")
 _ASSERTABLE_ROLES = {Role.DISPATCHER, Role.TECHNICIAN, Role.SUPERVISOR}
-
-
-class PrincipalCache:
-    """Token lookups cached briefly so a request costs no extra round trip; a revoked
-    token stops working within `ttl_s`."""
-
-    def __init__(self, ttl_s: float = 30.0, max_entries: int = 10_000) -> None:
-        self._ttl = ttl_s
-        self._max = max_entries
-        self._entries: dict[bytes, tuple[float, Principal | None]] = {}
-
-    async def lookup(self, pool: asyncpg.Pool, token: str) -> Principal | None:
-        digest = principals.token_digest(token)
-        now = time.monotonic()
-        hit = self._entries.get(digest)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        async with connection(pool) as conn:
-            found = await principals.find_by_token(conn, token)
-        if len(self._entries) >= self._max:
-            self._entries.clear()
-        self._entries[digest] = (now + self._ttl, found)
-        return found
 
 
 def single_header(request: web.Request, name: str) -> str | None:

@@ -13,7 +13,16 @@ from ..domain import EvidenceKind
 from ..errors import NotFound, PayloadTooLarge, Unprocessable
 from ..service import EvidenceUpload, evidence_view
 from ._keys import CALLER, SERVICE, SETTINGS
-from ._tickets import json_response, mutation, stored_response, ticket_id
+from ._tickets import (
+    MAX_PAGE,
+    _decode_cursor,
+    _encode_cursor,
+    _int_param,
+    json_response,
+    mutation,
+    stored_response,
+    ticket_id,
+)
 from ._validation import invalid_field
 
 
@@ -77,19 +86,27 @@ async def attach_evidence(request: web.Request) -> web.Response:
 
 
 async def list_evidence(request: web.Request) -> web.Response:
+    """GET /v1/tickets/{id}/evidence?limit=&cursor=: every item, oldest first, in pages."""
     tid = ticket_id(request)
-    record = await request.app[SERVICE].evidence(request[CALLER], tid)
-    items = [evidence_view(e, record.ticket.id) for e in record.evidence]
-    return json_response({"ticket_id": str(tid), "items": items})
+    limit = _int_param(request.query, "limit", 50, 1, MAX_PAGE)
+    after = _decode_cursor(request.query.get("cursor"))
+    record, items, following = await request.app[SERVICE].evidence_page(
+        request[CALLER], tid, after, limit
+    )
+    return json_response(
+        {
+            "ticket_id": str(tid),
+            "total": record.ticket.evidence_count,
+            "items": [evidence_view(e, record.ticket.id) for e in items],
+            "next_cursor": _encode_cursor(following),
+        }
+    )
 
 
 async def get_evidence(request: web.Request) -> web.Response:
     tid, eid = ticket_id(request), ticket_id(request, "evidence_id")
-    record = await request.app[SERVICE].evidence(request[CALLER], tid)
-    for item in record.evidence:
-        if item.id == str(eid):
-            return json_response(evidence_view(item, record.ticket.id))
-    raise NotFound("evidence_not_found", f"ticket {tid} has no evidence {eid}")
+    item = await request.app[SERVICE].evidence_item(request[CALLER], tid, eid)
+    return json_response(evidence_view(item, str(tid)))
 
 
 async def download_evidence(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from ..domain import IncidentTemplate
 from ..metrics import ApiMetrics
 from ..service import Caller, Clock, TicketService
 from ..settings import ApiSettings
-from ._context import PrincipalCache
+from ._principal_cache import PrincipalCache
 from ._validation import BodyValidators
 
 SETTINGS = web.AppKey("settings", ApiSettings)

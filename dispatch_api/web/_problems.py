@@ -17,6 +17,7 @@ from ..errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
     problem,
 )
@@ -47,6 +48,8 @@ def _translate(exc: web.HTTPException, request: web.Request) -> ApiError:
         )
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return PayloadTooLarge("payload_too_large", "the request body is too large")
+    if isinstance(exc, web.HTTPRequestTimeout):
+        return RequestTimeout("request_timeout", exc.text or "the request body was too slow")
     if isinstance(exc, web.HTTPUnsupportedMediaType):
         return UnsupportedMediaType("unsupported_media_type", exc.text or "unsupported media type")
     return BadRequest("bad_request", exc.reason)

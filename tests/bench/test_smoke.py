@@ -29,7 +29,7 @@ async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "latest.json").read_text())
     ids = {s["id"] for s in report["scenarios"]}
-    assert ids >= {"S1", "S2", "S3", "S4", "S5", "S6", "Peer", "Memory", "Alloc"}
+    assert ids >= {"S1", "S2", "S3", "S4", "S5", "S6", "Peer", "Memory", "Alloc", "Noisy"}
     assert all(s["n"] == 1 and s["met"] in (True, False, None) for s in report["scenarios"])
     assert set(report["cpu"]) >= {"api", "bridge", "postgres"}
     table = (tmp_path / "latest.md").read_text()

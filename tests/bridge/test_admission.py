@@ -44,7 +44,11 @@ async def test_a_call_beyond_the_limit_is_shed_at_once_and_admitted_ones_complet
     assert shed.status == 429
     assert shed.body["error"]["code"] == "rate_limited"
     assert shed.body["error"]["retryable"] is True
-    assert shed.body["error"]["details"] == {"reason": "bridge_at_capacity", "max_in_flight": 2}
+    assert shed.body["error"]["details"] == {
+        "reason": "bridge_at_capacity",
+        "max_in_flight": 2,
+        "outcome": "none",
+    }
     assert 50 <= shed.body["error"]["retry_after_ms"] <= 250
     assert shed.headers["Retry-After"] == "1"
     assert tool_error(rpc_result(over_mcp))["error"]["code"] == "rate_limited"  # before validation

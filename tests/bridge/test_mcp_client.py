@@ -113,7 +113,11 @@ async def test_a_technician_neither_sees_nor_can_call_ticket_cancel(
     assert "tech.complete" in names
     error = tool_error(result)
     assert error["code"] == "forbidden"
-    assert error["details"] == {"role": "technician", "allowed_roles": ["dispatcher", "supervisor"]}
+    assert error["details"] == {
+        "role": "technician",
+        "allowed_roles": ["dispatcher", "supervisor"],
+        "outcome": "none",
+    }
     assert bridge.proxy.requests == 0
 
 

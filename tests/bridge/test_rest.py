@@ -77,8 +77,17 @@ async def test_the_envelope_carries_result_and_ids(bridge: Bridge) -> None:
     )
 
     assert reply.status == 200
-    assert set(reply.body) == {"ok", "tool", "result", "request_id", "correlation_id", "trace_id"}
+    assert set(reply.body) == {
+        "ok",
+        "tool",
+        "result",
+        "replayed",
+        "request_id",
+        "correlation_id",
+        "trace_id",
+    }
     assert reply.body["ok"] is True
+    assert reply.body["replayed"] is False
     assert reply.body["tool"] == "ticket.create"
     assert reply.body["correlation_id"] == reply.headers["X-Correlation-ID"] == "case-4711"
     uuid.UUID(reply.body["request_id"])

@@ -422,3 +422,26 @@ def test_repr_shows_no_key_digests() -> None:
     settings = load_bridge_settings({"DISPATCH_AGENT_KEYS": f"planner:dispatcher:{PLANNER_SHA}"})
 
     assert PLANNER_SHA not in repr(settings)
+
+
+def test_per_key_limits_default_well_below_the_global_cap_and_are_read_from_env_and_file(
+    tmp_path: Path,
+) -> None:
+    defaults = BridgeSettings()
+    from_file = load_bridge_settings(
+        {"DISPATCH_AGENT_MAX_IN_FLIGHT": "8"},
+        _config(tmp_path, "[bridge]\nagent_max_in_flight_bytes = 4194304\n"),
+    )
+
+    assert defaults.agent_max_in_flight * 8 <= defaults.max_in_flight
+    assert defaults.agent_max_in_flight_bytes >= defaults.max_body_bytes
+    assert (from_file.agent_max_in_flight, from_file.agent_max_in_flight_bytes) == (8, 4194304)
+    assert from_file.describe()["agent_max_in_flight"] == 8
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DISPATCH_AGENT_MAX_IN_FLIGHT", "0"), ("DISPATCH_AGENT_MAX_IN_FLIGHT_BYTES", "100")],
+)
+def test_a_bad_per_key_limit_is_refused_naming_its_variable(variable: str, value: str) -> None:
+    assert _refusal({variable: value}).startswith(f"{variable}: ")

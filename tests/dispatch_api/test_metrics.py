@@ -267,7 +267,7 @@ async def test_promtool_accepts_the_exposition_after_traffic(api: Api) -> None:
 async def replica(api: Api, log_lines: list[bytes]) -> AsyncIterator[Api]:
     """Another dispatch-api process on the same database, as the same principals see it."""
     app = create_app(
-        ApiSettings(db_pool_min=1, db_pool_max=4),
+        ApiSettings(db_pool_min=1, db_pool_max=4, metrics_refresh_s=0),  # exact at each scrape
         api.database_url,
         clock=api.clock,
         log=JsonLog("dispatch-api", sink=log_lines.append),

@@ -24,6 +24,7 @@ from dispatch_client import (
 from .fakes import TICKET, FakeClock, Harness, Observed, context, roomy_config
 
 OPEN_S = 5.0
+CALLER = "agent-7"  # the actor_id of fakes.context()
 
 
 def _state(breaker: CircuitBreaker) -> BreakerState:
@@ -314,9 +315,9 @@ def test_state_reports_closed_open_and_half_open() -> None:
     assert breaker.before_call() is False  # a closed circuit lets calls out, none a probe
     assert _state(breaker) == "closed"
 
-    breaker.record_failure()
+    breaker.record_failure(CALLER)
     assert _state(breaker) is BreakerState.CLOSED
-    breaker.record_failure()
+    breaker.record_failure(CALLER)
     assert _state(breaker) is BreakerState.OPEN
     assert _state(breaker) == "open"
 
@@ -325,14 +326,14 @@ def test_state_reports_closed_open_and_half_open() -> None:
     assert _state(breaker) == "half_open"
 
     breaker.before_call()
-    breaker.record_success()
+    breaker.record_success(CALLER)
     assert _state(breaker) is BreakerState.CLOSED
 
 
 def test_an_open_breaker_reports_the_remaining_open_time() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(BreakerConfig(failure_threshold=1, open_s=OPEN_S), clock)
-    breaker.record_failure()
+    breaker.record_failure(CALLER)
     clock.advance(2.0)
 
     with pytest.raises(CircuitOpen) as caught:
@@ -344,7 +345,7 @@ def test_an_open_breaker_reports_the_remaining_open_time() -> None:
 def test_half_open_admits_one_probe_and_an_abandoned_probe_frees_the_slot() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(BreakerConfig(failure_threshold=1, open_s=OPEN_S), clock)
-    breaker.record_failure()
+    breaker.record_failure(CALLER)
     clock.advance(OPEN_S)
 
     assert breaker.before_call() is True  # the probe
@@ -361,14 +362,155 @@ def test_a_failed_probe_restarts_the_open_period() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(BreakerConfig(failure_threshold=3, open_s=OPEN_S), clock)
     for _ in range(3):
-        breaker.record_failure()
+        breaker.record_failure(CALLER)
     clock.advance(OPEN_S)
     breaker.before_call()
 
-    breaker.record_failure()
+    breaker.record_failure(CALLER)
 
     assert _state(breaker) is BreakerState.OPEN
     clock.advance(OPEN_S - 0.01)
     assert _state(breaker) is BreakerState.OPEN
     clock.advance(0.01)
     assert _state(breaker) is BreakerState.HALF_OPEN
+
+
+# --- one caller cannot open the circuit for everyone (issue 14) ----------------------------
+
+
+def _shared(threshold: int = 3, **extra: Any) -> tuple[FakeClock, CircuitBreaker]:
+    clock = FakeClock()
+    config = BreakerConfig(failure_threshold=threshold, open_s=OPEN_S, **extra)
+    return clock, CircuitBreaker(config, clock)
+
+
+def test_one_caller_failing_while_another_succeeds_does_not_open_the_circuit() -> None:
+    _, breaker = _shared(threshold=3)
+    breaker.record_success("quiet")
+    for _ in range(30):
+        breaker.record_failure("noisy")
+        breaker.record_success("quiet")
+
+    assert _state(breaker) is BreakerState.CLOSED
+    assert breaker.before_call() is False
+
+
+def test_failures_from_two_callers_open_the_circuit_when_two_are_active() -> None:
+    _, breaker = _shared(threshold=3)
+    breaker.record_success("a")
+    breaker.record_success("b")
+
+    breaker.record_failure("a")
+    breaker.record_failure("a")
+    assert _state(breaker) is BreakerState.CLOSED  # one caller failing: its own problem
+    breaker.record_failure("b")
+
+    assert _state(breaker) is BreakerState.OPEN
+
+
+def test_a_lone_caller_still_opens_the_circuit_when_the_downstream_is_down() -> None:
+    _, breaker = _shared(threshold=3)
+    for _ in range(3):
+        breaker.record_failure("only")
+
+    assert _state(breaker) is BreakerState.OPEN
+
+
+def test_a_caller_quiet_for_longer_than_the_window_no_longer_shields_the_circuit() -> None:
+    clock, breaker = _shared(threshold=3, window_s=10.0)
+    breaker.record_success("gone")
+    clock.advance(10.5)
+    for _ in range(3):
+        breaker.record_failure("only")
+
+    assert _state(breaker) is BreakerState.OPEN
+
+
+def test_failures_older_than_the_window_do_not_count() -> None:
+    clock, breaker = _shared(threshold=3, window_s=10.0)
+    breaker.record_failure("a")
+    breaker.record_failure("a")
+    clock.advance(10.5)
+    breaker.record_failure("a")
+
+    assert _state(breaker) is BreakerState.CLOSED
+    breaker.record_failure("a")
+    breaker.record_failure("a")
+    assert _state(breaker) is BreakerState.OPEN
+
+
+def test_a_callers_success_clears_only_its_own_failures() -> None:
+    _, breaker = _shared(threshold=4)
+    breaker.record_failure("a")
+    breaker.record_failure("a")
+    breaker.record_failure("b")
+    breaker.record_success("b")  # b is well again; a still fails
+    breaker.record_failure("b")
+
+    assert _state(breaker) is BreakerState.CLOSED  # a: 2, b: 1 in a row
+    breaker.record_failure("b")
+    assert _state(breaker) is BreakerState.OPEN
+
+
+def test_heavy_timeouts_never_open_the_circuit_even_for_a_lone_caller() -> None:
+    _, breaker = _shared(threshold=2)
+    for _ in range(50):
+        breaker.record_failure("uploader", heavy_timeout=True)
+
+    assert _state(breaker) is BreakerState.CLOSED
+
+
+def test_a_heavy_timeout_of_the_probe_reopens_the_circuit() -> None:
+    clock, breaker = _shared(threshold=1)
+    breaker.record_failure("a")
+    clock.advance(OPEN_S)
+    assert breaker.before_call() is True
+
+    breaker.record_failure("uploader", heavy_timeout=True)
+
+    assert _state(breaker) is BreakerState.OPEN
+
+
+def test_a_probe_from_any_caller_closes_the_circuit_and_forgets_old_failures() -> None:
+    clock, breaker = _shared(threshold=2)
+    breaker.record_failure("a")
+    breaker.record_failure("a")
+    clock.advance(OPEN_S)
+    breaker.before_call()
+
+    breaker.record_success("b")
+    breaker.record_failure("a")
+
+    assert _state(breaker) is BreakerState.CLOSED
+
+
+async def test_through_the_client_large_uploads_timing_out_leave_the_circuit_closed(
+    harness: Harness,
+) -> None:
+    client = _client(harness, threshold=2)
+    evidence = f"{TICKET}/evidence"
+    harness.mock.post(evidence, exception=TimeoutError(), repeat=5)
+    big = {"kind": "photo", "content_base64": "A" * (300 * 1024)}
+    for _ in range(5):
+        with pytest.raises(DispatchError):
+            await client.act(context(), "T-1", "evidence", big)
+
+    assert _state(client.breaker) is BreakerState.CLOSED
+    harness.mock.post(evidence, exception=TimeoutError(), repeat=2)
+    for _ in range(2):  # the same timeouts on small bodies are a sick downstream
+        with pytest.raises(DispatchError):
+            await client.act(context(), "T-1", "evidence", {"kind": "note"})
+    assert _state(client.breaker) is BreakerState.OPEN
+
+
+async def test_through_the_client_failures_are_counted_per_actor(harness: Harness) -> None:
+    client = _client(harness, threshold=2)
+    harness.mock.get(TICKET, payload={"id": "T-1"}, repeat=True)
+    await client.get_ticket(context(actor_id="quiet"), "T-1")
+    harness.mock.post(f"{TICKET}/evidence", status=503, repeat=True)
+    for _ in range(4):
+        with pytest.raises(ProblemResponse):
+            await client.act(context(actor_id="noisy"), "T-1", "evidence", {"kind": "note"})
+
+    assert _state(client.breaker) is BreakerState.CLOSED
+    assert await client.get_ticket(context(actor_id="quiet"), "T-1") == {"id": "T-1"}

@@ -154,6 +154,9 @@ def test_a_value_of_the_wrong_type_is_refused_naming_its_key(raw: dict[str, Any]
         ({"budget": {"max_tokens": 0.5}}, "retry.budget.max_tokens"),
         ({"breaker": {"failure_threshold": 0}}, "retry.breaker.failure_threshold"),
         ({"breaker": {"open_s": 0}}, "retry.breaker.open_s"),
+        ({"breaker": {"window_s": 0}}, "retry.breaker.window_s"),
+        ({"breaker": {"min_callers": 0}}, "retry.breaker.min_callers"),
+        ({"breaker": {"heavy_body_bytes": 0}}, "retry.breaker.heavy_body_bytes"),
         (
             {"tools": {"tech.complete": {"max_attempts": 0}}},
             'retry.tools."tech.complete".max_attempts',
@@ -223,5 +226,11 @@ def test_describe_returns_plain_json_able_dicts() -> None:
     assert described["tools"]["ticket.get"]["max_attempts"] == 2
     assert described["tools"]["tech.complete"]["deadline_s"] == 30.0
     assert described["budget"] == {"ratio": 0.1, "min_retries_per_s": 1.0, "max_tokens": 10.0}
-    assert described["breaker"] == {"failure_threshold": 5, "open_s": 5.0}
+    assert described["breaker"] == {
+        "failure_threshold": 5,
+        "open_s": 5.0,
+        "window_s": 10.0,
+        "min_callers": 2,
+        "heavy_body_bytes": 262144,
+    }
     assert all(type(v) is dict for v in described.values())

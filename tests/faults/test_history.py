@@ -231,3 +231,106 @@ async def test_the_checker_finds_doubled_lost_phantom_and_late_calls(
         "late": 1,
     }, report.describe()
     assert (report.doubled, report.lost, report.late) == (1, 1, 1)
+
+
+#: Tries shorter than a slow spell's answers, a breaker that opens after three failures in a
+#: row, and a small retry budget: calls end on timeouts, on the open breaker (first try or a
+#: retry) and on a spent budget, so answers claim both `none` and `unknown`.
+TIGHT = RetryConfig(
+    default=RetryPolicy(
+        max_attempts=3,
+        per_try_timeout_s=0.3,
+        deadline_s=2.0,
+        base_backoff_s=0.02,
+        max_backoff_s=0.1,
+    ),
+    budget=BudgetConfig(ratio=0.1, min_retries_per_s=1.0, max_tokens=3.0),
+    breaker=BreakerConfig(failure_threshold=3, open_s=1.0),
+)
+SPELL_S = 1.0
+
+
+async def _spells(proxy: FaultProxy, times: int, every_s: float) -> None:
+    """For SPELL_S, `times` times, the breaker is made to open: every answer slower than a
+    try (tries that went out: `unknown`), or, every other time, connections refused (tries
+    that provably never left: `none`, and then the open breaker's refusals)."""
+    for spell in range(times):
+        await asyncio.sleep(every_s)
+        if spell % 2:
+            proxy.refuse()
+            await asyncio.sleep(SPELL_S)
+            await proxy.listen_again()
+        else:
+            proxy.delay_s = 0.5
+            await asyncio.sleep(SPELL_S)
+            proxy.delay_s = 0.0
+
+
+@pytest.mark.parametrize("bridge_retry", [TIGHT])
+async def test_no_answer_claims_none_for_an_applied_call_through_timeouts_breaker_and_budget(
+    bridge: Bridge,
+    pg_server_url: str,
+    database_url: str,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """Each error answer says `none` or `unknown`; the agents believe it (a new tool_call_id
+    after `none`), and the database shows no `none` was false. Then the same history, with
+    one applied call doctored into a `none` answer, is caught by the checker."""
+    proxy = bridge.proxy
+    proxy.random_delay_s = 0.5
+    proxy.random_faults(0.1, random.Random(SEED))
+    endpoint = Endpoint(str(bridge.session._base_url), bridge.keys["supervisor"], "agent-sup")
+    seconds, spells = 10.0, 4
+    timeout_s = TIGHT.default.deadline_s + 5
+    async with aiohttp.ClientSession() as http:
+        calls, _ = await asyncio.wait_for(
+            asyncio.gather(
+                run_agents(
+                    http, endpoint, agents=8, seconds=seconds, seed=SEED, timeout_s=timeout_s
+                ),
+                _spells(proxy, spells, seconds / (spells + 1)),
+            ),
+            seconds + timeout_s + 10,
+        )
+    proxy.random_faults(0.0)
+    direct = database_url_for(pg_server_url, urlsplit(database_url).path.lstrip("/"))
+
+    report = await check(calls, direct, retry=TIGHT, slack_s=SLACK_S)
+    summary = report.as_dict()
+    print("outcome check:", summary, dict(proxy.faults))
+    record_property("outcome_history", summary)
+
+    assert not report.violations, report.describe()
+    assert set(report.outcomes) <= EXPECTED_OUTCOMES, report.outcomes
+    # Every error answer made a claim, and both claims were made and put to the test.
+    errors = [c for c in calls if c.error is not None]
+    assert all(c.claimed in ("none", "unknown") for c in errors)
+    assert report.claimed["none"] > 0, summary
+    assert report.claimed["unknown"] > 0, summary
+    # Mutations were answered `none` (their agent then moved to a new id, and the checker
+    # held the operations answered `none` every time, `refused`, to having no effect).
+    assert any(c.mutating and c.claimed == "none" for c in errors), summary
+    paused = [c for c in errors if "calls to it are paused" in c.error["message"]]  # type: ignore[index]
+    assert {c.claimed for c in paused} == {"none", "unknown"}, summary  # the breaker refused
+    assert await _metric(bridge, "bridge", r"retry_budget_exhausted_total\{[^}]*\}") > 0
+    assert report.acknowledged >= 20, summary
+
+    applied = next(c for c in calls if c.ok and c.tool != "ticket.create")
+    lie = dataclasses.replace(
+        applied,
+        outcome="upstream_unavailable",
+        claimed="none",
+        result=None,
+        error={"code": "upstream_unavailable", "details": {"outcome": "none"}},
+    )
+    doctored = [lie if c is applied else c for c in calls]
+    doctored = [
+        c
+        for c in doctored
+        if c is lie or c.derived_request_id != applied.derived_request_id or not c.mutating
+    ]
+
+    caught = await check(doctored, direct, retry=TIGHT, slack_s=SLACK_S)
+
+    assert Counter(v.kind for v in caught.violations) == {"false_none": 1}, caught.describe()
+    assert caught.false_none == 1

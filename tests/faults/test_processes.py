@@ -414,8 +414,10 @@ async def test_a_call_outlasting_the_drain_is_answered_in_time_and_redelivered_o
     assert status == 504
     assert cut_short["error"]["code"] == "deadline_exceeded"
     assert cut_short["error"]["retryable"] is True
-    assert cut_short["error"]["details"] == {"reason": "bridge_draining"}
+    # dispatch-api had committed: the cut answer must not claim that nothing happened.
+    assert cut_short["error"]["details"] == {"reason": "bridge_draining", "outcome": "unknown"}
     assert redelivered["ok"] is True  # the same call again: the one outcome, replayed
+    assert redelivered["replayed"] is True
     assert redelivered["request_id"] == cut_short["request_id"]
     tickets = await _fetch(database_url, "SELECT id FROM tickets")
     assert [str(t["id"]) for t in tickets] == [redelivered["result"]["ticket"]["id"]]

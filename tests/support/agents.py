@@ -3,10 +3,12 @@ each recorded as a `history.Call` for `history.check`.
 
 An agent works one ticket at a time through create -> schedule -> hold -> resume ->
 dispatch -> arrive -> follow-up -> cancel, then opens the next. Every call names its
-tool_call_id. When the answer leaves the outcome open (timeout, unavailable, no answer)
-the agent does what the tool error tells it to: it re-delivers the same call (same
-tool_call_id, same arguments, REST or MCP at random) a few times; failing that, it re-reads
-the ticket (ticket.get) and carries on from its true state.
+tool_call_id. When the answer is transient or leaves the outcome open (timeout,
+unavailable, no answer) the agent does what the tool error tells it to: it sends the call
+again (same arguments, REST or MCP at random) a few times, under the same tool_call_id once
+any answer said the outcome is unknown (or none came), under a new one while every answer
+said nothing was applied (`details.outcome: none`); failing that, it re-reads the ticket
+(ticket.get) and carries on from its true state.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .history import Call
 #: Re-deliveries of one call whose outcome stayed open, before re-reading the ticket.
 REDELIVERIES = 4
 MCP_VERSION = "2026-07-28"
-#: A tool error that promises nothing was applied, and tells the agent to come back.
+#: A tool error that tells the agent to come back (`details.outcome` says with which id).
 _TRANSIENT = frozenset({"rate_limited", "in_progress", "upstream_unavailable"})
 
 
@@ -138,7 +140,8 @@ def _from_envelope(envelope: Any, status: int) -> dict[str, Any]:
     if envelope["ok"]:
         return {**answer, "outcome": "ok", "result": envelope["result"]}
     error = envelope["error"]
-    return {**answer, "outcome": error["code"], "error": error}
+    claimed = (error.get("details") or {}).get("outcome")
+    return {**answer, "outcome": error["code"], "error": error, "claimed": claimed}
 
 
 class Agent:
@@ -197,9 +200,16 @@ class Agent:
         self._held |= self._state == "ON_HOLD"
 
     async def _deliver(self, tool: str, arguments: dict[str, Any], until: float) -> Call:
-        """One operation: the call, re-delivered while its outcome stays open."""
+        """One operation: the call, re-delivered while its outcome stays open.
+
+        It believes the answers, as a model would: while every answer so far claimed that
+        nothing was applied (`details.outcome: none`), it tries again under a NEW
+        tool_call_id; once one left the outcome open, only the same id is safe. So a false
+        `none` shows in the history as an effect of an operation all of whose answers said
+        none (the checker's `false_none`)."""
         self._count += 1
         tool_call_id = f"{self.name}-{self._count}"
+        believed_none = True
         for _ in range(REDELIVERIES + 1):
             await self._pace()
             transport = "mcp" if self._rng.random() < self._mcp_share else "rest"
@@ -208,6 +218,10 @@ class Agent:
                 break
             if call.outcome not in _TRANSIENT and call.outcome not in _OPEN:
                 break  # a definite refusal (unexpected here): re-delivering cannot help
+            believed_none = believed_none and (call.claimed == "none" or call.reached is False)
+            if believed_none:
+                self._count += 1
+                tool_call_id = f"{self.name}-{self._count}"
             await asyncio.sleep(_backoff(call, self._rng))
         if call.ok and tool == "customer.follow_up":
             self._followed = True

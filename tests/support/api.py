@@ -57,6 +57,8 @@ class Api:
     clock: FakeClock
     tokens: dict[str, str] = field(default_factory=dict)
     app: web.Application | None = None
+    #: Where it listens, for a client session of the test's own.
+    url: str = ""
 
     @property
     def app_service(self) -> TicketService:
@@ -104,6 +106,33 @@ class Api:
         events: list[dict[str, Any]] = reply.body["events"]
         return events
 
+    async def insert_evidence(
+        self, ticket_id: str, count: int, kind: str = "note", tag: str | None = "log"
+    ) -> list[str]:
+        """`count` evidence rows straight into the table (test setup: far faster than the
+        API, and past any limit), a second apart, before the clock; their ids, oldest first."""
+        conn = await connect(self.database_url)
+        try:
+            # Later calls land after earlier ones: the offset is how many rows exist already.
+            start = self.clock() - timedelta(days=1)
+            start += timedelta(seconds=await conn.fetchval("SELECT count(*) FROM evidence"))
+            rows = await conn.fetch(
+                "INSERT INTO evidence (id, ticket_id, kind, tag, content_type, size_bytes, sha256,"
+                " uri, captured_by_type, captured_by_id, captured_by_role, captured_at)"
+                " SELECT gen_random_uuid(), $1, $2, $3, 'text/plain', 10, repeat('cd', 32),"
+                " 'https://files.example/n/' || i, 'human', 'sup-1', 'supervisor',"
+                " $4::timestamptz + i * interval '1 second'"
+                " FROM generate_series(1, $5) AS i RETURNING id, captured_at",
+                uuid.UUID(ticket_id),
+                kind,
+                tag,
+                start,
+                count,
+            )
+        finally:
+            await conn.close()
+        return [str(r["id"]) for r in sorted(rows, key=lambda r: (r["captured_at"], r["id"]))]
+
     async def count(self, sql: str, *args: Any) -> int:
         conn = await connect(self.database_url)
         try:
@@ -143,7 +172,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def api_settings() -> ApiSettings:
-    return ApiSettings(db_pool_min=1, db_pool_max=8, db_lock_timeout_ms=1000)
+    # Gauges read at each scrape: tests compare them with the database right away.
+    return ApiSettings(db_pool_min=1, db_pool_max=8, db_lock_timeout_ms=1000, metrics_refresh_s=0)
 
 
 @pytest.fixture
@@ -174,6 +204,6 @@ async def api(
     await server.start_server()
     try:
         async with aiohttp.ClientSession(base_url=str(server.make_url(""))) as session:
-            yield Api(session, database_url, clock, tokens, app)
+            yield Api(session, database_url, clock, tokens, app, str(server.make_url("")))
     finally:
         await server.close()

@@ -10,7 +10,12 @@ dispatch-api and the embedded PostgreSQL) and can, on demand:
 - `delay_s = s`: hold every answer back s seconds (slow upstream);
 - `blackhole = True`: swallow requests and never answer (connections hang);
 - `hold()` / `release()`: keep answers back until released; `holding` is set once one is;
+- `hold_large(n)` / `release_large()`: the same, only for answers to requests whose
+  Content-Length is at least n bytes (one caller's heavy uploads slow, the rest not);
+  `large_held` counts the answers held now;
 - `cut()`: abort every open connection at once, as a crashed peer would;
+- `refuse()` / `listen_again()`: stop listening (new connections are refused: provably
+  nothing reaches the upstream) and cut open connections; then listen on the same port;
 - `random_faults(rate, rng)`: each request, with probability `rate`, gets one of the
   faults above (drop, reset or a delay), for history checks and soaks.
 
@@ -44,11 +49,16 @@ class FaultProxy:
         self._fault_rate = 0.0
         self._rng = random.Random(0)
         self._pending_delays = 0
+        self._refusing = 0
         #: How long a randomly delayed answer is held back.
         self.random_delay_s = 0.5
         self.released = asyncio.Event()
         self.released.set()
         self.holding = asyncio.Event()
+        self.large_bytes = 0
+        self.large_released = asyncio.Event()
+        self.large_released.set()
+        self.large_held = 0
 
     @property
     def port(self) -> int:
@@ -60,8 +70,19 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+
+    def refuse(self) -> None:
+        """Stop listening, so connecting is refused, and cut every open connection."""
+        assert self._server is not None
+        self._refusing = self.port
+        self._server.close()
+        self.cut()
+
+    async def listen_again(self) -> None:
+        """Listen again, on the port `refuse()` closed."""
+        await self.start(self._refusing)
 
     async def close(self) -> None:
         """Stop listening and cut every open connection, as a crashed peer would."""
@@ -86,6 +107,15 @@ class FaultProxy:
     def release(self) -> None:
         self.released.set()
 
+    def hold_large(self, min_bytes: int) -> None:
+        """Keep back answers to requests of at least `min_bytes` until `release_large()`."""
+        self.large_bytes = min_bytes
+        self.large_released.clear()
+
+    def release_large(self) -> None:
+        self.large_bytes = 0
+        self.large_released.set()
+
     def random_faults(self, rate: float, rng: random.Random | None = None) -> None:
         """From now on, each request gets a random fault with probability `rate`."""
         self._fault_rate = rate
@@ -109,9 +139,11 @@ class FaultProxy:
             self._tasks.discard(task)
             return
         self._writers.add(up_writer)
+        large = [False]  # whether the request now answered on this connection is large
         try:
             await asyncio.gather(
-                self._requests(reader, up_writer, writer), self._responses(up_reader, writer)
+                self._requests(reader, up_writer, writer, large),
+                self._responses(up_reader, writer, large),
             )
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -133,7 +165,11 @@ class FaultProxy:
             self._pending_delays += 1
 
     async def _requests(
-        self, reader: asyncio.StreamReader, up: asyncio.StreamWriter, client: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        up: asyncio.StreamWriter,
+        client: asyncio.StreamWriter,
+        large: list[bool],
     ) -> None:
         while data := await reader.read(65536):
             if self.blackhole:
@@ -148,12 +184,22 @@ class FaultProxy:
                     up.transport.abort()
                     return
                 self.requests += 1
+                large[0] = 0 < self.large_bytes <= _content_length(data)
             up.write(data)
             await up.drain()
         up.close()
 
-    async def _responses(self, up: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _responses(
+        self, up: asyncio.StreamReader, writer: asyncio.StreamWriter, large: list[bool]
+    ) -> None:
         while data := await up.read(65536):
+            if large[0]:
+                large[0] = False
+                self.large_held += 1
+                try:
+                    await self.large_released.wait()
+                finally:
+                    self.large_held -= 1
             if not self.released.is_set():
                 self.holding.set()
                 await self.released.wait()
@@ -172,3 +218,12 @@ class FaultProxy:
             writer.write(data)
             await writer.drain()
         writer.close()
+
+
+def _content_length(head: bytes) -> int:
+    """The Content-Length of the request whose head starts `head` (0 when absent)."""
+    for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return 0

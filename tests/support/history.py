@@ -18,7 +18,11 @@ derives the same request_id for them, so dispatch-api may apply it once at most.
   order of real time (the first was acknowledged before the second was issued);
 - unstable_id: deliveries of one operation answered under different request_ids;
 - late: a call that ended after its deadline (the retry policy's `deadline_s`) plus slack;
-- stuck_key: an idempotency key claimed and never answered.
+- stuck_key: an idempotency key claimed and never answered;
+- false_none: an effect under an operation whose every delivery was answered with an error
+  claiming `details.outcome: none` (nothing applied) or refused before it ran: the bridge
+  said nothing happened, yet it did (an agent believing it re-sends under a new id and
+  doubles the effect).
 
 An operation neither acknowledged nor refused is indeterminate: it may or may not have been
 applied, but never twice.
@@ -53,7 +57,8 @@ class Call:
 
     `reached` is True when the bridge ran the call (it minted a request_id), False when it
     refused it before (bad key, rate limit, at capacity), None when the agent cannot tell.
-    `request_id` is the one the bridge answered with, if it said.
+    `request_id` is the one the bridge answered with, if it said. `claimed` is an error
+    answer's `details.outcome` (`none` or `unknown`), None for a success or no answer.
     """
 
     agent: str
@@ -69,6 +74,7 @@ class Call:
     request_id: str | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    claimed: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -78,6 +84,12 @@ class Call:
     def acknowledged(self) -> bool:
         """Answered for good: the change happened, or was refused and recorded."""
         return self.ok or self.outcome in RECORDED_REFUSALS
+
+    @property
+    def claims_nothing_applied(self) -> bool:
+        """An error answer (not a recorded refusal, whose effect is its rejection event)
+        saying no try of this delivery was applied."""
+        return not self.acknowledged and self.claimed == "none"
 
     @property
     def mutating(self) -> bool:
@@ -169,6 +181,7 @@ class Report:
     #: Operations the agent had to deliver more than once (same tool_call_id).
     redelivered: int = 0
     acknowledged: int = 0
+    #: Operations every answer of which said nothing was applied (refused, or outcome none).
     refused: int = 0
     indeterminate: int = 0
     #: Indeterminate operations that did take effect (once).
@@ -178,6 +191,9 @@ class Report:
     lost: int = 0
     doubled: int = 0
     late: int = 0
+    #: Error answers by what they claimed of the effect: {"none": n, "unknown": m}.
+    claimed: Counter[str] = field(default_factory=Counter)
+    false_none: int = 0
     max_call_s: float = 0.0
     downstream_tries: int | None = None
     violations: list[Violation] = field(default_factory=list)
@@ -206,6 +222,8 @@ class Report:
             "lost": self.lost,
             "doubled": self.doubled,
             "late": self.late,
+            "claimed": dict(sorted(self.claimed.items())),
+            "false_none": self.false_none,
             "max_call_s": round(self.max_call_s, 3),
             "downstream_tries": self.downstream_tries,
             "retry_amplification": None if amplification is None else round(amplification, 4),
@@ -260,6 +278,8 @@ async def check(
     report.effects = len(rows)
     for c in calls:
         report.outcomes[c.outcome] += 1
+        if c.claimed is not None:
+            report.claimed[c.claimed] += 1
         report.ok += c.ok
         report.max_call_s = max(report.max_call_s, c.seconds)
     _check_deadlines(calls, retry, slack_s, report)
@@ -363,6 +383,15 @@ def _check_operation(op: Operation, found: list[Effect], report: Report) -> None
         if found:
             report.violations.append(
                 Violation("phantom", f"refused before it ran, yet {found}", op.deliveries)
+            )
+        return
+    if all(c.reached is False or c.claims_nothing_applied for c in op.deliveries):
+        # No delivery left the outcome open: an effect means some `none` was false.
+        report.refused += 1
+        if found:
+            report.false_none += 1
+            report.violations.append(
+                Violation("false_none", f"answered outcome none, yet {found}", op.deliveries)
             )
         return
     report.indeterminate += 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -75,6 +76,8 @@ class ServiceProcess:
         self._args = list(args)
         self._env = {**_base_env(), **env}
         self._proc: asyncio.subprocess.Process | None = None
+        #: The child's descriptor limit (RLIMIT_NOFILE), when set before `start()`.
+        self.nofile: int | None = None
 
     @property
     def pid(self) -> int:
@@ -90,9 +93,17 @@ class ServiceProcess:
         assert not self.running, f"{self.name} is already running"
         with self.log_path.open("ab") as log:
             self._proc = await asyncio.create_subprocess_exec(
-                *self._args, env=self._env, stdout=log, stderr=subprocess.STDOUT
+                *self._args,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self._limit_descriptors if self.nofile else None,
             )
         await self.wait_ready(timeout_s)
+
+    def _limit_descriptors(self) -> None:
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     async def wait_ready(self, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -257,8 +257,14 @@ def test_a_transport_failure_is_an_unavailable_upstream() -> None:
     assert error.retry_after_ms == 1000
 
 
+def _after_sending(exc: DispatchError) -> DispatchError:
+    """`exc` as DispatchClient raises it when some try of the call may have been applied."""
+    exc.maybe_applied = True
+    return exc
+
+
 def test_a_slow_attempt_is_an_upstream_timeout_retried_with_the_same_call_id() -> None:
-    error = from_dispatch_error(AttemptTimedOut("per-try timeout"), "tech.complete")
+    error = from_dispatch_error(_after_sending(AttemptTimedOut("per-try")), "tech.complete")
 
     assert error.code == "upstream_timeout"
     assert error.retryable is True
@@ -266,11 +272,12 @@ def test_a_slow_attempt_is_an_upstream_timeout_retried_with_the_same_call_id() -
 
 
 def test_a_spent_deadline_says_the_change_may_have_happened() -> None:
-    error = from_dispatch_error(DeadlineExceeded("deadline"), "tech.complete")
+    error = from_dispatch_error(_after_sending(DeadlineExceeded("deadline")), "tech.complete")
 
     assert error.code == "deadline_exceeded"
     assert error.retryable is True
-    assert "may or may not have been applied" in error.message
+    assert error.outcome == "unknown"
+    assert "may have been applied" in error.message
     assert "same tool_call_id" in error.message
 
 
@@ -280,7 +287,54 @@ def test_an_open_circuit_retries_after_its_remaining_open_time() -> None:
     assert error.code == "upstream_unavailable"
     assert error.retryable is True
     assert error.retry_after_ms == 2500
-    assert "nothing was changed" in error.message
+    assert error.outcome == "none"
+    assert "Nothing was changed" in error.message
+
+
+def test_an_open_circuit_after_a_try_that_may_have_applied_says_the_outcome_is_unknown() -> None:
+    """The reported bug: try 1 timed out after sending, the retry met the open breaker."""
+    error = from_dispatch_error(_after_sending(CircuitOpen(2.5)), "ticket.schedule")
+
+    assert error.code == "upstream_unavailable"
+    assert error.outcome == "unknown"
+    assert error.to_json()["details"]["outcome"] == "unknown"
+    assert "nothing was changed" not in error.message.lower()
+    assert "same tool_call_id" in error.message
+    assert "new tool_call_id risks doing it twice" in error.message
+
+
+def test_every_translated_error_carries_its_outcome_in_details() -> None:
+    nothing: tuple[DispatchError, ...] = (
+        TransportFailure("refused", sent=False),
+        ProblemResponse(422, _problem(422, "validation_failed", "bad")),
+        ProblemResponse(404, _problem(404, "ticket_not_found", "no ticket")),
+        CircuitOpen(1.0),
+    )
+    for exc in nothing:
+        assert from_dispatch_error(exc, "ticket.hold").to_json()["details"]["outcome"] == "none"
+    maybe: tuple[DispatchError, ...] = (
+        TransportFailure("reset after sending"),
+        ProblemResponse(503, _problem(503, "database_unavailable", "gone")),
+        InvalidResponse("a 200 answer whose body is not JSON"),
+    )
+    for exc in maybe:
+        error = from_dispatch_error(_after_sending(exc), "ticket.hold")
+        assert error.to_json()["details"]["outcome"] == "unknown"
+
+
+def test_a_replayed_evidence_refusal_says_it_is_a_stored_outcome_and_asks_for_a_new_call_id() -> (
+    None
+):
+    """After the evidence was attached, the old tool_call_id only replays the old refusal:
+    the message must not send the agent round again under it."""
+    problem = _problem(422, "evidence_missing", "missing", missing_evidence=MISSING)
+    error = from_dispatch_error(ProblemResponse(422, problem, replayed=True), "tech.complete")
+
+    assert error.code == "evidence_missing"
+    assert error.outcome == "none"
+    assert "stored outcome of an earlier call with this tool_call_id" in error.message
+    assert "NEW tool_call_id" in error.message
+    assert "call tech.complete again" not in error.message
 
 
 def test_a_circuit_about_to_close_still_asks_for_a_positive_wait() -> None:
@@ -356,3 +410,21 @@ def test_the_codes_are_exactly_those_of_the_design() -> None:
 def test_a_tool_error_with_an_unknown_code_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown tool error code 'teapot'"):
         ToolError("teapot", "I am a teapot")
+
+
+def test_the_evidence_limit_is_a_final_refusal_naming_the_limit() -> None:
+    error = _translate(
+        409,
+        "evidence_limit_reached",
+        "the ticket already holds 200 evidence items, the most one ticket may hold (200)",
+        limit=200,
+        count=200,
+        allowed_actions=["attach_evidence", "complete"],
+    )
+
+    assert error.code == "invalid_transition"
+    assert error.retryable is False
+    assert "200 evidence items" in error.message
+    assert "Do not retry" in error.message
+    assert error.details["upstream_code"] == "evidence_limit_reached"
+    assert (error.details["limit"], error.details["count"]) == (200, 200)

@@ -241,3 +241,21 @@ def test_a_duplicate_template_error_names_the_duplicated_template() -> None:
 
 def test_a_template_error_is_a_value_error() -> None:
     assert issubclass(TemplateError, ValueError)
+
+
+def test_a_summary_counts_for_as_many_items_as_its_count() -> None:
+    two_before = template(requirement(PHOTO, "before"), requirement(PHOTO, "before"))
+
+    assert unmet_requirements(two_before, [EvidenceSummary(PHOTO, "before", 2)]) == []
+    assert unmet_requirements(two_before, [EvidenceSummary(PHOTO, "before", 1)]) == [
+        requirement(PHOTO, "before")
+    ]
+
+
+def test_a_counted_summary_serves_tagged_and_untagged_requirements_alike() -> None:
+    photos = template(requirement(PHOTO, None), requirement(PHOTO, "after"))
+
+    assert unmet_requirements(photos, [EvidenceSummary(PHOTO, "after", 2)]) == []
+    assert unmet_requirements(photos, [EvidenceSummary(PHOTO, "after", 1)]) == [
+        requirement(PHOTO, None)
+    ]

@@ -674,3 +674,21 @@ def test_an_evidence_rejection_tells_what_the_ticket_still_allows() -> None:
     decision = rejected(decide(ticket_in(State.ON_SITE), Complete(), WATER_LEAK))
 
     assert decision.details["allowed_actions"] == allowed_for(State.ON_SITE, Priority.P2)
+
+
+def test_an_attach_at_the_evidence_limit_is_rejected_with_the_limit_and_the_count() -> None:
+    ticket = ticket_in(ONS, evidence=(BEFORE, EvidenceSummary(EvidenceKind.NOTE, "log", 2)))
+
+    decision = rejected(decide(ticket, AttachEvidence(EvidenceKind.PHOTO, "after", limit=3), None))
+
+    assert decision.code == "evidence_limit_reached"
+    assert decision.event_type == "action_rejected"
+    assert (decision.details["limit"], decision.details["count"]) == (3, 3)
+
+
+def test_an_attach_below_the_evidence_limit_counts_the_new_item() -> None:
+    ticket = ticket_in(ONS, evidence=(EvidenceSummary(EvidenceKind.NOTE, "log", 2),))
+
+    decision = accepted(decide(ticket, AttachEvidence(EvidenceKind.PHOTO, "after", limit=3), None))
+
+    assert decision.ticket.evidence_count == 3

@@ -1,0 +1,272 @@
+"""Noisy neighbour: one agent key saturating its limits with its heaviest calls must not hurt
+the other keys' normal work (issue 14).
+
+A product of its own (dispatch-api and the bridge as processes on an embedded PostgreSQL,
+default settings) with `QUIET_KEYS` normal keys and one noisy key. Per repetition, two runs
+of the same length, quiet then noisy (A B A B ...):
+
+- quiet: the normal keys send `ticket.get` on their own tickets, with a small
+  `evidence.attach` note every tenth call, at a constant total rate `RATE_PER_S` (open
+  loop: latency counted from each call's due time, so a stall cannot hide), round robin
+  over the keys;
+- noisy: the same, while the noisy key runs `NOISY_WORKERS` workers in a closed loop, each
+  uploading max-size evidence (5 MiB decoded, a ~7 MB body) as fast as it is let: it keeps
+  its per-key limits (16 calls, 16 MiB in flight) saturated, and honours the
+  `retry_after_ms` of each refusal, as a well-behaved but heavy agent would.
+
+Targets: the normal keys keep >= 99.9 % success in the noisy run, and their p99 within 2x of
+the quiet run. `/readyz` is polled during the noisy run: every poll must be 200 with the
+breaker closed. On two shared cores the noisy key's uploads compete for CPU with everything
+else (the bridge reads and parses each 7 MB body, dispatch-api decodes, hashes and stores
+it), so the p99 ratio measures that contention as well as the bridge's isolation.
+
+Each noisy run uploads to a fresh ticket (so no per-ticket evidence cap is reached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import secrets
+import subprocess
+import sys
+import time
+from contextlib import AsyncExitStack
+from hashlib import sha256
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench._context import Bench
+from bench._load import Call, OpenLoopResult, open_loop
+from bench._product import Product, cpu_seconds
+from bench._report import Figure, figure
+from bridge.settings import BridgeSettings
+
+#: Normal agents call a few times a second each (a model thinks between calls): 8 keys at
+#: 5 calls/s. Each key's open loop keeps calling whatever the latency, so beyond
+#: 16 calls in flight (3.2 s of latency) its own per-key limit would refuse it.
+QUIET_KEYS = 8
+RATE_PER_S = 40.0
+NOISY_WORKERS = 24
+MAX_EVIDENCE = 5 * 1024 * 1024  # dispatch-api's default DISPATCH_EVIDENCE_MAX_BYTES
+READYZ_EVERY_S = 0.25
+
+
+def _rest(tool: str, arguments: dict[str, Any]) -> bytes:
+    return orjson.dumps({"arguments": arguments})
+
+
+def _note(ticket: str) -> bytes:
+    text = base64.b64encode(b"checked the valve").decode()
+    return _rest(
+        "evidence.attach",
+        {"ticket_id": ticket, "kind": "note", "content_type": "text/plain", "content_base64": text},
+    )
+
+
+class _Setup:
+    """The keys (made before the product starts, which is configured with them), their
+    tickets and calls."""
+
+    product: Product
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        self.keys = {f"quiet-{i}": secrets.token_urlsafe(24) for i in range(QUIET_KEYS)}
+        self.keys["noisy"] = secrets.token_urlsafe(24)
+        self.tickets: dict[str, str] = {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        defaults = BridgeSettings()  # the per-key limits as shipped (Product lifts them)
+        return {
+            "DISPATCH_AGENT_MAX_IN_FLIGHT": str(defaults.agent_max_in_flight),
+            "DISPATCH_AGENT_MAX_IN_FLIGHT_BYTES": str(defaults.agent_max_in_flight_bytes),
+            "DISPATCH_AGENT_KEYS": ",".join(
+                f"{name}:supervisor:{sha256(key.encode()).hexdigest()}"
+                for name, key in self.keys.items()
+            ),
+        }
+
+    def url(self, tool: str) -> str:
+        return f"{self.product.urls['bridge']}/v1/tools/{tool}/invoke"
+
+    def headers(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[name]}", "Content-Type": "application/json"}
+
+    async def create_ticket(self, name: str) -> str:
+        body = _rest("ticket.create", {"customer_name": f"Bench {name}", "priority": "P3"})
+        async with self.http.post(
+            self.url("ticket.create"), data=body, headers=self.headers(name)
+        ) as r:
+            reply = await r.json()
+            assert reply["ok"], reply
+            ticket: str = reply["result"]["ticket"]["id"]
+        return ticket
+
+    def normal_work(self) -> Call:
+        """The quiet keys' calls, round robin; every tenth is a small write."""
+        quiet = [n for n in self.keys if n != "noisy"]
+        reads = [
+            (self.url("ticket.get"), _rest("ticket.get", {"ticket_id": self.tickets[n]}), n)
+            for n in quiet
+        ]
+        writes = [(self.url("evidence.attach"), _note(self.tickets[n]), n) for n in quiet]
+        steps = itertools.cycle(
+            [(url, body, self.headers(n)) for url, body, n in reads * 9 + writes]
+        )
+        http = self.http
+
+        async def call() -> int:
+            url, body, headers = next(steps)
+            async with http.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        return call
+
+
+async def _noisy(url: str, key: str, ticket: str, seconds: float) -> dict[str, int]:
+    """`NOISY_WORKERS` closed-loop workers uploading max-size evidence for `seconds`; how
+    their calls ended (ok, or the refusal's reason / error code)."""
+    content = base64.b64encode(secrets.token_bytes(MAX_EVIDENCE)).decode()
+    arguments = {
+        "ticket_id": ticket,
+        "kind": "photo",
+        "content_type": "image/jpeg",
+        "content_base64": content,
+    }
+    body = _rest("evidence.attach", arguments)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    seen: dict[str, int] = {}
+    until = time.monotonic() + seconds
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        while time.monotonic() < until:
+            status = 0
+            try:
+                async with http.post(url, data=body, headers=headers) as resp:
+                    raw, status = await resp.read(), resp.status
+                reply = orjson.loads(raw)
+            except (aiohttp.ClientError, orjson.JSONDecodeError):
+                reply = {"ok": False, "error": {"code": f"http_{status}"}}
+            if reply["ok"]:
+                seen["ok"] = seen.get("ok", 0) + 1
+                continue
+            error = reply["error"]
+            reason = (error.get("details") or {}).get("reason") or error["code"]
+            seen[reason] = seen.get(reason, 0) + 1
+            await asyncio.sleep((error.get("retry_after_ms") or 100) / 1000)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        await asyncio.gather(*(worker(http) for _ in range(NOISY_WORKERS)))
+    return seen
+
+
+async def _noisy_process(setup: _Setup, ticket: str, seconds: float) -> dict[str, int]:
+    """`_noisy` in a process of its own: writing 7 MB bodies from the measuring process
+    would stall its event loop and be counted against the normal keys' latency."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.noisy_neighbour",
+        setup.url("evidence.attach"),
+        setup.keys["noisy"],
+        ticket,
+        str(seconds),
+        stdout=subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the noisy key's process exited {proc.returncode}")
+    seen: dict[str, int] = orjson.loads(out)
+    return seen
+
+
+async def _poll_readyz(setup: _Setup, stop: asyncio.Event, polls: list[tuple[int, str]]) -> None:
+    url = setup.product.urls["bridge"] + "/readyz"
+    while not stop.is_set():
+        async with setup.http.get(url) as resp:
+            polls.append((resp.status, (await resp.json())["breaker"]))
+        await asyncio.sleep(READYZ_EVERY_S)
+
+
+async def _noisy_run(
+    setup: _Setup, work: Call, rate: float, seconds: float
+) -> tuple[OpenLoopResult, dict[str, int], list[tuple[int, str]], float]:
+    """The normal work while the noisy key uploads: (its result, the noisy key's outcomes,
+    the /readyz polls, how long the noisy key ran)."""
+    stop, polls = asyncio.Event(), list[tuple[int, str]]()
+    ticket = await setup.create_ticket("noisy")
+    noisy_s = seconds + 2.0  # from a second before the measured run to a second after
+    noise = asyncio.create_task(_noisy_process(setup, ticket, noisy_s))
+    ready = asyncio.create_task(_poll_readyz(setup, stop, polls))
+    await asyncio.sleep(1.0)  # the noisy key at its limits before measuring
+    result = await open_loop(work, rate, seconds)
+    seen = await noise
+    stop.set()
+    await ready
+    return result, seen, polls, noisy_s
+
+
+async def run(bench: Bench) -> list[Figure]:
+    sizes = bench.sizes
+    seconds = 1.0 if sizes.quick else max(sizes.seconds, 10.0)
+    rate = 20.0 if sizes.quick else RATE_PER_S
+    success, ratio, quiet_p99, noisy_p99, uploads, refused, unready, quiet_ok = (
+        list[float]() for _ in range(8)
+    )
+    cpu: dict[str, list[float]] = {"bridge": [], "api": [], "postgres": []}
+    async with AsyncExitStack() as stack:
+        connector = aiohttp.TCPConnector(limit=0)
+        http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+        setup = _Setup(http)
+        setup.product = await stack.enter_async_context(Product(setup.env))
+        for name in setup.keys:
+            if name != "noisy":
+                setup.tickets[name] = await setup.create_ticket(name)
+        work = setup.normal_work()
+        await open_loop(work, rate, 1.0)  # warm-up
+        for _ in range(sizes.reps):
+            quiet = await open_loop(work, rate, seconds)
+            quiet_ok.append(100.0 * quiet.statuses.get(200, 0) / sum(quiet.statuses.values()))
+            before = {n: cpu_seconds(setup.product.process(n), tree=n == "postgres") for n in cpu}
+            noisy, seen, polls, ran_s = await _noisy_run(setup, work, rate, seconds)
+            for n, series in cpu.items():
+                used = cpu_seconds(setup.product.process(n), tree=n == "postgres") - before[n]
+                series.append(used / ran_s)
+            good = sum(n for status, n in noisy.statuses.items() if 200 <= status < 300)
+            success.append(100.0 * good / sum(noisy.statuses.values()))
+            quiet_p99.append(quiet.p99_ms)
+            noisy_p99.append(noisy.p99_ms)
+            ratio.append(noisy.p99_ms / quiet.p99_ms)
+            uploads.append(seen.get("ok", 0) / ran_s)
+            calls = sum(seen.values())
+            refused.append(sum(n for k, n in seen.items() if k != "ok") / max(1, calls))
+            unready.append(sum(1 for status, state in polls if (status, state) != (200, "closed")))
+    note = f"{QUIET_KEYS} normal keys at {rate:g} calls/s in all, 1 noisy key x {NOISY_WORKERS}"
+    return [
+        figure("Noisy", "others' success with a noisy neighbour (%)", success, ">= 99.9", note),
+        figure("Noisy", "others' p99, noisy / quiet run", ratio, "<= 2", note),
+        figure("Noisy", "others' success, quiet run (%)", quiet_ok, ""),
+        figure("Noisy", "others' p99, quiet run (ms)", quiet_p99, ""),
+        figure("Noisy", "others' p99, noisy run (ms)", noisy_p99, ""),
+        figure("Noisy", "/readyz polls not 200 or breaker not closed", unready, "<= 0"),
+        figure("Noisy", "noisy key: 5 MiB uploads stored per s", uploads, ""),
+        figure("Noisy", "noisy key: share of its calls refused (rate_limited)", refused, ""),
+        *(figure("Noisy", f"noisy run: {n} CPU (cores)", v, "") for n, v in cpu.items()),
+    ]
+
+
+def main() -> None:
+    """The noisy key's process: URL KEY TICKET SECONDS; prints its outcomes as JSON."""
+    url, key, ticket, seconds = sys.argv[1:5]
+    seen = asyncio.run(_noisy(url, key, ticket, float(seconds)))
+    sys.stdout.write(orjson.dumps(seen).decode())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Both services as real processes against hostile connections on loopback: idle
+keep-alive sockets, request heads and bodies trickled in, more connections than the cap,
+a descriptor limit smaller than the crowd. Raw sockets, so nothing is smoothed over by a
+client library; timeouts are configured short so that each wait is brief and bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from dispatch_api.domain import Role
+from dispatch_api.store import connect
+from telemetry import quiet_accept_errors
+from tests.support.processes import ApiProcess, BridgeProcess, new_token
+
+SHORT = {
+    "DISPATCH_IDLE_TIMEOUT_S": "0.5",
+    "DISPATCH_HEADER_TIMEOUT_S": "0.5",
+    "DISPATCH_BODY_TIMEOUT_S": "0.5",
+}
+#: Every wait for the server to act is bounded by this (the timeouts above are far shorter).
+BOUND_S = 10.0
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+class Conn:
+    """One raw TCP connection to a service."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def response(self) -> tuple[int, dict[str, str], bytes]:
+        """One response: status, headers (lower-cased names), body (by Content-Length)."""
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), BOUND_S)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+        }
+        length = int(headers.get("content-length", "0"))
+        body = await asyncio.wait_for(self.reader.readexactly(length), BOUND_S)
+        return status, headers, body
+
+    async def rest(self) -> bytes:
+        """Everything until the server closes the connection (bounded wait)."""
+        try:
+            return await asyncio.wait_for(self.reader.read(), BOUND_S)
+        except ConnectionResetError:
+            return b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+Opener = Callable[[int], Awaitable[Conn]]
+
+
+@pytest.fixture
+async def dial() -> AsyncIterator[Opener]:
+    """Opens raw connections to a port; closes every one of them after the test."""
+    opened: list[Conn] = []
+
+    async def open_to(port: int) -> Conn:
+        conn = await Conn.open(port)
+        opened.append(conn)
+        return conn
+
+    yield open_to
+    for conn in opened:
+        await conn.close()
+
+
+async def _tickets(database_url: str) -> int:
+    conn = await connect(database_url)
+    try:
+        count: int = await conn.fetchval("SELECT count(*) FROM tickets")
+        return count
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def api(database_url: str, tmp_path: Path) -> AsyncIterator[ApiProcess]:
+    async with ApiProcess(database_url, tmp_path, env=SHORT) as process:
+        yield process
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(
+    api: ApiProcess,
+    dial: Opener,
+) -> None:
+    conn = await dial(api.port)
+    await conn.send(HEALTHZ)
+    status, headers, _ = await conn.response()
+
+    assert status == 200
+    assert headers.get("connection") != "close"  # kept alive
+    assert await conn.rest() == b""  # then closed by the server, unasked
+
+
+async def test_a_request_head_trickled_in_is_answered_408_and_closed_after_the_header_timeout(
+    api: ApiProcess,
+    dial: Opener,
+) -> None:
+    conn = await dial(api.port)
+    await conn.send(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: ")
+    rest = await conn.rest()  # never finished: the server ends it
+
+    assert rest.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b'"code":"request_timeout"' in rest
+    assert b"Connection: close" in rest
+
+
+async def test_a_connection_that_never_sends_is_closed_without_an_answer(
+    api: ApiProcess,
+    dial: Opener,
+) -> None:
+    conn = await dial(api.port)
+
+    assert await conn.rest() == b""
+
+
+async def test_a_trickled_body_is_answered_408_and_nothing_is_written(
+    api: ApiProcess,
+    database_url: str,
+    dial: Opener,
+) -> None:
+    token = await new_token(database_url, "disp-9", Role.DISPATCHER)
+    conn = await dial(api.port)
+    await conn.send(
+        b"POST /v1/tickets HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Idempotency-Key: trickle-1\r\nContent-Length: 4000\r\n"
+        + f"Authorization: Bearer {token}\r\n\r\n".encode()
+        + b'{"title": "slow'
+    )
+    status, headers, body = await conn.response()
+    problem = orjson.loads(body)
+
+    assert status == 408
+    assert headers["content-type"] == "application/problem+json"
+    assert problem["code"] == "request_timeout"
+    assert await _tickets(database_url) == 0
+
+
+async def test_the_bridge_answers_a_trickled_tool_call_408_without_calling_dispatch_api(
+    database_url: str,
+    tmp_path: Path,
+    dial: Opener,
+) -> None:
+    gateway = await new_token(database_url, "bridge", Role.GATEWAY, gateway=True)
+    api = ApiProcess(database_url, tmp_path)
+    bridge = BridgeProcess(api.url, gateway, tmp_path, env=SHORT)
+    async with api, bridge:
+        conn = await dial(bridge.port)
+        await conn.send(
+            b"POST /v1/tools/ticket.create/invoke HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 4000\r\n"
+            + f"Authorization: Bearer {bridge.keys['agent-sup']}\r\n\r\n".encode()
+            + b'{"arguments": {"title": "slow'
+        )
+        status, _, body = await conn.response()
+        await conn.close()  # else shutting down waits for its body
+        idle = await dial(bridge.port)
+        idle_rest = await idle.rest()
+
+    assert status == 408
+    assert orjson.loads(body)["status"] == 408
+    assert idle_rest == b""  # the bridge closes a silent connection too
+    assert await _tickets(database_url) == 0
+
+
+async def test_connections_beyond_the_cap_are_refused_503_while_an_open_client_keeps_working(
+    database_url: str,
+    tmp_path: Path,
+    dial: Opener,
+) -> None:
+    env = {"DISPATCH_MAX_CONNECTIONS": "3", "DISPATCH_HEADER_TIMEOUT_S": "30"}
+    async with ApiProcess(database_url, tmp_path, env=env) as api:
+        client = await dial(api.port)
+        await client.send(HEALTHZ)
+        assert (await client.response())[0] == 200
+        holders = [await dial(api.port) for _ in range(2)]
+        for holder in holders:  # the server has taken them in: each answers a request
+            await holder.send(HEALTHZ)
+            assert (await holder.response())[0] == 200
+        refused = [await dial(api.port) for _ in range(5)]
+        answers = [await conn.rest() for conn in refused]
+        await client.send(HEALTHZ)
+        still = await client.response()
+        for holder in holders:
+            await holder.close()
+        again = await dial(api.port)  # a slot freed: a new client is served
+        await again.send(HEALTHZ)
+        served_again = await again.response()
+
+    for answer in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"Retry-After: 1" in head
+        assert orjson.loads(body)["code"] == "too_many_connections"
+    assert still[0] == 200
+    assert served_again[0] == 200
+
+
+async def test_a_crowd_beyond_the_descriptor_limit_is_refused_and_logged_briefly_then_served(
+    database_url: str,
+    tmp_path: Path,
+    dial: Opener,
+) -> None:
+    api = ApiProcess(database_url, tmp_path, env={"DISPATCH_HEADER_TIMEOUT_S": "1"})
+    api.nofile = 128
+    async with api:
+        crowd = await asyncio.gather(
+            *(asyncio.open_connection("127.0.0.1", api.port) for _ in range(250))
+        )
+        statuses: list[int] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline and 200 not in statuses:
+            try:
+                conn = await dial(api.port)
+                await conn.send(HEALTHZ)
+                statuses.append((await conn.response())[0])
+            except (ConnectionError, asyncio.IncompleteReadError):
+                statuses.append(0)  # reset: counted, and must stay rare
+        crowd_answers = await asyncio.gather(*(Conn(r, w).rest() for r, w in crowd))
+        for reader, writer in crowd:
+            await Conn(reader, writer).close()
+        log_bytes = api.log_path.stat().st_size
+        errors = api.logged("log", level="error")
+
+    assert statuses[-1] == 200  # served while the crowd is still there
+    assert set(statuses) <= {200, 503}  # or refused with an answer, never hung
+    refused = [a for a in crowd_answers if a.startswith(b"HTTP/1.1 503 ")]
+    assert refused  # beyond the cap: a 503 each, not a silent hang
+    assert all(a == b"" for a in crowd_answers if a not in refused)  # idle: closed
+    assert log_bytes < 20_000  # not a traceback per refused accept()
+    assert len(errors) <= 5
+
+
+async def test_a_connection_cap_below_one_stops_the_service_naming_its_variable(
+    database_url: str, tmp_path: Path
+) -> None:
+    api = ApiProcess(database_url, tmp_path, env={"DISPATCH_MAX_CONNECTIONS": "0"})
+    with pytest.raises(RuntimeError, match="exited early"):
+        await api.start(timeout_s=BOUND_S)
+
+    assert "DISPATCH_MAX_CONNECTIONS: must be at least 1" in api.log_tail()
+
+
+async def test_accept_failures_for_want_of_descriptors_are_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    passed_on: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: passed_on.append(context))
+    try:
+        quiet_accept_errors(loop, interval_s=3600)
+        emfile = OSError(errno.EMFILE, "Too many open files")
+        with caplog.at_level(logging.INFO, logger="telemetry.server"):
+            for _ in range(1000):  # what CPython 3.11 reports per pending connection
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource", "exception": emfile}
+                )
+            loop.call_exception_handler({"message": "something else", "exception": ValueError()})
+    finally:
+        loop.set_exception_handler(previous)
+
+    assert len(caplog.records) == 1
+    assert caplog.records[0].exc_info is None  # one line, no traceback
+    assert [c["message"] for c in passed_on] == ["something else"]
