@@ -43,10 +43,12 @@ from ._keys import (
     LIMITER,
     LOG,
     METRICS,
+    ORIGINS,
     PIPELINE,
     SETTINGS,
 )
 from ._metrics import BridgeMetrics
+from ._origins import OriginPolicy
 from ._pipeline import Pipeline
 from .settings import BridgeSettings
 
@@ -182,6 +184,7 @@ def create_bridge_app(
     app[AGENTS] = AgentDirectory(settings.agents)
     app[LIMITER] = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst, clock)
     app[INFLIGHT] = InFlightRegistry(clock)
+    app[ORIGINS] = OriginPolicy(settings.mcp_allowed_origins)
     app[DRAINING] = [False]
     app.cleanup_ctx.append(_dispatch_client(clock))
     app.on_shutdown.append(_start_draining)

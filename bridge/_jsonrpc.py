@@ -96,6 +96,14 @@ def parse(raw: bytes) -> Message:
         if has_id and ("result" in body or "error" in body):
             return Message(None, {}, ident, False, True)
         raise RpcError(INVALID_REQUEST, 'Invalid Request: "method" is missing', http_status=400)
+    if "result" in body or "error" in body:
+        # A request and a response at once: executing it would let a reply smuggle a call.
+        raise RpcError(
+            INVALID_REQUEST,
+            'Invalid Request: a message carries either "method" or "result"/"error", not both',
+            http_status=400,
+            ident=ident if has_id else None,
+        )
     method = body["method"]
     if not isinstance(method, str) or not method or len(method) > MAX_METHOD_CHARS:
         raise RpcError(

@@ -10,6 +10,7 @@ from telemetry import JsonLog
 from ._agents import Agent, AgentDirectory, RateLimiter
 from ._inflight import InFlightRegistry
 from ._metrics import BridgeMetrics
+from ._origins import OriginPolicy
 from ._pipeline import Pipeline
 from .settings import BridgeSettings
 
@@ -21,6 +22,7 @@ CLIENT = web.AppKey("client", DispatchClient)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 METRICS = web.AppKey("metrics", BridgeMetrics)
 LOG = web.AppKey("log", JsonLog)
+ORIGINS = web.AppKey("origins", OriginPolicy)
 #: Set when shutdown begins: /readyz answers 503 so load balancers stop sending calls.
 DRAINING = web.AppKey("draining", list[bool])
 

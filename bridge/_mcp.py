@@ -14,7 +14,6 @@ import base64
 import binascii
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -27,7 +26,7 @@ from tools import ToolError, mcp_tool
 from . import _jsonrpc as rpc
 from ._agents import Agent
 from ._body import UnreadableBody, body_limit, read_body, too_large
-from ._keys import CORRELATION_ID, PIPELINE, SETTINGS
+from ._keys import CORRELATION_ID, ORIGINS, PIPELINE, SETTINGS
 from ._pipeline import Outcome
 from ._rest import authenticate, rate_limit
 
@@ -69,6 +68,8 @@ async def handle(request: web.Request) -> web.Response:
     try:
         agent = authenticate(request)
     except ToolError as error:
+        if error.code != "unauthenticated":  # two Authorization headers
+            return _json(rpc.error(None, rpc.RpcError(rpc.INVALID_REQUEST, error.message)), 400)
         body = rpc.error(None, rpc.RpcError(-32001, error.message))
         return _json(body, 401, {"WWW-Authenticate": 'Bearer realm="dispatch-bridge"'})
     try:
@@ -102,12 +103,10 @@ def _json(body: bytes, status: int, headers: dict[str, str] | None = None) -> we
 
 
 def _check_origin(request: web.Request) -> None:
-    """DNS-rebinding guard (spec): a browser Origin must be this host or loopback."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return
-    host = urlsplit(origin).hostname or ""
-    if host not in ("localhost", "127.0.0.1", "::1", request.url.host):
+    """DNS-rebinding guard (spec): a browser Origin must be on DISPATCH_MCP_ALLOWED_ORIGINS.
+    Never compared with `Host`: a rebinding attacker controls both (bridge/_origins.py)."""
+    origins = request.headers.getall("Origin", [])
+    if len(origins) > 1 or not request.app[ORIGINS].allows(origins[0] if origins else None):
         raise web.HTTPForbidden(text="Origin not allowed")
 
 

@@ -55,8 +55,26 @@ def _retry_headers(error: ToolError) -> dict[str, str]:
     return {"Retry-After": str(max(1, -(-error.retry_after_ms // 1000)))}
 
 
+#: Headers whose repetition is refused: which copy counts would be the parser's guess, and
+#: a proxy in front may have picked the other one.
+SINGLE_HEADERS = ("X-Correlation-ID", "X-Request-ID", "Idempotency-Key")
+
+
+def single_header(request: web.Request, name: str) -> None:
+    """ToolError (400) when `name` is sent more than once."""
+    if len(request.headers.getall(name, ())) > 1:
+        raise ToolError(
+            "invalid_arguments",
+            f"send the {name} header once; it was sent more than once",
+            details={"header": name, "http_status": 400},
+        )
+
+
 def correlation_id(request: web.Request) -> str:
-    """The caller's X-Correlation-ID, or a new one; ToolError (400) when it is unsafe."""
+    """The caller's X-Correlation-ID, or a new one; ToolError (400) when it is unsafe or
+    when it, X-Request-ID or Idempotency-Key is sent twice."""
+    for name in SINGLE_HEADERS:
+        single_header(request, name)
     try:
         return incoming_id(request.headers.get("X-Correlation-ID"), "X-Correlation-ID") or new_id()
     except UnsafeId as exc:
@@ -66,6 +84,7 @@ def correlation_id(request: web.Request) -> str:
 
 
 def authenticate(request: web.Request) -> Agent:
+    single_header(request, "Authorization")
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     agent = None
     if scheme.lower() == "bearer" and key.strip():
@@ -203,6 +222,10 @@ async def _read_invocation(request: web.Request, name: str) -> dict[str, Any]:
 
 
 async def show_config(request: web.Request) -> web.Response:
+    # The internal dispatch-api address and the roster of agents help an attacker map the
+    # deployment; only an operator needs them.
+    if request[AGENT].role != "supervisor":
+        raise ToolError("forbidden", "The effective configuration is visible to supervisors only.")
     return json_response(request.app[SETTINGS].describe())
 
 

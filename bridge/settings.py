@@ -18,6 +18,8 @@ from dispatch_api.settings import Secret, SettingsError, build_settings, read_co
 from dispatch_client import PolicyError, RetryConfig, parse_retry_config
 from tools import ROLES, catalog
 
+from ._origins import DEFAULT_ALLOWED_ORIGINS, OriginError, OriginPolicy
+
 _AGENT_ID = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -82,6 +84,10 @@ class BridgeSettings:
     #: listener closes: load balancers that probe readiness stop routing here first.
     drain_delay_s: float = 0.0
     retry: RetryConfig = field(default_factory=RetryConfig)
+    #: Browser origins allowed to call /mcp (the DNS-rebinding guard); see bridge/_origins.py.
+    mcp_allowed_origins: tuple[str, ...] = field(
+        default=DEFAULT_ALLOWED_ORIGINS, metadata={"env": "DISPATCH_MCP_ALLOWED_ORIGINS"}
+    )
 
     def __post_init__(self) -> None:
         def check(ok: bool, variable: str, message: str) -> None:
@@ -107,6 +113,10 @@ class BridgeSettings:
         )
         check(self.drain_timeout_s >= 0, "DISPATCH_DRAIN_TIMEOUT_S", "must not be negative")
         check(self.drain_delay_s >= 0, "DISPATCH_DRAIN_DELAY_S", "must not be negative")
+        try:
+            OriginPolicy(self.mcp_allowed_origins)
+        except OriginError as exc:
+            check(False, "DISPATCH_MCP_ALLOWED_ORIGINS", str(exc))
         agents = self.agents  # parse now, so a bad key stops start-up
         ids = [a.id for a in agents]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -131,6 +141,7 @@ class BridgeSettings:
             "drain_timeout_s": self.drain_timeout_s,
             "drain_delay_s": self.drain_delay_s,
             "agents": [{"id": a.id, "role": a.role} for a in self.agents],
+            "mcp_allowed_origins": list(self.mcp_allowed_origins),
             "retry": self.retry.describe(),
         }
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError, validators
 
+from ._datetime import FORMAT_CHECKER, parse_datetime
+
 
 def openapi_document(service: str) -> dict[str, Any]:
     """The OpenAPI document of `service` (e.g. "dispatch-api"), parsed afresh."""
@@ -163,4 +165,12 @@ Validator: Any = validators.extend(
     },
 )
 
-__all__ = ["BASE64_PATTERN", "MAX_JSON_DEPTH", "Validator", "openapi_document", "too_deep"]
+__all__ = [
+    "BASE64_PATTERN",
+    "FORMAT_CHECKER",
+    "MAX_JSON_DEPTH",
+    "Validator",
+    "openapi_document",
+    "parse_datetime",
+    "too_deep",
+]

@@ -4,6 +4,7 @@ _logging.py   JsonLog (one JSON line per event, DESIGN section 6 fields), stdlib
 _metrics.py   millisecond buckets, route labels, the /metrics response
 _tracing.py   provider set-up, server-span middleware, client-span trace config
 _ids.py       correlation/request id validation and minting
+_redact.py    credentials out of every log line, every logged value bounded
 _server.py    the listener: idle/head/body timeouts, connection cap, quiet accept() errors
 """
 
@@ -19,6 +20,7 @@ from ._logging import (
 )
 from ._metrics import LATENCY_BUCKETS_MS, UNMATCHED, metrics_response, new_registry, route_label
 from ._observe import LOG_CONTEXT, OnResponse, log_context, observe_middleware
+from ._redact import bounded, redact
 from ._server import (
     BODY_TIMEOUT_S,
     BodyTimeout,
@@ -58,6 +60,7 @@ __all__ = [
     "TracingSettings",
     "UnsafeId",
     "body_deadline",
+    "bounded",
     "client_trace_config",
     "configure_stdlib_logging",
     "configure_tracing",
@@ -71,6 +74,7 @@ __all__ = [
     "new_registry",
     "observe_middleware",
     "quiet_accept_errors",
+    "redact",
     "resend_count",
     "route_label",
     "tracer_provider",

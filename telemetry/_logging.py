@@ -8,7 +8,6 @@ shape, so stdout holds nothing but JSON.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from typing import Any
 
 import orjson
 from opentelemetry import trace
+
+from ._redact import FAST_LINE_BYTES, bounded, may_hold_secret, safe_text
 
 #: Fields every request log line carries, null where not applicable (DESIGN section 6).
 FIELDS: tuple[str, ...] = (
@@ -38,6 +39,8 @@ FIELDS: tuple[str, ...] = (
     "latency_ms",
 )
 _BLANK = dict.fromkeys(FIELDS)
+#: Fields JsonLog.emit sets itself, whatever the caller passes.
+_OWN = frozenset({"ts", "level", "service", "event"})
 
 Sink = Callable[[bytes], None]
 
@@ -91,11 +94,30 @@ class JsonLog:
             "service": self.service,
             "event": event,
         }
-        self._sink(orjson.dumps(record, default=str) + b"\n")
+        # A value may come from a caller (a 7 MB ticket_id, a key pasted into an argument,
+        # header bytes that are not UTF-8): a long line, one with a trace of a credential,
+        # or one that does not serialize is rewritten with every field bounded and redacted.
+        # The common line passes with one scan, in C.
+        try:
+            line = orjson.dumps(record, default=str)
+        except TypeError:
+            line = b""
+        if not line or len(line) > FAST_LINE_BYTES or may_hold_secret(line):
+            record.update(
+                {name: bounded(value) for name, value in fields.items() if name not in _OWN}
+            )
+            line = orjson.dumps(record, default=str)
+        self._sink(line + b"\n")
+
+
+#: Longest message, and longest traceback (its end is kept), of a stdlib record.
+MAX_MESSAGE_CHARS = 2048
+MAX_EXCEPTION_CHARS = 8192
 
 
 class JsonFormatter(logging.Formatter):
-    """stdlib records (errors, library warnings) as the same JSON lines."""
+    """stdlib records (errors, library warnings, aiohttp's own lines) as the same JSON lines,
+    every one redacted and bounded (telemetry/_redact.py)."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -112,21 +134,15 @@ class JsonFormatter(logging.Formatter):
             "trace_id": trace_id,
             "span_id": span_id,
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": safe_text(record.getMessage(), MAX_MESSAGE_CHARS),
         }
         if record.exc_info:
-            body["exception"] = redact(self.formatException(record.exc_info))
+            body["exception"] = safe_text(
+                self.formatException(record.exc_info), MAX_EXCEPTION_CHARS, keep_tail=True
+            )
+        if record.stack_info:
+            body["stack"] = safe_text(record.stack_info, MAX_EXCEPTION_CHARS, keep_tail=True)
         return orjson.dumps(body, default=str).decode()
-
-
-#: A credential after its scheme. aiohttp's parser logs (and answers with) the raw header
-#: line it refused, e.g. `Authorization: Bearer <key>` followed by a NUL byte.
-_CREDENTIAL = re.compile(r"(?i)\b(bearer)(\s+)[^\s'\"\\]+")
-
-
-def redact(text: str) -> str:
-    """`text` with the credential of every `Bearer ...` replaced."""
-    return _CREDENTIAL.sub(r"\1\2[redacted]", text)
 
 
 def configure_stdlib_logging(service: str, level: str = "info") -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from jsonschema import ValidationError
 
-from schemas import Validator
+from schemas import FORMAT_CHECKER, Validator
 
 from ._errors import ToolError
 
@@ -53,7 +53,7 @@ class ArgumentValidator:
     def __init__(self, tool: str, schema: dict[str, Any]) -> None:
         Validator.check_schema(schema)
         self._tool = tool
-        self._validator = Validator(schema)
+        self._validator = Validator(schema, format_checker=FORMAT_CHECKER)
 
     def validate(self, arguments: Any) -> None:
         """Raise ToolError `invalid_arguments` listing the first MAX_ERRORS violations

@@ -427,11 +427,7 @@ def _require_role(actor: Actor, action: Action) -> None:
 
 
 def _check_visible(caller: Caller, record: TicketRecord | None, ticket_id: uuid.UUID) -> None:
-    if record is None:
+    # A ticket the caller may not see is answered exactly like a missing one: a technician
+    # must not learn which ids exist among the tickets not assigned to them.
+    if record is None or not may_access(caller.actor, record.ticket):
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-    if not may_access(caller.actor, record.ticket):
-        raise Forbidden(
-            "not_assigned",
-            f"ticket {ticket_id} is not assigned to technician {caller.actor.id}",
-            extensions={"ticket_id": str(ticket_id)},
-        )

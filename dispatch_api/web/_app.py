@@ -29,10 +29,17 @@ from ..errors import Unavailable
 from ..metrics import ApiMetrics
 from ..service import Clock, TicketService
 from ..settings import ApiSettings
+from ..store import Principal, connection, create_pool, idempotency, templates
 from ..store import _sla as sla_store
-from ..store import connection, create_pool, idempotency, templates
 from . import _evidence, _tickets
-from ._context import authenticate, caller_for, request_id_for
+from ._context import (
+    authenticate,
+    caller_for,
+    claimed_ids,
+    own_request_id,
+    own_trace,
+    request_id_for,
+)
 from ._keys import (
     CALLER,
     CLOCK,
@@ -79,14 +86,29 @@ async def caller_middleware(request: web.Request, handler: Handler) -> web.Strea
         # Set before anything can fail, so that a 400 or 401 echoes a request id too.
         request[REQUEST_ID] = request_id_for(request)
         principal = await authenticate(request, request.app[PRINCIPALS], request.app[POOL])
-        caller = caller_for(request, principal, request[REQUEST_ID], request[CORRELATION_ID])
-        request[CALLER] = caller
-        log_context(request).update(
-            actor_type=str(caller.actor.type),
-            actor_id=caller.actor.id,
-            role=str(caller.actor.role),
-            tool_name=caller.actor.tool_name,
-        )
+        if principal.trusted_gateway:
+            return await _as_caller(request, principal, handler)
+        # Only the gateway may stamp a call with ids of its own choosing (the agent's call
+        # it relays); anyone else gets ids the server minted, and what it claimed is logged.
+        request[REQUEST_ID] = own_request_id(request, principal)
+        request[CORRELATION_ID] = new_id()
+        log_context(request).update(claimed_ids(request))
+        with own_trace(request):
+            return await _as_caller(request, principal, handler)
+    return await handler(request)
+
+
+async def _as_caller(
+    request: web.Request, principal: Principal, handler: Handler
+) -> web.StreamResponse:
+    caller = caller_for(request, principal, request[REQUEST_ID], request[CORRELATION_ID])
+    request[CALLER] = caller
+    log_context(request).update(
+        actor_type=str(caller.actor.type),
+        actor_id=caller.actor.id,
+        role=str(caller.actor.role),
+        tool_name=caller.actor.tool_name,
+    )
     return await handler(request)
 
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import asyncpg
 from aiohttp import web
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind
 
 from telemetry import SAFE_ID, UnsafeId, current_ids, incoming_id
 
@@ -24,19 +29,34 @@ _ACTOR_HEADERS = ("X-Actor-Type", "X-Actor-Id", "X-Actor-Role")
 _ASSERTABLE_ROLES = {Role.DISPATCHER, Role.TECHNICIAN, Role.SUPERVISOR}
 
 
+def single_header(request: web.Request, name: str) -> str | None:
+    """The header's value, None when absent; 400 when sent more than once (which copy
+    counts would be the parser's guess, and a proxy in front may have picked the other)."""
+    values = request.headers.getall(name, ())
+    if len(values) > 1:
+        raise BadRequest(
+            "invalid_header",
+            f"send the {name} header once; it was sent more than once",
+            extensions={"header": name},
+        )
+    return values[0] if values else None
+
+
 def header_id(request: web.Request, name: str) -> str | None:
-    """A validated id header, None when absent; 400 when present but unsafe."""
+    """A validated id header, None when absent; 400 when present but unsafe, or repeated."""
+    single_header(request, name)
     try:
         return incoming_id(request.headers.get(name), name)
     except UnsafeId as exc:
         raise BadRequest("invalid_header", str(exc), extensions={"header": name}) from None
 
 
-def trace_id(request: web.Request) -> str | None:
+def trace_id(request: web.Request, *, trusted: bool = True) -> str | None:
     """The trace this request runs in: the server span's, which continues a valid incoming
-    traceparent; without tracing, the traceparent's own (an invalid one is ignored)."""
+    traceparent; without tracing, the traceparent's own (an invalid one is ignored) when the
+    caller is `trusted`, else None."""
     current, _ = current_ids()
-    if current is not None:
+    if current is not None or not trusted:
         return current
     match = TRACEPARENT.fullmatch(request.headers.get("traceparent", ""))
     if match is None or match.group(1) == "0" * 32:
@@ -50,7 +70,7 @@ def idempotency_key(request: web.Request) -> str | None:
     The IETF draft makes the header a structured-field string (`"8e03..."`); the bare token
     most clients send is accepted too, and both spellings name the same key.
     """
-    value = request.headers.get("Idempotency-Key")
+    value = single_header(request, "Idempotency-Key")
     if value is None:
         return None
     if len(value) >= 2 and value[0] == value[-1] == '"':
@@ -81,10 +101,65 @@ def request_id_for(request: web.Request) -> str:
     return str(uuid.uuid4())
 
 
+#: Namespace of the request ids minted from a principal's Idempotency-Key (uuid5).
+_OWN_REQUEST_IDS = uuid.UUID("3b0d7f0e-6a51-4c3e-9d7e-2f4f1f9a8c11")
+_tracer = trace.get_tracer("dispatch-api")
+
+
+def own_request_id(request: web.Request, principal: Principal) -> str:
+    """The request id the server records for a principal that is not a trusted gateway:
+    derived from its Idempotency-Key (so a retry keeps it, and it can never equal an id of
+    another principal's call), else a fresh UUID. What the caller claims is not used."""
+    if request.method in MUTATING_METHODS:
+        try:
+            key = idempotency_key(request)
+        except BadRequest:
+            key = None  # refused by the handler
+        if key is not None:
+            return str(uuid.uuid5(_OWN_REQUEST_IDS, f"{principal.id}\n{key}"))
+    return str(uuid.uuid4())
+
+
+def claimed_ids(request: web.Request) -> dict[str, str]:
+    """Ids an untrusted caller sent, for its log line only (`claimed_request_id`, ...)."""
+    claimed = {}
+    for header, field in (
+        ("X-Request-ID", "claimed_request_id"),
+        ("X-Correlation-ID", "claimed_correlation_id"),
+        ("traceparent", "claimed_traceparent"),
+    ):
+        value = request.headers.get(header)
+        if value is not None:
+            claimed[field] = value
+    return claimed
+
+
+@contextmanager
+def own_trace(request: web.Request) -> Iterator[None]:
+    """For a caller that is not a trusted gateway, the work runs in a trace the server
+    starts, linked to the caller's (the OpenTelemetry answer to an untrusted parent): the
+    caller's tracing still finds it through the link, but the trace id the timeline records
+    cannot be chosen by the caller. A no-op when the caller sent no valid traceparent."""
+    incoming = trace.get_current_span(propagate.extract(request.headers)).get_span_context()
+    if not incoming.is_valid:
+        yield
+        return
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.method
+    with _tracer.start_as_current_span(
+        f"{request.method} {route}",
+        context=Context(),
+        kind=SpanKind.SERVER,
+        links=[Link(incoming, {"dispatch.link": "untrusted_parent"})],
+        attributes={"http.request.method": request.method, "http.route": route},
+    ):
+        yield
+
+
 async def authenticate(
     request: web.Request, cache: PrincipalCache, pool: asyncpg.Pool
 ) -> Principal:
-    header = request.headers.get("Authorization", "")
+    header = single_header(request, "Authorization") or ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated(
@@ -152,7 +227,7 @@ def caller_for(
         actor=actor,
         request_id=request_id,
         correlation_id=correlation_id,
-        trace_id=trace_id(request),
+        trace_id=trace_id(request, trusted=principal.trusted_gateway),
     )
 
 

@@ -6,12 +6,13 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from schemas import parse_datetime
 from telemetry import SAFE_ID, log_context
 
 from ..domain import (
@@ -119,15 +120,9 @@ async def update_ticket(request: web.Request) -> web.Response:
 
 def _datetime(body: dict[str, Any], name: str) -> datetime:
     try:
-        value = datetime.fromisoformat(body[name])
-    except ValueError:
-        raise invalid_field(f"/{name}", "not an RFC 3339 date-time") from None
-    if value.tzinfo is None:
-        raise invalid_field(f"/{name}", "needs a UTC offset, e.g. 2026-11-27T14:00:00Z")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise invalid_field(f"/{name}", "is out of range") from None
+        return parse_datetime(body[name])
+    except ValueError as exc:
+        raise invalid_field(f"/{name}", str(exc)) from None
 
 
 def _schedule(body: dict[str, Any]) -> Command:
@@ -247,7 +242,7 @@ def _decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
     try:
         created, ident = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         # astimezone: a forged offset may push the instant out of datetime's range.
-        return datetime.fromisoformat(created).astimezone(UTC), uuid.UUID(ident)
+        return parse_datetime(created), uuid.UUID(ident)
     except (ValueError, TypeError, OverflowError, binascii.Error, orjson.JSONDecodeError):
         raise _bad_query("cursor", "is not a cursor this API issued") from None
 

@@ -13,7 +13,7 @@ from jsonschema import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from schemas import Validator
+from schemas import FORMAT_CHECKER, Validator
 
 from ..errors import Unprocessable
 
@@ -38,7 +38,9 @@ class BodyValidators:
             if name not in self._names:
                 raise KeyError(name)
             validator = Validator(
-                {"$ref": f"{_BASE}#/components/schemas/{name}"}, registry=self._registry
+                {"$ref": f"{_BASE}#/components/schemas/{name}"},
+                registry=self._registry,
+                format_checker=FORMAT_CHECKER,
             )
             self._validators[name] = validator
         # The first few only: validation stops there instead of walking all of a hostile

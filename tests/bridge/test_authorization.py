@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bridge._keys import AGENTS as AGENT_DIRECTORY
@@ -166,6 +167,68 @@ async def test_every_route_but_probes_metrics_and_documents_needs_credentials(
     assert ("api", hdrs.METH_HEAD, "/v1/tickets/{ticket_id}/timeline") in checked
 
 
+async def test_every_authenticated_route_refuses_two_authorization_headers_with_400(
+    bridge: Bridge,
+) -> None:
+    # Both copies valid: whichever one a proxy or the parser would pick, the request is
+    # ambiguous, and it is refused before it does anything.
+    checked = []
+    for service, app, session, key in (
+        ("bridge", bridge.app, bridge.session, bridge.keys["supervisor"]),
+        ("api", bridge.api.app, bridge.api.session, bridge.api.tokens["supervisor"]),
+    ):
+        assert app is not None
+        twice = CIMultiDict([("Authorization", f"Bearer {key}")] * 2)
+        twice.update(MCP_HEADERS)
+        twice["Idempotency-Key"] = "dup-auth-1"
+        for method, template in routes(app):
+            if template in PUBLIC:
+                continue
+            body = orjson.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+                if template == "/mcp"
+                else {"arguments": {}}
+                if service == "bridge"
+                else COMPLETE_TICKET
+            )
+            async with session.request(method, concrete(template), data=body, headers=twice) as r:
+                status = r.status
+            assert status == 400, f"{service} {method} {template}"
+            checked.append((service, method, template))
+    assert ("bridge", hdrs.METH_POST, "/mcp") in checked
+    assert ("bridge", hdrs.METH_POST, "/v1/tools/{name}/invoke") in checked
+    assert ("api", hdrs.METH_POST, "/v1/tickets") in checked
+    assert await bridge.api.count("SELECT count(*) FROM tickets") == 0
+    assert bridge.proxy.requests == 0
+
+
+@pytest.mark.parametrize("header", ["X-Correlation-ID", "X-Request-ID", "Idempotency-Key"])
+async def test_a_repeated_id_header_is_refused_with_400_by_both_services(
+    bridge: Bridge, header: str
+) -> None:
+    sent = CIMultiDict([(header, "id-one"), (header, "id-two")])
+    via_bridge = [
+        await bridge.session.post(
+            "/v1/tools/ticket.create/invoke",
+            json={"arguments": COMPLETE_TICKET},
+            headers=CIMultiDict(sent, Authorization=f"Bearer {bridge.keys['supervisor']}"),
+        ),
+        await bridge.session.get(
+            "/v1/tools",
+            headers=CIMultiDict(sent, Authorization=f"Bearer {bridge.keys['supervisor']}"),
+        ),
+    ]
+    api_headers = CIMultiDict(sent, Authorization=f"Bearer {bridge.api.tokens['supervisor']}")
+    if header != "Idempotency-Key":
+        api_headers["Idempotency-Key"] = "k-1"
+    direct = await bridge.api.session.post("/v1/tickets", json=COMPLETE_TICKET, headers=api_headers)
+
+    for reply in (*via_bridge, direct):
+        assert reply.status == 400, (reply.url, await reply.text())
+        reply.release()
+    assert await bridge.api.count("SELECT count(*) FROM tickets") == 0
+
+
 async def test_a_technician_agent_acts_only_on_tickets_assigned_to_it(bridge: Bridge) -> None:
     mine = await assigned_ticket(bridge.api)
     theirs = (await bridge.api.create_ticket())["id"]
@@ -186,8 +249,9 @@ async def test_a_technician_agent_acts_only_on_tickets_assigned_to_it(bridge: Br
     arrived = await bridge.invoke("tech.arrive", {"ticket_id": mine}, as_="technician")
     queue = await bridge.invoke("queue.view", {}, as_="technician")
 
-    assert [(r.status, r.body["error"]["code"]) for r in refused] == [(403, "forbidden")] * 3
-    assert mcp_error_code(over_mcp) == "forbidden"
+    # As for a ticket that does not exist: others' tickets are not disclosed.
+    assert [(r.status, r.body["error"]["code"]) for r in refused] == [(404, "not_found")] * 3
+    assert mcp_error_code(over_mcp) == "not_found"
     assert arrived.body["result"]["ticket"]["state"] == "ON_SITE"
     assert [t["id"] for t in queue.body["result"]["items"]] == [mine]
     other = await bridge.api.request("GET", f"/v1/tickets/{theirs}")
@@ -238,7 +302,7 @@ async def test_an_agent_cannot_assert_another_actor_through_the_bridge(bridge: B
         "ticket.create",
     )
     assert escalated.body["error"]["code"] == "forbidden"
-    assert mcp_error_code(over_mcp) == "forbidden"  # not assigned to tech-1, whatever it claims
+    assert mcp_error_code(over_mcp) == "not_found"  # not assigned to tech-1, whatever it claims
 
 
 async def test_keys_and_tokens_are_kept_only_as_sha256_digests(bridge: Bridge) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import io
 import logging
 import uuid
+from collections.abc import Iterator
 
+import orjson
 import pytest
 
-from telemetry import FIELDS
+from telemetry import FIELDS, JsonFormatter
 from tests.support.api import COMPLETE_TICKET, WINDOW, parsed_logs
 
 from .conftest import Bridge
@@ -145,3 +149,138 @@ async def test_secrets_never_reach_any_log_line(
     assert len(log_lines) > 30
     leaked = [s[:12] + "…" for s in secrets if s in everything]
     assert not leaked, f"secrets in the logs: {leaked}"
+
+
+@pytest.fixture
+def stdlib_output() -> Iterator[io.StringIO]:
+    """Every stdlib record (aiohttp.server, aiohttp.access, aiohttp.web, ours) as the
+    services write it in production: through JsonFormatter on the root logger."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter("test"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield buffer
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+async def send_raw(port: int, head: bytes, body: bytes = b"") -> bytes:
+    """One request written byte for byte; the raw answer (or b"" if the server hung up)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    except ConnectionResetError:
+        return b""
+    finally:
+        writer.close()
+
+
+#: Ways an Authorization header (or another credential header) arrives malformed; `{k}`
+#: is a valid key, the worst case to leak.
+MALFORMED_CREDENTIALS = {
+    "tab separator": "Authorization: Bearer\t{k}",
+    "obs-fold continuation": "Authorization: Bearer\r\n {k}",
+    "NUL before the token": "Authorization: Bearer \x00{k}",
+    "NUL after the token": "Authorization: Bearer {k}\x00",
+    "another scheme": "Authorization: Token {k}",
+    "another scheme and a control byte": "Authorization: Token {k}\x01",
+    "lowercase scheme": "Authorization: bearer {k}",
+    "uppercase scheme": "Authorization: BEARER {k}\x00",
+    "extra spaces": "Authorization:    Bearer    {k}   ",
+    "Basic": "Authorization: Basic {k}\x00",
+    "bare token": "Authorization: {k}",
+    "bare token and NUL": "Authorization: {k}\x00",
+    "mangled header name": "Authori\x00zation: {k}",
+    "no colon": "Authorization {k}",
+    "twice": "Authorization: Bearer {k}\r\nAuthorization: Bearer {k}",
+    "Proxy-Authorization": "Proxy-Authorization: Bearer {k}\x00",
+    "Cookie": "Cookie: session={k}\x00",
+}
+
+
+def _requests(path: str, credential: str) -> list[bytes]:
+    body = b'{"arguments": {}}'
+    return [
+        f"GET {path} HTTP/1.1\r\nHost: x\r\n{credential}\r\nConnection: close\r\n\r\n".encode(),
+        (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\n{credential}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        + body,
+    ]
+
+
+async def test_a_malformed_credential_header_never_reaches_a_log_line_of_either_service(
+    bridge: Bridge, log_lines: list[bytes], stdlib_output: io.StringIO
+) -> None:
+    api = bridge.api
+    assert bridge.session._base_url is not None
+    assert api.session._base_url is not None
+    bridge_port, api_port = bridge.session._base_url.port, api.session._base_url.port
+    assert bridge_port is not None
+    assert api_port is not None
+    targets = [
+        (bridge_port, "/v1/tools", bridge.keys["supervisor"]),
+        (bridge_port, "/mcp", bridge.keys["supervisor"]),
+        (bridge_port, "/v1/tools/ticket.get/invoke", bridge.keys["supervisor"]),
+        (api_port, "/v1/tickets", api.tokens["supervisor"]),
+    ]
+    statuses = set()
+    for port, path, key in targets:
+        for name, shape in MALFORMED_CREDENTIALS.items():
+            for raw in _requests(path, shape.format(k=key)):
+                answer = await send_raw(port, raw)
+                statuses.add(answer[9:12])
+                assert not answer.startswith(b"HTTP/1.1 5"), (name, path, answer[:200])
+
+    written = stdlib_output.getvalue() + b"".join(log_lines).decode()
+    secrets = [*bridge.keys.values(), *api.tokens.values()]
+    assert "Error handling request" in written  # aiohttp's own lines were exercised
+    assert b"400" in statuses
+    assert b"401" in statuses
+    assert [s[:12] for s in secrets if s in written] == []
+
+
+async def test_a_one_megabyte_ticket_id_makes_a_bounded_log_line_in_both_services(
+    bridge: Bridge, log_lines: list[bytes], stdlib_output: io.StringIO
+) -> None:
+    huge = "T" * 1_000_000
+    rest = await bridge.invoke("ticket.get", {"ticket_id": huge})
+    mcp = await bridge.request(
+        "POST",
+        "/mcp",
+        data=orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "tools/call",
+                "params": {"name": "ticket.get", "arguments": {"ticket_id": huge}},
+            }
+        ),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    assert bridge.api.session._base_url is not None
+    api_port = bridge.api.session._base_url.port
+    assert api_port is not None
+    for ticket_id in ("T" * 8000, huge):  # within and beyond aiohttp's request-line limit
+        await send_raw(
+            api_port,
+            f"GET /v1/tickets/{ticket_id} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {bridge.api.tokens['supervisor']}\r\n"
+            "Connection: close\r\n\r\n".encode(),
+        )
+
+    assert rest.status in (413, 422)
+    assert mcp.status in (200, 413)
+    lines = [*log_lines, *stdlib_output.getvalue().encode().splitlines()]
+    services = {orjson.loads(line)["service"] for line in log_lines}
+    assert services == {"bridge", "dispatch-api"}
+    assert max(len(line) for line in lines) < 8 * 1024

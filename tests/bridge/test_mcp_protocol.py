@@ -3,6 +3,7 @@ handshake revisions and the stateless 2026-07-28 revision."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -143,6 +144,69 @@ async def test_an_origin_other_than_this_host_is_403_and_loopback_origins_are_al
     assert rpc_result(local) == {}
 
 
+async def raw_mcp(bridge: Bridge, host: str, *origins: str) -> bytes:
+    """One ping over a raw socket with the given Host and Origin headers: the raw answer."""
+    assert bridge.session._base_url is not None
+    body = json.dumps(request("ping")).encode()
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: {host}\r\n"
+        + "".join(f"Origin: {origin}\r\n" for origin in origins)
+        + f"Authorization: Bearer {bridge.keys['supervisor']}\r\n"
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", bridge.session._base_url.port)
+    writer.write(head.encode() + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+async def test_a_rebinding_page_whose_origin_matches_the_host_it_sends_is_refused(
+    bridge: Bridge,
+) -> None:
+    # After DNS rebinding, evil.example resolves to this host: the browser sends the
+    # attacker's name as both Host and Origin.
+    port = bridge.session._base_url.port if bridge.session._base_url else None
+    rebound = await raw_mcp(bridge, f"evil.example:{port}", f"http://evil.example:{port}")
+    plain = await raw_mcp(bridge, "evil.example", "http://evil.example")
+    local = await raw_mcp(bridge, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}")
+
+    assert rebound.startswith(b"HTTP/1.1 403 ")
+    assert plain.startswith(b"HTTP/1.1 403 ")
+    assert local.startswith(b"HTTP/1.1 200 ")
+    assert bridge.proxy.requests == 0
+
+
+@pytest.mark.parametrize(
+    "bridge_overrides", [{"mcp_allowed_origins": ("https://console.example.com",)}]
+)
+async def test_only_the_configured_origins_may_call_mcp(bridge: Bridge) -> None:
+    allowed = await post(bridge, request("ping"), headers={"Origin": "https://console.example.com"})
+    other_port = await post(
+        bridge, request("ping"), headers={"Origin": "https://console.example.com:8443"}
+    )
+    plain_http = await post(
+        bridge, request("ping"), headers={"Origin": "http://console.example.com"}
+    )
+    loopback = await post(bridge, request("ping"), headers={"Origin": "http://localhost:5173"})
+    no_origin = await post(bridge, request("ping"))
+
+    assert rpc_result(allowed) == {}
+    assert (other_port.status, plain_http.status, loopback.status) == (403, 403, 403)
+    assert rpc_result(no_origin) == {}  # not a browser: nothing to rebind
+
+
+async def test_two_origin_headers_are_refused(bridge: Bridge) -> None:
+    port = bridge.session._base_url.port if bridge.session._base_url else None
+    reply = await raw_mcp(
+        bridge, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", "https://evil.example"
+    )
+
+    assert reply.startswith(b"HTTP/1.1 403 ")
+
+
 # --- JSON-RPC framing -----------------------------------------------------------------------
 
 
@@ -198,6 +262,19 @@ async def test_a_malformed_message_is_a_jsonrpc_error_with_http_400_and_a_null_i
 
         assert rpc_error(reply, 400)["code"] == code, data
     assert bridge.proxy.requests == 0
+
+
+async def test_a_message_that_is_both_a_request_and_a_response_is_not_executed(
+    bridge: Bridge,
+) -> None:
+    call = request("tools/call", {"name": "ticket.create", "arguments": COMPLETE_TICKET}, 9)
+    extras: list[dict[str, Any]] = [{"result": {}}, {"error": {"code": -32601, "message": "no"}}]
+    for extra in extras:
+        reply = await post(bridge, {**call, **extra})
+
+        assert rpc_error(reply, 400, 9)["code"] == -32600, extra
+    assert bridge.proxy.requests == 0
+    assert await bridge.api.count("SELECT count(*) FROM tickets") == 0
 
 
 async def test_params_that_are_not_an_object_are_32602_answering_the_requests_id(

@@ -259,6 +259,17 @@ async def test_the_effective_retry_policy_is_shown_without_secrets(bridge: Bridg
     assert all(key not in reply.raw.decode() for key in bridge.keys.values())
 
 
+async def test_the_configuration_is_for_supervisors_only(bridge: Bridge) -> None:
+    refused = [
+        await bridge.request("GET", "/v1/config", as_=r) for r in ("dispatcher", "technician")
+    ]
+
+    for reply in refused:
+        assert (reply.status, reply.body["code"]) == (403, "forbidden")
+        assert bridge.proxy.url not in reply.raw.decode()
+        assert "agent-sup" not in reply.raw.decode()
+
+
 async def test_health_and_readiness(bridge: Bridge) -> None:
     alive = await bridge.request("GET", "/healthz", as_="")
     ready = await bridge.request("GET", "/readyz", as_="")

@@ -201,6 +201,29 @@ def test_an_api_url_that_is_not_http_is_refused() -> None:
     assert message.startswith("DISPATCH_API_URL: ")
 
 
+def test_mcp_allowed_origins_are_read_from_the_environment_and_the_file(tmp_path: Path) -> None:
+    env = {"DISPATCH_MCP_ALLOWED_ORIGINS": "https://a.example, http://localhost:*"}
+    path = _config(tmp_path, '[bridge]\nmcp_allowed_origins = ["https://b.example:8443"]\n')
+
+    assert load_bridge_settings(env).mcp_allowed_origins == (
+        "https://a.example",
+        "http://localhost:*",
+    )
+    assert load_bridge_settings({}, path).mcp_allowed_origins == ("https://b.example:8443",)
+    assert load_bridge_settings({}).mcp_allowed_origins == (
+        "http://localhost:*",
+        "http://127.0.0.1:*",
+        "http://[::1]:*",
+    )
+
+
+@pytest.mark.parametrize("entry", ["*", "evil.example", "https://a.example/path", "ftp://a.b"])
+def test_an_allowed_origin_that_is_not_an_origin_is_refused(entry: str) -> None:
+    message = _refusal({"DISPATCH_MCP_ALLOWED_ORIGINS": entry})
+
+    assert message.startswith("DISPATCH_MCP_ALLOWED_ORIGINS: ")
+
+
 def test_an_unknown_agent_role_is_refused_with_the_roles_allowed() -> None:
     message = _refusal({"DISPATCH_AGENT_KEYS": f"planner:janitor:{PLANNER_SHA}"})
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from tests.support.api import COMPLETE_TICKET, WINDOW, Api
 
 GATEWAY_ACTOR = {
@@ -9,6 +12,14 @@ GATEWAY_ACTOR = {
     "X-Actor-Id": "agent-7",
     "X-Actor-Role": "dispatcher",
     "X-Tool-Name": "ticket.create",
+}
+
+NOTE_BY_URI = {
+    "kind": "document",
+    "content_type": "application/pdf",
+    "uri": "https://files.example/readings/42.pdf",
+    "sha256": "ab" * 32,
+    "size_bytes": 48213,
 }
 
 
@@ -102,8 +113,8 @@ async def test_a_technician_acts_only_on_tickets_assigned_to_them(api: Api) -> N
     refused = await api.act(theirs["id"], "arrive", as_="technician")
     accepted = await api.act(mine["id"], "arrive", as_="technician")
 
-    assert refused.status == 403
-    assert refused.body["code"] == "not_assigned"
+    assert refused.status == 404
+    assert refused.body["code"] == "ticket_not_found"
     assert accepted.status == 200
     assert accepted.body["ticket"]["state"] == "ON_SITE"
     assert [e["type"] for e in await api.timeline(theirs["id"])][-1] == "dispatched"
@@ -119,7 +130,42 @@ async def test_a_technician_sees_only_their_own_tickets(api: Api) -> None:
     timeline = await api.request("GET", f"/v1/tickets/{theirs['id']}/timeline", as_="technician")
 
     assert [t["id"] for t in listing.body["items"]] == [mine["id"]]
-    assert other.status == timeline.status == 403
+    assert other.status == timeline.status == 404
+
+
+async def test_a_technician_cannot_tell_an_unassigned_ticket_from_a_missing_one(
+    api: Api,
+) -> None:
+    theirs = await api.create_ticket()
+    await api.act(theirs["id"], "schedule", {**WINDOW, "technician_id": "tech-2"})
+    attached = await api.act(theirs["id"], "evidence", NOTE_BY_URI)
+    evidence_id = attached.body["evidence"]["id"]
+    missing = str(uuid.uuid4())
+    before = await api.count("SELECT count(*) FROM timeline_events")
+
+    def routes(tid: str) -> list[tuple[str, str, Any]]:
+        return [
+            ("GET", f"/v1/tickets/{tid}", None),
+            ("GET", f"/v1/tickets/{tid}/timeline", None),
+            ("GET", f"/v1/tickets/{tid}/evidence", None),
+            ("GET", f"/v1/tickets/{tid}/evidence/{evidence_id}", None),
+            ("GET", f"/v1/tickets/{tid}/evidence/{evidence_id}/content", None),
+            ("POST", f"/v1/tickets/{tid}/arrive", None),
+            ("POST", f"/v1/tickets/{tid}/hold", {"reason": "x", "cause": "customer"}),
+            ("POST", f"/v1/tickets/{tid}/evidence", NOTE_BY_URI),
+        ]
+
+    answers = []
+    for tid in (theirs["id"], missing):
+        for method, path, body in routes(tid):
+            reply = await api.request(method, path, json=body, as_="technician")
+            detail = reply.body["detail"].replace(tid, "{id}")
+            answers.append((path.replace(tid, "{id}"), reply.status, reply.body["code"], detail))
+
+    half = len(answers) // 2
+    assert answers[:half] == answers[half:]
+    assert {(a[1], a[2]) for a in answers} == {(404, "ticket_not_found")}
+    assert await api.count("SELECT count(*) FROM timeline_events") == before
 
 
 async def test_roles_gate_actions(api: Api) -> None:

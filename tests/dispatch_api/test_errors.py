@@ -321,6 +321,7 @@ async def test_the_longest_safe_ids_are_accepted(api: Api) -> None:
         "POST",
         "/v1/tickets",
         json=COMPLETE_TICKET,
+        as_="gateway",
         key="k" * 255,
         headers={"X-Correlation-ID": "c" * 128, "X-Request-ID": "r" * 128},
     )

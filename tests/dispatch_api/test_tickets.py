@@ -7,7 +7,9 @@ import uuid
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from dispatch_api.store import connect
 from tests.support.api import COMPLETE_TICKET, WINDOW, Api
@@ -468,18 +470,25 @@ async def test_notes_are_accepted_on_a_closed_ticket(api: Api) -> None:
 # --- who and under which ids ----------------------------------------------------------------
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+GATEWAY_ACTOR = {
+    "X-Actor-Type": "agent",
+    "X-Actor-Id": "triage-agent",
+    "X-Actor-Role": "dispatcher",
+    "X-Tool-Name": "ticket.create",
+}
 
 
-async def test_events_record_the_actor_and_the_request_correlation_and_trace_ids(
+async def test_a_gateway_stamps_events_with_the_request_correlation_and_trace_ids_it_relays(
     api: Api,
 ) -> None:
     reply = await api.request(
         "POST",
         "/v1/tickets",
         json=COMPLETE_TICKET,
-        as_="dispatcher",
+        as_="gateway",
         key="create-key-1",
         headers={
+            **GATEWAY_ACTOR,
             "X-Request-ID": "req-1",
             "X-Correlation-ID": "corr-1",
             "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01",
@@ -489,11 +498,10 @@ async def test_events_record_the_actor_and_the_request_correlation_and_trace_ids
     assert reply.status == 201, reply.body
     event = (await api.timeline(reply.body["ticket"]["id"]))[0]
     assert (event["actor_type"], event["actor_id"], event["role"]) == (
-        "human",
-        "disp-1",
+        "agent",
+        "triage-agent",
         "dispatcher",
     )
-    assert event["tool_name"] is None
     assert event["request_id"] == "req-1"
     assert event["correlation_id"] == "corr-1"
     assert event["trace_id"] == TRACE_ID
@@ -501,13 +509,85 @@ async def test_events_record_the_actor_and_the_request_correlation_and_trace_ids
     assert reply.headers["X-Correlation-ID"] == "corr-1"
 
 
-async def test_without_x_request_id_the_idempotency_key_is_the_request_id(api: Api) -> None:
+async def test_a_human_cannot_stamp_its_event_with_another_calls_ids(
+    api: Api, spans: InMemorySpanExporter, log_lines: list[bytes]
+) -> None:
+    # The ids of an agent's call, as the timeline shows them to anyone who may read it.
+    relayed = await api.request(
+        "POST",
+        "/v1/tickets",
+        json=COMPLETE_TICKET,
+        as_="gateway",
+        headers={
+            **GATEWAY_ACTOR,
+            "X-Request-ID": "agent-call-1",
+            "X-Correlation-ID": "agent-corr-1",
+            "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01",
+        },
+    )
+    ticket_id = relayed.body["ticket"]["id"]
+    forged = {
+        "X-Request-ID": "agent-call-1",
+        "X-Correlation-ID": "agent-corr-1",
+        "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01",
+    }
+    spans.clear()
+
+    first = await api.act(
+        ticket_id, "escalations", {"reason": "x"}, as_="dispatcher", key="k-7", headers=forged
+    )
+    again = await api.act(
+        ticket_id, "escalations", {"reason": "x"}, as_="dispatcher", key="k-7", headers=forged
+    )
+
+    assert first.status == again.status == 200, first.body
+    created, escalated = await api.timeline(ticket_id)
+    assert (created["request_id"], created["correlation_id"]) == ("agent-call-1", "agent-corr-1")
+    assert escalated["actor_id"] == "disp-1"
+    assert escalated["request_id"] not in ("agent-call-1", "k-7")
+    assert escalated["correlation_id"] != "agent-corr-1"
+    assert escalated["trace_id"] not in (TRACE_ID, None)
+    # Minted once, kept on the retry (the key's replay), and what the answer says.
+    assert again.body["event"]["request_id"] == escalated["request_id"]
+    assert first.headers["X-Request-ID"] == escalated["request_id"]
+    assert first.headers["X-Correlation-ID"] == escalated["correlation_id"]
+    # The caller's trace still finds the work, through a link.
+    own = [s for s in spans.get_finished_spans() if s.links]
+    assert own
+    assert format(own[0].context.trace_id, "032x") == escalated["trace_id"]
+    assert format(own[0].links[0].context.trace_id, "032x") == TRACE_ID
+    # The claim is kept in the log line, not as the call's identity.
+    line = next(
+        orjson.loads(raw) for raw in log_lines if b'"claimed_request_id":"agent-call-1"' in raw
+    )
+    assert line["request_id"] == escalated["request_id"]
+
+
+async def test_another_principals_same_idempotency_key_gets_another_request_id(
+    api: Api,
+) -> None:
+    ticket = await api.create_ticket()
+
+    mine = await api.act(ticket["id"], "escalations", {"reason": "x"}, key="shared-key")
+    theirs = await api.act(
+        ticket["id"], "escalations", {"reason": "x"}, as_="dispatcher", key="shared-key"
+    )
+
+    assert mine.status == theirs.status == 200
+    assert mine.body["event"]["request_id"] != theirs.body["event"]["request_id"]
+    uuid.UUID(mine.body["event"]["request_id"])
+
+
+async def test_without_x_request_id_the_gateways_idempotency_key_is_the_request_id(
+    api: Api,
+) -> None:
     ticket = await api.create_ticket()
 
     reply = await api.act(
         ticket["id"],
         "escalations",
         {"reason": "x"},
+        as_="gateway",
         key="escalate-key-7",
         headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7"},  # no flags: invalid
     )
@@ -543,6 +623,7 @@ async def test_a_future_traceparent_version_is_read_leniently(api: Api) -> None:
         ticket["id"],
         "mitigations",
         {"action": "x"},
+        as_="gateway",
         headers={"traceparent": f"01-{TRACE_ID}-00f067aa0ba902b7-01"},
     )
 
@@ -577,7 +658,10 @@ async def test_a_gateway_records_the_agent_it_asserts(api: Api) -> None:
 
 async def test_every_response_echoes_the_correlation_id_and_the_request_id(api: Api) -> None:
     sent = await api.request(
-        "GET", "/v1/tickets", headers={"X-Correlation-ID": "corr-9", "X-Request-ID": "req-9"}
+        "GET",
+        "/v1/tickets",
+        as_="gateway",
+        headers={"X-Correlation-ID": "corr-9", "X-Request-ID": "req-9"},
     )
     assert sent.headers["X-Correlation-ID"] == "corr-9"
     assert sent.headers["X-Request-ID"] == "req-9"
@@ -586,7 +670,9 @@ async def test_every_response_echoes_the_correlation_id_and_the_request_id(api: 
     uuid.UUID(minted.headers["X-Correlation-ID"])
     uuid.UUID(minted.headers["X-Request-ID"])
 
-    error = await api.request("GET", f"/v1/tickets/{uuid.uuid4()}", headers={"X-Request-ID": "r"})
+    error = await api.request(
+        "GET", f"/v1/tickets/{uuid.uuid4()}", as_="gateway", headers={"X-Request-ID": "r"}
+    )
     assert error.status == 404
     assert error.headers["X-Request-ID"] == "r"
     uuid.UUID(error.headers["X-Correlation-ID"])

@@ -221,7 +221,9 @@ async def test_a_postgres_restart_mid_load_loses_no_write_doubles_none_and_stick
     restartable_pg: RestartablePostgres, tmp_path: Path
 ) -> None:
     url = await restartable_pg.new_database()
-    token = await new_token(url, "sup-1", Role.SUPERVISOR)
+    # The gateway, as the bridge calls: its Idempotency-Key is the request_id the timeline
+    # records, so each event is traced back to the key that made it.
+    token = await new_token(url, "bridge", Role.GATEWAY, gateway=True)
     api = ApiProcess(url, tmp_path, env={"DISPATCH_DB_LOCK_TIMEOUT_MS": "3000"})
     acked: dict[str, str] = {}
     failures: Counter[int] = Counter()
