@@ -60,6 +60,8 @@ class Product:
         finally:
             await conn.close()
         api_port, bridge_port, proxy_port = free_port(), free_port(), free_port()
+        # A caller may fix dispatch-api's port (the soak puts a fault proxy in front of it).
+        api_port = int(self.extra_env.get("DISPATCH_API_PORT", api_port))
         self.urls = {
             "api": f"http://127.0.0.1:{api_port}",
             "bridge": f"http://127.0.0.1:{bridge_port}",
