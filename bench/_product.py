@@ -87,6 +87,7 @@ class Product:
             # (bench/noisy_neighbour.py sets the defaults back, per key being its subject).
             "DISPATCH_AGENT_MAX_IN_FLIGHT": "1000000",
             "DISPATCH_AGENT_MAX_IN_FLIGHT_BYTES": str(2**40),
+            "DISPATCH_AGENT_MAX_BYTES_PER_S": str(2**40),
             **self.extra_env,
         }
         cli = str(Path(sys.executable).parent / "dispatch-bridge")

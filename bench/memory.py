@@ -144,6 +144,7 @@ class Bridge:
             "DISPATCH_MAX_IN_FLIGHT": str(self.max_in_flight),
             # All the calls come from one key: its per-key cap must not refuse them either.
             "DISPATCH_AGENT_MAX_IN_FLIGHT": str(self.max_in_flight),
+            "DISPATCH_AGENT_MAX_BYTES_PER_S": str(2**40),
         }
         cli = str(Path(sys.executable).parent / "dispatch-bridge")
         self.proc = await asyncio.create_subprocess_exec(

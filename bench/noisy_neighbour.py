@@ -85,6 +85,7 @@ class _Setup:
         return {
             "DISPATCH_AGENT_MAX_IN_FLIGHT": str(defaults.agent_max_in_flight),
             "DISPATCH_AGENT_MAX_IN_FLIGHT_BYTES": str(defaults.agent_max_in_flight_bytes),
+            "DISPATCH_AGENT_MAX_BYTES_PER_S": str(defaults.agent_max_bytes_per_s),
             "DISPATCH_AGENT_KEYS": ",".join(
                 f"{name}:supervisor:{sha256(key.encode()).hexdigest()}"
                 for name, key in self.keys.items()

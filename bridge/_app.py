@@ -242,7 +242,12 @@ def _dispatch_client(
             )
             metrics.watch(client)
             app[CLIENT] = client
-            per_key = KeyAdmission(settings.agent_max_in_flight, settings.agent_max_in_flight_bytes)
+            per_key = KeyAdmission(
+                settings.agent_max_in_flight,
+                settings.agent_max_in_flight_bytes,
+                bytes_per_s=settings.agent_max_bytes_per_s,
+                clock=clock,
+            )
             app[PIPELINE] = Pipeline(
                 catalog(), client, app[INFLIGHT], clock, metrics, settings.max_in_flight, per_key
             )

@@ -8,6 +8,12 @@ call cap defaults far below the global one (16 of 256), so it takes 16 saturatin
 fill the bridge; the byte cap bounds what one key's uploads hold in memory and push
 downstream at once (16 MiB: three 5 MiB evidence uploads).
 
+Over time, a key's request bodies are also held to a sustained byte rate (a token bucket
+as deep as the byte cap): uploads that each finish quickly would otherwise let one key take
+most of the bridge's and dispatch-api's CPU (every body is read, parsed, validated, copied
+downstream, decoded and stored), and the other keys' latency pays for it. Its refusal says
+when the key's budget will cover the call.
+
 A refusal happens before any work, like the global one: nothing was done, retry shortly
 (jittered, so a refused burst does not come back in step). The rate limiter's token bucket
 bounds how often a key calls; this bounds how much it has running, which is what a burst
@@ -17,17 +23,34 @@ of slow, heavy calls costs.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
+from collections.abc import Callable
 
 from tools import ToolError
 
+#: Keys in the byte budget beyond which those with a full bucket again are forgotten.
+_PRUNE_AT = 1024
+
 
 class KeyAdmission:
-    def __init__(self, max_calls: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        max_calls: int,
+        max_bytes: int,
+        *,
+        bytes_per_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._max_calls = max_calls
         self._max_bytes = max_bytes
+        self._rate = bytes_per_s
+        self._clock = clock
         self._calls: Counter[str] = Counter()
         self._bytes: Counter[str] = Counter()
+        #: key -> (tokens, when): the byte budget, as a token bucket `max_bytes` deep. Only
+        #: keys still paying off earlier bodies are kept (a full bucket is the default).
+        self._budget: dict[str, tuple[float, float]] = {}
 
     def refusal(self, key: str, body_bytes: int) -> ToolError | None:
         """Why `key` may not start a call of `body_bytes` now, or None when it may.
@@ -49,11 +72,39 @@ class KeyAdmission:
                 f" {self._max_bytes}",
                 {"max_in_flight_bytes": self._max_bytes, "in_flight_bytes": held},
             )
+        if self._rate is not None and body_bytes > 0:
+            # A body larger than the bucket needs a full bucket, not more, so it can pass.
+            short = min(body_bytes, self._max_bytes) - self._tokens(key)
+            if short > 0:
+                wait_s = short / self._rate
+                return _refused(
+                    "agent_byte_rate",
+                    f"This agent key has sent request bodies faster than its sustained limit"
+                    f" of {int(self._rate)} bytes/s; this one ({body_bytes} bytes) fits its"
+                    f" budget in {wait_s:.1f}s",
+                    {"max_bytes_per_s": int(self._rate)},
+                    retry_after_ms=round(wait_s * 1000) + random.randint(0, 100),
+                )
         return None
+
+    def _tokens(self, key: str) -> float:
+        tokens, when = self._budget.get(key, (float(self._max_bytes), self._clock()))
+        assert self._rate is not None
+        return min(float(self._max_bytes), tokens + (self._clock() - when) * self._rate)
 
     def enter(self, key: str, body_bytes: int) -> None:
         self._calls[key] += 1
         self._bytes[key] += body_bytes
+        if self._rate is not None and body_bytes > 0:
+            now = self._clock()
+            left = self._tokens(key) - body_bytes  # may go below zero: a debt paid by waiting
+            if left >= self._max_bytes:
+                self._budget.pop(key, None)
+            else:
+                self._budget[key] = (left, now)
+            if len(self._budget) > _PRUNE_AT:  # forget the keys whose bucket is full again
+                full = float(self._max_bytes)
+                self._budget = {k: v for k, v in self._budget.items() if self._tokens(k) < full}
 
     def leave(self, key: str, body_bytes: int) -> None:
         self._calls[key] -= 1
@@ -67,12 +118,14 @@ class KeyAdmission:
         return self._calls[key], self._bytes[key]
 
 
-def _refused(reason: str, why: str, details: dict[str, int]) -> ToolError:
+def _refused(
+    reason: str, why: str, details: dict[str, int], retry_after_ms: int | None = None
+) -> ToolError:
     return ToolError(
         "rate_limited",
-        f"{why}; nothing was done. Wait for your earlier calls to finish, then retry;"
-        " other agents are not affected.",
+        f"{why}; nothing was done. Retry after the indicated delay; other agents are not"
+        " affected.",
         retryable=True,
-        retry_after_ms=random.randint(100, 500),
+        retry_after_ms=retry_after_ms or random.randint(100, 500),
         details={"reason": reason, **details},
     )

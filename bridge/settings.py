@@ -78,6 +78,11 @@ class BridgeSettings:
     #: Well below max_in_flight, so no one key can take the whole budget.
     agent_max_in_flight: int = 16
     agent_max_in_flight_bytes: int = 16 * 1024 * 1024
+    #: Fairness over time: request-body bytes one key may send per second, sustained (a
+    #: token bucket as deep as agent_max_in_flight_bytes, so a burst of uploads still runs).
+    #: The in-flight caps bound what a key holds at once; this bounds the share of CPU and
+    #: of dispatch-api a key's uploads take, which is what slows every other agent.
+    agent_max_bytes_per_s: int = 4 * 1024 * 1024
     #: On SIGTERM, how long in-flight calls may take to finish.
     drain_timeout_s: float = 10.0
     #: On SIGTERM, how long /readyz answers 503 while calls are still accepted, before the
@@ -111,6 +116,11 @@ class BridgeSettings:
             "DISPATCH_AGENT_MAX_IN_FLIGHT_BYTES",
             "must be >= 1024",
         )
+        check(
+            self.agent_max_bytes_per_s >= 1024,
+            "DISPATCH_AGENT_MAX_BYTES_PER_S",
+            "must be >= 1024",
+        )
         check(self.drain_timeout_s >= 0, "DISPATCH_DRAIN_TIMEOUT_S", "must not be negative")
         check(self.drain_delay_s >= 0, "DISPATCH_DRAIN_DELAY_S", "must not be negative")
         try:
@@ -138,6 +148,7 @@ class BridgeSettings:
             "max_in_flight": self.max_in_flight,
             "agent_max_in_flight": self.agent_max_in_flight,
             "agent_max_in_flight_bytes": self.agent_max_in_flight_bytes,
+            "agent_max_bytes_per_s": self.agent_max_bytes_per_s,
             "drain_timeout_s": self.drain_timeout_s,
             "drain_delay_s": self.drain_delay_s,
             "agents": [{"id": a.id, "role": a.role} for a in self.agents],

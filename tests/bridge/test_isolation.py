@@ -150,6 +150,31 @@ async def test_a_key_over_its_call_limit_is_refused_at_once_and_other_keys_still
     assert [e["type"] for e in await events_of(bridge.api, tid)].count("evidence_attached") == 4
 
 
+@pytest.mark.parametrize(
+    "bridge_overrides",
+    [{"agent_max_in_flight_bytes": 2 * 1024 * 1024, "agent_max_bytes_per_s": 64 * 1024}],
+)
+async def test_a_key_uploading_faster_than_its_byte_rate_is_told_when_to_return(
+    bridge: Bridge,
+) -> None:
+    tid = await new_ticket(bridge)
+    first = [await bridge.invoke("evidence.attach", _heavy(tid), as_=NOISY) for _ in range(2)]
+    third = await bridge.invoke("evidence.attach", _heavy(tid), as_=NOISY)
+    other = await bridge.invoke("evidence.attach", _heavy(tid), as_=QUIET)
+
+    assert [r.status for r in first] == [200, 200]  # a burst as deep as the byte cap runs
+    assert third.status == 429
+    error = third.body["error"]
+    assert (error["code"], error["retryable"]) == ("rate_limited", True)
+    assert error["details"]["reason"] == "agent_byte_rate"
+    assert error["details"]["max_bytes_per_s"] == 64 * 1024
+    # ~820 kB body, ~400 kB of budget left: some seconds at 64 KiB/s, not a fixed jitter.
+    assert 3000 <= error["retry_after_ms"] <= 15000
+    assert error["details"]["outcome"] == "none"
+    assert other.status == 200, other.body  # another key's budget is its own
+    assert await _evidence_count(bridge, tid) == 3
+
+
 # --- the breaker and readiness -------------------------------------------------------------
 
 #: Heavy uploads time out fast (their answers are held); the rest of the policy as usual.
