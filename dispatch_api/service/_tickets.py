@@ -266,9 +266,7 @@ class TicketService:
         async with connection(self._pool) as conn:
             found = await evidence_store.item(conn, ticket_id, evidence_id)
         if found is None:
-            raise NotFound(
-                "evidence_not_found", f"ticket {ticket_id} has no evidence {evidence_id}"
-            )
+            raise _no_evidence(ticket_id, evidence_id)
         return found
 
     async def evidence_content(
@@ -278,9 +276,7 @@ class TicketService:
         async with connection(self._pool) as conn:
             found = await tickets.evidence_content(conn, ticket_id, evidence_id)
         if found is None:
-            raise NotFound(
-                "evidence_not_found", f"ticket {ticket_id} has no evidence {evidence_id}"
-            )
+            raise _no_evidence(ticket_id, evidence_id)
         return found
 
     # --- helpers ----------------------------------------------------------------------
@@ -431,3 +427,7 @@ def _check_visible(caller: Caller, record: TicketRecord | None, ticket_id: uuid.
     # must not learn which ids exist among the tickets not assigned to them.
     if record is None or not may_access(caller.actor, record.ticket):
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
+
+
+def _no_evidence(ticket_id: uuid.UUID, evidence_id: uuid.UUID) -> NotFound:
+    return NotFound("evidence_not_found", f"ticket {ticket_id} has no evidence {evidence_id}")
