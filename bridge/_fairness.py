@@ -123,8 +123,7 @@ def _refused(
 ) -> ToolError:
     return ToolError(
         "rate_limited",
-        f"{why}; nothing was done. Retry after the indicated delay; other agents are not"
-        " affected.",
+        f"{why}; nothing was done. Retry after the indicated delay; other agents are not affected.",
         retryable=True,
         retry_after_ms=retry_after_ms or random.randint(100, 500),
         details={"reason": reason, **details},

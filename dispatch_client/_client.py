@@ -46,7 +46,9 @@ class CallRecord:
 
     #: Some try of a mutation may have been committed (see `_errors` for the rules).
     maybe_applied: bool = False
-    #: The last answer was dispatch-api's stored answer to an earlier request (a replay).
+    #: The answer is dispatch-api's stored answer to an earlier call under this request_id
+    #: (a re-delivery by the agent); a replay to this call's own retry, after an earlier
+    #: try of it may have been applied, is this call's outcome and is not marked.
     replayed: bool = False
 
 
@@ -202,13 +204,16 @@ class DispatchClient:
             except DispatchError as exc:
                 outcome = type(exc).__name__
                 previous.append(exc)
-                record.replayed = exc.replayed
                 if exc.replayed and isinstance(exc, ProblemResponse) and exc.status < 500:
                     # The key's stored outcome is a rejection: under this request_id nothing
                     # was, or ever will be, applied, whatever earlier tries did.
                     record.maybe_applied = False
                 else:
                     record.maybe_applied = earlier or (mutation and _may_have_applied(exc))
+                # A replay after one of this call's own tries may have been applied is most
+                # likely that try's outcome: this call's answer, not an earlier call's.
+                exc.replayed = exc.replayed and not earlier
+                record.replayed = exc.replayed
                 if _counts_against_breaker(exc):
                     self.breaker.record_failure(ctx.actor_id)
                 else:
@@ -225,6 +230,7 @@ class DispatchClient:
                 if self._observer is not None:
                     self._observer(ctx, number, outcome, self._clock() - started)
             self.breaker.record_success(ctx.actor_id)
+            record.replayed = record.replayed and not earlier  # as for errors, above
             return result
 
         try:

@@ -20,8 +20,10 @@ from the history of ALL its tries, not the last one alone:
   a 409 `request_in_progress` whose holder may still commit). False only when none can
   have been: refused before sending (breaker, deadline, connect refused, DNS), a 4xx, or a
   replayed 4xx (the key's stored outcome is a rejection). Always False for a GET.
-- `replayed`: the answer carried `Idempotent-Replayed: true`, i.e. it is the stored outcome
-  of an earlier request under the same Idempotency-Key, not a fresh decision.
+- `replayed`: the answer carried `Idempotent-Replayed: true` to a try made before any try of
+  this call may have been applied, i.e. it is the stored outcome of an earlier call under
+  the same Idempotency-Key (a re-delivery), not a fresh decision. A replay answering this
+  call's own retry after a lost answer is this call's outcome and is not marked.
 """
 
 from __future__ import annotations

@@ -140,15 +140,27 @@ async def test_a_replayed_refusal_after_a_timed_out_try_is_the_stored_outcome_no
     harness: Harness,
 ) -> None:
     """The key's stored answer is a rejection: under this request_id nothing was applied,
-    whatever the timed-out try did."""
+    whatever the timed-out try did; and it is this call's own answer (its first try's,
+    lost), so it is not presented as an earlier call's."""
     harness.mock.post(SCHEDULE, exception=TimeoutError())
     harness.mock.post(SCHEDULE, status=422, payload={"code": "evidence_missing"}, headers=REPLAYED)
 
     error = await _failure(harness, policy=RetryPolicy(max_attempts=2))
 
     assert isinstance(error, ProblemResponse)
-    assert error.replayed is True
+    assert error.replayed is False
     assert error.maybe_applied is False
+
+
+async def test_a_refusal_replayed_to_the_first_try_is_an_earlier_calls_stored_outcome(
+    harness: Harness,
+) -> None:
+    harness.mock.post(SCHEDULE, status=422, payload={"code": "evidence_missing"}, headers=REPLAYED)
+
+    error = await _failure(harness, policy=RetryPolicy(max_attempts=2))
+
+    assert isinstance(error, ProblemResponse)
+    assert (error.replayed, error.maybe_applied) == (True, False)
 
 
 async def test_a_read_that_timed_out_changed_nothing(harness: Harness) -> None:
@@ -172,3 +184,17 @@ async def test_a_replayed_success_is_marked_on_the_call_record(harness: Harness)
 
     assert replayed.record.replayed is True
     assert fresh.record.replayed is False
+
+
+async def test_a_success_replayed_to_the_calls_own_retry_after_a_lost_answer_is_not_marked(
+    harness: Harness,
+) -> None:
+    """Try 1 committed but its answer was lost; try 2 gets the stored answer. For the agent
+    that is this call's fresh outcome, not a re-delivery of an earlier one."""
+    harness.mock.post(SCHEDULE, exception=aiohttp.ServerDisconnectedError())
+    harness.mock.post(SCHEDULE, status=200, payload={"ok": 1}, headers=REPLAYED)
+    client = harness.client(roomy_config(RetryPolicy(max_attempts=2)))
+    ctx = context("req-1")
+
+    assert await client.act(ctx, "T-1", "schedule", {}) == {"ok": 1}
+    assert ctx.record.replayed is False
