@@ -31,7 +31,12 @@ class Endpoints:
     agent_key: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Endpoints:
+    def from_env(
+        cls, env: Mapping[str, str], needs: tuple[str, ...] = ("api", "bridge")
+    ) -> Endpoints:
+        """The services' addresses and credentials from the environment, falling back to
+        dev-credentials.json; only those of the services in `needs` must be known (why,
+        queue and sla call dispatch-api alone). A trailing slash on a URL is dropped."""
         path = Path(env.get("DISPATCH_DATA_DIR", ".dispatch")) / "dev-credentials.json"
         creds: dict[str, Any] = {}
         if path.exists():
@@ -42,11 +47,14 @@ class Endpoints:
             "bridge_url": env.get("DISPATCH_BRIDGE_URL") or creds.get("bridge_url"),
             "agent_key": env.get("DISPATCH_AGENT_KEY") or creds.get("agent_key"),
         }
-        missing = [k for k, v in values.items() if not v]
+        needed = {"api": ("api_url", "api_token"), "bridge": ("bridge_url", "agent_key")}
+        missing = [k for service in needs for k in needed[service] if not values[k]]
         if missing:
             names = ", ".join("DISPATCH_" + k.upper() for k in missing)
             raise OpsError(f"set {names} (or run `make run`, which writes {path})")
-        return cls(**{k: str(v) for k, v in values.items()})
+        for url in ("api_url", "bridge_url"):
+            values[url] = str(values[url] or "").rstrip("/")
+        return cls(**{k: str(v or "") for k, v in values.items()})
 
 
 async def _get(session: aiohttp.ClientSession, url: str, secret: str, what: str) -> Any:
@@ -308,7 +316,7 @@ def run(command: str, args: Any, env: Mapping[str, str] = os.environ) -> int:
     import asyncio
 
     try:
-        ends = Endpoints.from_env(env)
+        ends = Endpoints.from_env(env, ("api", "bridge") if command == "tools" else ("api",))
         if command == "why":
             out = asyncio.run(why(ends, args.ticket_id, args.json))
         elif command == "queue":
@@ -320,5 +328,10 @@ def run(command: str, args: Any, env: Mapping[str, str] = os.environ) -> int:
     except OpsError as exc:
         print(f"dispatch-bridge {command}: {exc}", file=sys.stderr)
         return 1
-    print(out)
+    try:
+        print(out, flush=True)
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error of ours. Point stdout at /dev/null so
+        # the interpreter's final flush does not fail again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -184,6 +184,11 @@ async def _serve_api(settings: ApiSettings, args: argparse.Namespace) -> int:
 
 async def _serve_bridge(settings: ApiSettings, args: argparse.Namespace) -> int:
     bridge = load_bridge_settings(os.environ, args.config)
+    if bridge.gateway_token is None:
+        raise SettingsError(
+            "DISPATCH_GATEWAY_TOKEN: the bridge needs its dispatch-api token (a principal"
+            " created with `dispatch-bridge create-principal --id bridge --role gateway --gateway`)"
+        )
     logs = _observability("bridge", args, database=False)
     app = create_bridge_app(bridge, log=JsonLog("bridge", level=logs.level))
     await _serve(

@@ -144,3 +144,58 @@ async def test_the_cli_prints_json_and_exits_1_with_one_line_on_failure(
     assert failed.returncode == 1
     assert failed.stderr.count("\n") == 1
     assert failed.stderr.startswith("dispatch-bridge sla: sla: cannot reach")
+
+
+async def test_why_queue_and_sla_need_only_dispatch_api_and_a_trailing_slash_is_harmless(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    ends = _ends(bridge)
+    env = {  # no bridge URL or agent key, and no dev-credentials.json to fall back on
+        **{k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")},
+        "DISPATCH_DATA_DIR": str(tmp_path),
+        "DISPATCH_API_URL": ends.api_url + "/",
+        "DISPATCH_API_TOKEN": ends.api_token,
+    }
+    await bridge.invoke("ticket.create", COMPLETE_TICKET)
+
+    runs = {
+        command: await asyncio.to_thread(
+            subprocess.run, [str(CLI), command, "--json"], env=env, capture_output=True, text=True
+        )
+        for command in ("queue", "sla", "tools")
+    }
+
+    assert runs["queue"].returncode == 0, runs["queue"].stderr
+    assert len(json.loads(runs["queue"].stdout)) == 1
+    assert runs["sla"].returncode == 0, runs["sla"].stderr
+    assert runs["tools"].returncode == 1  # it reads the bridge, so it asks for it by name
+    assert "DISPATCH_BRIDGE_URL, DISPATCH_AGENT_KEY" in runs["tools"].stderr
+
+
+async def test_an_operator_command_piped_into_a_reader_that_stops_early_ends_quietly(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    ends = _ends(bridge)
+    env = {
+        **os.environ,
+        "DISPATCH_DATA_DIR": str(tmp_path),
+        "DISPATCH_API_URL": ends.api_url,
+        "DISPATCH_API_TOKEN": ends.api_token,
+    }
+    for _ in range(3):
+        await bridge.invoke("ticket.create", COMPLETE_TICKET)
+
+    def piped() -> subprocess.CompletedProcess[bytes]:
+        reader, writer = os.pipe()
+        os.close(reader)  # like `| head -0`: nobody reads
+        try:
+            return subprocess.run(
+                [str(CLI), "queue"], env=env, stdout=writer, stderr=subprocess.PIPE, check=False
+            )
+        finally:
+            os.close(writer)
+
+    done = await asyncio.to_thread(piped)
+
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    assert done.stderr == b""

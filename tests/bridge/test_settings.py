@@ -445,3 +445,23 @@ def test_per_key_limits_default_well_below_the_global_cap_and_are_read_from_env_
 )
 def test_a_bad_per_key_limit_is_refused_naming_its_variable(variable: str, value: str) -> None:
     assert _refusal({variable: value}).startswith(f"{variable}: ")
+
+
+def test_serve_bridge_without_its_gateway_token_exits_2_saying_how_to_get_one(
+    tmp_path: Path,
+) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "DISPATCH_DATA_DIR": str(tmp_path / "data")}
+
+    done = subprocess.run(
+        [str(DISPATCH_BRIDGE), "serve-bridge"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "dispatch-bridge: invalid setting: DISPATCH_GATEWAY_TOKEN: " in done.stderr
+    assert "create-principal" in done.stderr
+    assert "Traceback" not in done.stderr
