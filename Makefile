@@ -4,21 +4,26 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck bench soak fuzz clean
+.PHONY: install tools run test check lint typecheck bench soak fuzz clean
 
 install: $(STAMP)
 
+# Quiet, and on stderr: `make run > dispatch.log` must leave a file of JSON log lines only.
+# Only Python is needed here; the tools the suite and benchmarks drive (promtool, kubectl,
+# wrk) are checked by the targets that use them.
 $(STAMP): pyproject.toml
-	.ci/ensure-tools
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	touch $(STAMP)
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/python -m pip install --quiet --upgrade pip >&2
+	@$(BIN)/python -m pip install --quiet -e '.[test,bench]' >&2
+	@touch $(STAMP)
+
+tools:
+	@.ci/ensure-tools >&2
 
 run: $(STAMP)
-	$(BIN)/dispatch-bridge up
+	@$(BIN)/dispatch-bridge up
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -31,7 +36,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 # Long runs stay out of `make test` (CI runs a seconds-long smoke of both harnesses).
-bench: $(STAMP)
+bench: $(STAMP) tools
 	$(BIN)/python -m bench.scale --tickets $${BENCH_TICKETS:-1000000}
 	$(BIN)/python -m bench.harness
 

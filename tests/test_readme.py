@@ -50,7 +50,8 @@ def _run(script: str, product: dict[str, str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """`dispatch-bridge up` in a process of its own, on free ports and a fresh data dir."""
+    """`make run`, as the README says, in a process group of its own, on free ports and a
+    fresh data dir; its stdout (the services' JSON log lines) goes to `stdout.log`."""
     data_dir = tmp_path_factory.mktemp("product") / ".dispatch"
     env = {
         **os.environ,
@@ -59,20 +60,23 @@ def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
         "DISPATCH_BRIDGE_PORT": str(_free_port()),
     }
     env.pop("DISPATCH_DATABASE_URL", None)
-    cli = Path(sys.executable).parent / "dispatch-bridge"
-    log = data_dir.parent / "up.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(cli), "up"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    env.pop("MAKEFLAGS", None)
+    log = data_dir.parent / "stdout.log"
+    errors = data_dir.parent / "stderr.log"
+    with log.open("w") as out, errors.open("w") as err:
+        proc = subprocess.Popen(
+            ["make", "run"], cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True
+        )
     creds_file = data_dir / "dev-credentials.json"
     try:
-        creds = _wait_until_serving(proc, creds_file, log)
-        yield {**creds, "DISPATCH_DATA_DIR": str(data_dir)}
+        creds = _wait_until_serving(proc, creds_file, errors)
+        yield {**creds, "DISPATCH_DATA_DIR": str(data_dir), "stdout": str(log)}
     finally:
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)  # make and the product it started
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
@@ -83,7 +87,7 @@ def _wait_until_serving(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             output = log.read_text()
-            raise AssertionError(f"dispatch-bridge up exited with {proc.returncode}:\n{output}")
+            raise AssertionError(f"make run exited with {proc.returncode}:\n{output}")
         if creds_file.exists():
             creds: dict[str, str] = json.loads(creds_file.read_text())
             try:
@@ -93,7 +97,7 @@ def _wait_until_serving(
             except OSError:
                 pass
         time.sleep(0.2)
-    raise AssertionError("dispatch-bridge up did not serve /healthz within 90 s")
+    raise AssertionError("make run did not serve /healthz within 90 s")
 
 
 def test_up_writes_the_development_credentials(running_product: dict[str, str]) -> None:
@@ -201,3 +205,14 @@ def test_every_test_the_guarantees_section_names_exists() -> None:
     for path, name in cited:
         source = (ROOT / path).read_text()
         assert name is None or f"def {name}(" in source, f"{path}::{name} is not a test"
+
+
+def test_make_run_writes_only_json_log_lines_to_stdout(running_product: dict[str, str]) -> None:
+    """`make run > dispatch.log` feeds the README's and runbooks' jq recipes: no command
+    echo from make, no banner, nothing but one JSON object per line."""
+    lines = Path(running_product["stdout"]).read_text().splitlines()
+
+    parsed = [json.loads(line) for line in lines]
+
+    assert all(isinstance(line, dict) for line in parsed)
+    assert any(line.get("event") == "http_request" for line in parsed)
