@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# `make -C dir run > log` too: make's "Entering directory" lines would break the JSON lines.
+MAKEFLAGS += --no-print-directory
 
 .PHONY: install tools run test check lint typecheck bench soak fuzz clean
 

@@ -60,7 +60,8 @@ def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
         "DISPATCH_BRIDGE_PORT": str(_free_port()),
     }
     env.pop("DISPATCH_DATABASE_URL", None)
-    env.pop("MAKEFLAGS", None)
+    for inherited in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # as a user's shell runs it
+        env.pop(inherited, None)
     log = data_dir.parent / "stdout.log"
     errors = data_dir.parent / "stderr.log"
     with log.open("w") as out, errors.open("w") as err:

@@ -329,12 +329,16 @@ async def _readiness_after(url: str, signalled: float, bound_s: float) -> list[s
     """Poll /readyz on fresh connections until the listener closes: what each poll said,
     "ready", "draining" (503 saying so) or another status."""
     seen: list[str] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+    # A poll that overtakes the signal probes dispatch-api (through a slow proxy here): give
+    # it time on a loaded machine; a hung poll still fails the test.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
         while time.monotonic() - signalled < bound_s:
             try:
                 async with http.get(url + "/readyz", headers={"Connection": "close"}) as resp:
                     body = await resp.json(content_type=None)
-            except aiohttp.ClientConnectorError:
+            except aiohttp.ClientConnectionError:
+                # Refused, or accepted just before the listener closed and then closed
+                # unanswered with the other idle connections: no longer serving.
                 return seen
             # The bridge says {"draining": true}; dispatch-api, a problem coded "draining".
             draining = body.get("draining") is True or body.get("code") == "draining"
