@@ -377,7 +377,7 @@ async def test_a_tool_call_id_reused_with_other_arguments_conflicts_is_counted_a
 # --- 3. the answer lost after the commit (REST schedule/create: test_resilience.py) ---------
 
 
-async def _on_site_ticket(bridge: Bridge, *, evidence: bool) -> str:
+async def on_site_ticket(bridge: Bridge, *, evidence: bool) -> str:
     tid = await new_ticket(bridge)
     for tool, args in (
         ("ticket.schedule", WINDOW),
@@ -389,12 +389,12 @@ async def _on_site_ticket(bridge: Bridge, *, evidence: bool) -> str:
     for kind, tag in (("photo", "before"), ("photo", "after"), ("signature", "customer")):
         if not evidence:
             break
-        reply = await bridge.invoke("evidence.attach", _evidence(tid, kind, tag))
+        reply = await bridge.invoke("evidence.attach", evidence_item(tid, kind, tag))
         assert reply.status == 200, reply.body
     return tid
 
 
-def _evidence(tid: str, kind: str, tag: str) -> dict[str, Any]:
+def evidence_item(tid: str, kind: str, tag: str) -> dict[str, Any]:
     return {
         "ticket_id": tid,
         "kind": kind,
@@ -407,11 +407,11 @@ def _evidence(tid: str, kind: str, tag: str) -> dict[str, Any]:
 async def test_a_lost_answer_to_an_mcp_evidence_attach_stores_the_item_once(
     bridge: Bridge, log_lines: list[bytes]
 ) -> None:
-    tid = await _on_site_ticket(bridge, evidence=False)
+    tid = await on_site_ticket(bridge, evidence=False)
     before = bridge.proxy.requests
     bridge.proxy.drop_responses = 1
 
-    result = await mcp_call(bridge, "evidence.attach", _evidence(tid, "photo", "before"))
+    result = await mcp_call(bridge, "evidence.attach", evidence_item(tid, "photo", "before"))
 
     assert result["isError"] is False, result
     assert bridge.proxy.requests - before == 2  # the try whose answer was lost, and its retry
@@ -427,7 +427,7 @@ async def test_a_lost_answer_to_an_mcp_evidence_attach_stores_the_item_once(
 async def test_a_lost_answer_to_an_mcp_completion_completes_the_job_once(
     bridge: Bridge, log_lines: list[bytes]
 ) -> None:
-    tid = await _on_site_ticket(bridge, evidence=True)
+    tid = await on_site_ticket(bridge, evidence=True)
     bridge.proxy.drop_responses = 1
 
     result = await mcp_call(bridge, "tech.complete", {"ticket_id": tid}, tool_call_id="done-1")

@@ -5,14 +5,10 @@ tries, and a replayed answer is marked as one, over REST and over MCP (official 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, Literal, cast
+from collections.abc import Awaitable, Callable
+from typing import Literal, cast
 
-import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, RequestParamsMeta
 
 from bridge._keys import CLIENT
@@ -20,8 +16,8 @@ from dispatch_client import BreakerConfig, BreakerState, RetryConfig, RetryPolic
 from tests.support.api import COMPLETE_TICKET, WINDOW
 
 from .conftest import Bridge
-from .test_faults import events_of, rows
-from .test_mcp_client import PROTOCOL_VERSION, succeeded, tool_error
+from .test_faults import events_of, evidence_item, on_site_ticket, rows
+from .test_mcp_client import mcp_client, succeeded, tool_error
 
 #: Short tries, one retry, and a breaker that opens on the first failure: a try that times
 #: out after its request went out opens the circuit, and the retry meets it open.
@@ -53,25 +49,6 @@ async def _bounded(condition: Callable[[], Awaitable[bool]]) -> None:
         # What we wait for is a database row or the breaker's clock: no event to await.
         while not await condition():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-
-
-async def _on_site(bridge: Bridge) -> str:
-    created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
-    tid: str = created.body["result"]["ticket"]["id"]
-    for tool, args in (("ticket.schedule", WINDOW), ("ticket.dispatch", {}), ("tech.arrive", {})):
-        reply = await bridge.invoke(tool, {"ticket_id": tid, **args})
-        assert reply.status == 200, reply.body
-    return tid
-
-
-def _evidence(tid: str, kind: str, tag: str) -> dict[str, Any]:
-    return {
-        "ticket_id": tid,
-        "kind": kind,
-        "tag": tag,
-        "content_type": "image/png",
-        "content_base64": "aGVsbG8=",
-    }
 
 
 async def _state(bridge: Bridge, tid: str) -> str:
@@ -141,11 +118,11 @@ async def test_a_replayed_evidence_refusal_sends_the_agent_to_a_new_tool_call_id
     """The reported loop: after all evidence is attached, re-sending tech.complete with the
     old tool_call_id replays the stored refusal. It is marked as a replay and says a new
     attempt needs a new tool_call_id; with one, the job completes."""
-    tid = await _on_site(bridge)
+    tid = await on_site_ticket(bridge, evidence=False)
     complete = {"ticket_id": tid}
     refused = await bridge.invoke("tech.complete", complete, as_="technician", tool_call_id="c-1")
     for kind, tag in EVIDENCE:
-        attached = await bridge.invoke("evidence.attach", _evidence(tid, kind, tag))
+        attached = await bridge.invoke("evidence.attach", evidence_item(tid, kind, tag))
         assert attached.status == 200, attached.body
 
     replay = await bridge.invoke("tech.complete", complete, as_="technician", tool_call_id="c-1")
@@ -169,18 +146,6 @@ async def test_a_replayed_evidence_refusal_sends_the_agent_to_a_new_tool_call_id
     assert await _state(bridge, tid) == "COMPLETED"
 
 
-@asynccontextmanager
-async def _mcp(bridge: Bridge, role: str, mode: Literal["legacy", "auto"]) -> AsyncIterator[Client]:
-    url = str(bridge.session._base_url) + "/mcp"
-    headers = {"Authorization": f"Bearer {bridge.keys[role]}"}
-    async with (
-        httpx2.AsyncClient(headers=headers) as http,
-        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
-    ):
-        assert client.protocol_version == PROTOCOL_VERSION[mode]
-        yield client
-
-
 def _call_id(value: str) -> RequestParamsMeta:
     # RequestParamsMeta is an open TypedDict (PEP 728 extra_items), which mypy cannot read yet.
     return cast(RequestParamsMeta, {"dispatch-bridge.dev/toolCallId": value})
@@ -194,16 +159,16 @@ def _replayed(result: CallToolResult) -> bool:
 async def test_mcp_results_carry_replayed_in_meta_for_replayed_successes_and_errors(
     bridge: Bridge, mode: Literal["legacy", "auto"]
 ) -> None:
-    tid = await _on_site(bridge)
-    async with _mcp(bridge, "technician", mode) as client:
+    tid = await on_site_ticket(bridge, evidence=False)
+    async with mcp_client(bridge, "technician", mode) as client:
         args = {"ticket_id": tid}
         refused = await client.call_tool("tech.complete", args, meta=_call_id("m-1"))
         for kind, tag in EVIDENCE:
             once = await client.call_tool(
-                "evidence.attach", _evidence(tid, kind, tag), meta=_call_id(f"e-{tag}")
+                "evidence.attach", evidence_item(tid, kind, tag), meta=_call_id(f"e-{tag}")
             )
             twice = await client.call_tool(
-                "evidence.attach", _evidence(tid, kind, tag), meta=_call_id(f"e-{tag}")
+                "evidence.attach", evidence_item(tid, kind, tag), meta=_call_id(f"e-{tag}")
             )
             assert (_replayed(once), _replayed(twice)) == (False, True)
             assert succeeded(twice) == succeeded(once)

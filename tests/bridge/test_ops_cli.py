@@ -29,6 +29,17 @@ def _ends(bridge: Bridge) -> Endpoints:
     )
 
 
+def _api_env(ends: Endpoints, data_dir: Path, api_url: str | None = None) -> dict[str, str]:
+    """The environment of an operator who knows dispatch-api only (no DISPATCH_* inherited,
+    no dev-credentials.json in `data_dir` to fall back on)."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")},
+        "DISPATCH_DATA_DIR": str(data_dir),
+        "DISPATCH_API_URL": api_url or ends.api_url,
+        "DISPATCH_API_TOKEN": ends.api_token,
+    }
+
+
 async def _rb2_ticket(bridge: Bridge) -> str:
     created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
     tid: str = created.body["result"]["ticket"]["id"]
@@ -122,10 +133,7 @@ async def test_the_cli_prints_json_and_exits_1_with_one_line_on_failure(
 ) -> None:
     ends = _ends(bridge)
     env = {
-        **os.environ,
-        "DISPATCH_DATA_DIR": str(tmp_path),
-        "DISPATCH_API_URL": ends.api_url,
-        "DISPATCH_API_TOKEN": ends.api_token,
+        **_api_env(ends, tmp_path),
         "DISPATCH_BRIDGE_URL": ends.bridge_url,
         "DISPATCH_AGENT_KEY": ends.agent_key,
     }
@@ -150,12 +158,7 @@ async def test_why_queue_and_sla_need_only_dispatch_api_and_a_trailing_slash_is_
     bridge: Bridge, tmp_path: Path
 ) -> None:
     ends = _ends(bridge)
-    env = {  # no bridge URL or agent key, and no dev-credentials.json to fall back on
-        **{k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")},
-        "DISPATCH_DATA_DIR": str(tmp_path),
-        "DISPATCH_API_URL": ends.api_url + "/",
-        "DISPATCH_API_TOKEN": ends.api_token,
-    }
+    env = _api_env(ends, tmp_path, api_url=ends.api_url + "/")  # no bridge URL or agent key
     await bridge.invoke("ticket.create", COMPLETE_TICKET)
 
     runs = {
@@ -175,13 +178,7 @@ async def test_why_queue_and_sla_need_only_dispatch_api_and_a_trailing_slash_is_
 async def test_an_operator_command_piped_into_a_reader_that_stops_early_ends_quietly(
     bridge: Bridge, tmp_path: Path
 ) -> None:
-    ends = _ends(bridge)
-    env = {
-        **os.environ,
-        "DISPATCH_DATA_DIR": str(tmp_path),
-        "DISPATCH_API_URL": ends.api_url,
-        "DISPATCH_API_TOKEN": ends.api_token,
-    }
+    env = _api_env(_ends(bridge), tmp_path)
     for _ in range(3):
         await bridge.invoke("ticket.create", COMPLETE_TICKET)
 
