@@ -19,11 +19,8 @@ import psutil
 
 from dispatch_api.domain import Role
 from dispatch_api.store import connect, migrate, principals, start_embedded, templates
-from tests.support.processes import free_port
-
-# The allocator settings the Dockerfile gives both services (see the comment there): the soak
-# measures RSS growth, so the services run as they would in the image.
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+from testkit.image import ALLOCATOR_ENV
+from testkit.processes import free_port
 
 
 def _digest(key: str) -> str:

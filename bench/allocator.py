@@ -27,8 +27,9 @@ from contextlib import AsyncExitStack
 
 from bench._context import Bench, bridge_saturation, side_by_side
 from bench._load import have_wrk
-from bench._product import ALLOCATOR_ENV, Product
+from bench._product import Product
 from bench._report import Figure, figure
+from testkit.image import ALLOCATOR_ENV
 
 SETTINGS: dict[str, dict[str, str]] = {
     "defaults": {},

@@ -48,7 +48,7 @@ from aiohttp import web
 
 from bench._context import Bench
 from bench._report import Figure, figure
-from tests.support.processes import free_port
+from testkit.processes import free_port
 
 CALLS, SLOW_S = 2000, 5.0
 QUICK_CALLS, QUICK_SLOW_S = 200, 0.5

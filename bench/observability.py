@@ -24,7 +24,7 @@ from bench._context import Bench, bridge_saturation, side_by_side
 from bench._load import have_wrk
 from bench._product import Product
 from bench._report import Figure, figure
-from tests.support.processes import free_port
+from testkit.processes import free_port
 
 
 @asynccontextmanager

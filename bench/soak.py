@@ -10,12 +10,12 @@ services, and their counters (faults injected, tries that reached dispatch-api) 
 directly; the bridge stays a process of its own so that its RSS and descriptors are its
 alone.
 
-1. capacity: simulated agents (tests/support/agents.py) in a closed loop, no faults;
+1. capacity: simulated agents (testkit/agents.py) in a closed loop, no faults;
 2. warm-up: a minute (a tenth of the run at most) at `--share` of that rate, with faults;
 3. soak: `--minutes` at that rate, with faults; RSS and open descriptors of both services
    sampled every few seconds. The agents are paced: each starts its calls on a fixed
    schedule (a slow answer delays only that agent, which never bursts to catch up);
-4. the history check (tests/support/history.py) of every call of every phase, from the
+4. the history check (testkit/history.py) of every call of every phase, from the
    database: zero lost or doubled effects, every call within its deadline.
 
 Targets: RSS growth < 5 % (the median of the last three samples against the median of the
@@ -49,11 +49,11 @@ from bench._product import Product
 from bench._report import machine
 from dispatch_api.store import start_embedded
 from dispatch_client import RetryConfig, parse_retry_config
-from tests.support.agents import Endpoint, run_agents
-from tests.support.fault_proxy import FaultProxy
-from tests.support.history import Call, check
-from tests.support.pg_proxy import server_proxy, through
-from tests.support.processes import free_port
+from testkit.agents import Endpoint, run_agents
+from testkit.fault_proxy import FaultProxy
+from testkit.history import Call, check
+from testkit.pg_proxy import server_proxy, through
+from testkit.processes import free_port
 from tools import catalog
 
 RESULTS = Path(__file__).parent / "results"

@@ -20,7 +20,7 @@ from dispatch_api.store import connect, migrate, start_embedded, templates
 from telemetry import TracingSettings, configure_tracing, instrument_database
 
 # The dispatch-api harness (the `api` fixture and friends) serves every test package.
-pytest_plugins = ["tests.support.api"]
+pytest_plugins = ["testkit.api"]
 
 
 def database_url_for(server_url: str, database: str) -> str:

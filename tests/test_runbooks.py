@@ -30,9 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge._ops import Endpoints, queue, sla, tools, why
 from bridge.cli import _parser
 from dispatch_api.store import connect
+from testkit.api import COMPLETE_TICKET, WINDOW, FakeClock, Reply, parsed_logs
 from tests.bridge import conftest as bridge_harness
 from tests.bridge.conftest import Bridge
-from tests.support.api import COMPLETE_TICKET, WINDOW, FakeClock, Reply, parsed_logs
 from tools import ToolError, catalog
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "docs" / "runbooks"

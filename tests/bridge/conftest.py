@@ -19,8 +19,8 @@ from dispatch_api.settings import Secret
 from dispatch_client import RetryConfig, RetryPolicy
 from schemas import Validator
 from telemetry import JsonLog
-from tests.support.api import Api, Reply
-from tests.support.fault_proxy import FaultProxy
+from testkit.api import Api, Reply
+from testkit.fault_proxy import FaultProxy
 from tools import catalog
 
 #: role -> (agent id, role); the technician agent acts as technician tech-1.

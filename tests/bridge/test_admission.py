@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.api import COMPLETE_TICKET
+from testkit.api import COMPLETE_TICKET
 
 from .conftest import Bridge
 from .test_mcp_protocol import post, request, rpc_result, tool_error

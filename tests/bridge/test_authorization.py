@@ -20,7 +20,7 @@ from bridge._keys import AGENTS as AGENT_DIRECTORY
 from bridge._keys import SETTINGS
 from dispatch_api.store import connect
 from telemetry import JsonFormatter
-from tests.support.api import COMPLETE_TICKET, WINDOW, Api, Reply
+from testkit.api import COMPLETE_TICKET, WINDOW, Api, Reply
 from tools import Tool, catalog
 
 from .conftest import AGENTS, Bridge

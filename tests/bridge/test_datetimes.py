@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas import parse_datetime
-from tests.support.api import WINDOW
+from testkit.api import WINDOW
 
 from .conftest import Bridge
 

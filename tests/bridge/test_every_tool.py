@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support.api import COMPLETE_TICKET, WINDOW
+from testkit.api import COMPLETE_TICKET, WINDOW
 from tools import catalog
 
 from .conftest import Bridge

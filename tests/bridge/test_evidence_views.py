@@ -8,7 +8,7 @@ import pytest
 
 from dispatch_api.settings import ApiSettings
 from schemas import Validator
-from tests.support.api import Api
+from testkit.api import Api
 
 from .conftest import OUTPUT_SCHEMAS, Bridge
 

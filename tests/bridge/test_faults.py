@@ -30,9 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch_api.settings import ApiSettings
 from dispatch_client import BreakerConfig, BudgetConfig, RetryConfig
-from tests.support.api import COMPLETE_TICKET, WINDOW, Api, parsed_logs
-from tests.support.fault_proxy import FaultProxy
-from tests.support.processes import BridgeProcess
+from testkit.api import COMPLETE_TICKET, WINDOW, Api, parsed_logs
+from testkit.fault_proxy import FaultProxy
+from testkit.processes import BridgeProcess
 
 from .conftest import FAST_RETRIES, Bridge
 from .test_metrics import breaker, by_labels, one, scrape

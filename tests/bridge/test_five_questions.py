@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.api import COMPLETE_TICKET, WINDOW, parsed_logs
+from testkit.api import COMPLETE_TICKET, WINDOW, parsed_logs
 
 from .conftest import Bridge
 

@@ -13,7 +13,7 @@ from mcp.types import CallToolResult, RequestParamsMeta
 
 from bridge._keys import CLIENT
 from dispatch_client import BreakerConfig, BreakerState, RetryConfig, RetryPolicy
-from tests.support.api import COMPLETE_TICKET, WINDOW
+from testkit.api import COMPLETE_TICKET, WINDOW
 
 from .conftest import Bridge
 from .test_faults import events_of, evidence_item, on_site_ticket, rows

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from telemetry import FIELDS, JsonFormatter
-from tests.support.api import COMPLETE_TICKET, WINDOW, parsed_logs
+from testkit.api import COMPLETE_TICKET, WINDOW, parsed_logs
 
 from .conftest import Bridge
 

@@ -16,7 +16,7 @@ from mcp.types import CallToolResult, RequestParamsMeta, TextContent
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from tests.support.api import COMPLETE_TICKET, WINDOW
+from testkit.api import COMPLETE_TICKET, WINDOW
 from tools import catalog, mcp_tool
 
 from .conftest import AGENTS, Bridge

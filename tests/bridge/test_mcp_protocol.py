@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.api import COMPLETE_TICKET, Reply
+from testkit.api import COMPLETE_TICKET, Reply
 from tools import catalog, mcp_tool
 
 from .conftest import Bridge

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestServer
 
 from bridge import create_bridge_app
 from bridge._keys import SETTINGS
-from tests.support.api import COMPLETE_TICKET
+from testkit.api import COMPLETE_TICKET
 
 from .conftest import Bridge
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch_client import BreakerConfig, BudgetConfig, RetryConfig, RetryPolicy
 from telemetry import LATENCY_BUCKETS_MS
-from tests.support.api import COMPLETE_TICKET, WINDOW, Reply
+from testkit.api import COMPLETE_TICKET, WINDOW, Reply
 from tools import catalog
 
 from .conftest import FAST_RETRIES, Bridge

@@ -10,7 +10,7 @@ from bridge._pipeline import TOOL_CALL_ID
 from bridge.settings import BridgeSettings
 from dispatch_api.settings import Secret
 from schemas import openapi_document
-from tests.support.openapi import Document, operations, served_routes
+from testkit.openapi import Document, operations, served_routes
 from tools import HTTP_STATUS, catalog
 
 from .conftest import Bridge

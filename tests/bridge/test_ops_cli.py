@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from bridge._ops import Endpoints, OpsError, queue, sla, tools, why
-from tests.support.api import COMPLETE_TICKET, WINDOW, FakeClock
+from testkit.api import COMPLETE_TICKET, WINDOW, FakeClock
 
 from .conftest import Bridge
 

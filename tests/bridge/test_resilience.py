@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.support.api import COMPLETE_TICKET, WINDOW
+from testkit.api import COMPLETE_TICKET, WINDOW
 
 from .conftest import Bridge
 

@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.support.api import COMPLETE_TICKET, WINDOW, parsed_logs
+from testkit.api import COMPLETE_TICKET, WINDOW, parsed_logs
 
 from .conftest import Bridge
 

@@ -23,9 +23,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from testkit.api import COMPLETE_TICKET, FakeClock
 from tests.bridge.conftest import Bridge
 from tests.deploy.test_rules import RULES, bridge, bridge_overrides, bridge_retry
-from tests.support.api import COMPLETE_TICKET, FakeClock
 
 PROMETHEUS = "prometheus"
 STARTUP_S = 20.0

@@ -17,9 +17,9 @@ from typing import Any, cast
 import yaml  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
+from testkit.api import COMPLETE_TICKET, WINDOW
 from tests.bridge import conftest as bridge_harness
 from tests.bridge.conftest import Bridge
-from tests.support.api import COMPLETE_TICKET, WINDOW
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "dispatch-bridge.rules.yml"

@@ -1,1 +1,1 @@
-"""dispatch-api tests use the harness in tests/support/api.py (registered in tests/conftest.py)."""
+"""dispatch-api tests use the harness in testkit/api.py (registered in tests/conftest.py)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tests.support.api import COMPLETE_TICKET, WINDOW, Api
+from testkit.api import COMPLETE_TICKET, WINDOW, Api
 
 GATEWAY_ACTOR = {
     "X-Actor-Type": "agent",

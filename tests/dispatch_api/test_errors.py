@@ -12,7 +12,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.api import COMPLETE_TICKET, WINDOW, Api, Reply
+from testkit.api import COMPLETE_TICKET, WINDOW, Api, Reply
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 

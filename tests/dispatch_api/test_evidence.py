@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dispatch_api.settings import ApiSettings
-from tests.support.api import WINDOW, Api, Reply
+from testkit.api import WINDOW, Api, Reply
 
 MAX_BYTES = 1024
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2

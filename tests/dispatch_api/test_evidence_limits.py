@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dispatch_api.settings import ApiSettings, SettingsError, load_api_settings
-from tests.support.api import WINDOW, Api, Reply
+from testkit.api import WINDOW, Api, Reply
 
 LIMIT = 3
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from tests.support.api import COMPLETE_TICKET, WINDOW, Api
+from testkit.api import COMPLETE_TICKET, WINDOW, Api
 
 
 async def test_the_same_create_twice_makes_one_ticket_and_replays_the_first_answer(

@@ -21,7 +21,7 @@ from dispatch_api.settings import ApiSettings
 from dispatch_api.store import connect
 from dispatch_api.web import create_app
 from telemetry import LATENCY_BUCKETS_MS, JsonLog
-from tests.support.api import COMPLETE_TICKET, WINDOW, Api, Reply
+from testkit.api import COMPLETE_TICKET, WINDOW, Api, Reply
 
 PROMTOOL = "/usr/bin/promtool"
 #: promtool's only complaint DESIGN section 6 imposes: the name must say milliseconds ("_ms").

@@ -11,7 +11,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from dispatch_api.settings import ApiSettings
 from dispatch_api.web import _tickets, create_app
 from schemas import openapi_document
-from tests.support.openapi import Document, operations, served_routes
+from testkit.openapi import Document, operations, served_routes
 
 MUTATING_METHODS = ("post", "put", "patch", "delete")
 SCHEMA_REF_PREFIX = "#/components/schemas/"

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from tests.support.api import Api
+from testkit.api import Api
 
 
 async def _set_accepting(api: Api, pg_server_url: str, accepting: bool) -> None:

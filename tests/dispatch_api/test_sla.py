@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch_api.settings import ApiSettings
 from dispatch_api.web import create_app
-from tests.support.api import WINDOW, Api, FakeClock
+from testkit.api import WINDOW, Api, FakeClock
 
 
 def _at(text: str) -> datetime:

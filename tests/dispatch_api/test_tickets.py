@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from dispatch_api.store import connect
-from tests.support.api import COMPLETE_TICKET, WINDOW, Api
+from testkit.api import COMPLETE_TICKET, WINDOW, Api
 
 
 async def get_ticket(api: Api, ticket_id: str) -> dict[str, Any]:

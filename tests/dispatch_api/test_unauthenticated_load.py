@@ -16,7 +16,7 @@ import pytest
 
 from dispatch_api.settings import ApiSettings
 from dispatch_api.store import connect
-from tests.support.api import Api
+from testkit.api import Api
 
 #: Each authenticated request must be answered within this; a starved pool would not.
 PROMPT = aiohttp.ClientTimeout(total=5)

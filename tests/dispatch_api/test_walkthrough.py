@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from tests.support.api import WINDOW, Api
+from testkit.api import WINDOW, Api
 
 
 async def test_a_water_leak_is_completed_only_once_its_evidence_is_attached(api: Api) -> None:

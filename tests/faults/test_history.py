@@ -27,13 +27,13 @@ import asyncpg
 import pytest
 
 from dispatch_client import BreakerConfig, BudgetConfig, RetryConfig, RetryPolicy
+from testkit.agents import Endpoint, run_agents
+from testkit.api import parsed_logs
+from testkit.fault_proxy import FaultProxy
+from testkit.history import NO_ANSWER, check
+from testkit.pg_proxy import server_proxy, through
 from tests.bridge.conftest import Bridge
 from tests.conftest import database_url_for
-from tests.support.agents import Endpoint, run_agents
-from tests.support.api import parsed_logs
-from tests.support.fault_proxy import FaultProxy
-from tests.support.history import NO_ANSWER, check
-from tests.support.pg_proxy import server_proxy, through
 
 SEED = 20261127
 AGENTS = 12

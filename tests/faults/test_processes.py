@@ -2,7 +2,7 @@
 PostgreSQL restarted under load, SIGTERM during load (to the bridge, to dispatch-api).
 
 The services run as `dispatch-bridge serve-api` / `serve-bridge` child processes
-(tests.support.processes); the database is checked directly afterwards.
+(testkit.processes); the database is checked directly afterwards.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import pytest
 
 from dispatch_api.domain import Role
 from dispatch_api.store import connect
-from tests.support.api import COMPLETE_TICKET, WINDOW
-from tests.support.fault_proxy import FaultProxy
-from tests.support.processes import ApiProcess, BridgeProcess, RestartablePostgres, new_token
+from testkit.api import COMPLETE_TICKET, WINDOW
+from testkit.fault_proxy import FaultProxy
+from testkit.processes import ApiProcess, BridgeProcess, RestartablePostgres, new_token
 
 #: A retry policy patient enough to outlast a dispatch-api restart within one tool call.
 PATIENT_RETRY = {

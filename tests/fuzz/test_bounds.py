@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from dispatch_api.errors import Unprocessable
 from dispatch_api.web._validation import BodyValidators
 from schemas import BASE64_PATTERN, Validator, openapi_document
-from tests.support.api import Reply
+from testkit.api import Reply
 from tools import ToolError
 from tools._schemas import ArgumentValidator
 

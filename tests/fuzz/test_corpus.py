@@ -25,7 +25,7 @@ from multidict import CIMultiDict
 
 from dispatch_api.store import connect
 from schemas import MAX_JSON_DEPTH
-from tests.support.api import COMPLETE_TICKET, Reply
+from testkit.api import COMPLETE_TICKET, Reply
 
 from .conftest import Bridge
 

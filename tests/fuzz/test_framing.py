@@ -20,7 +20,7 @@ import orjson
 import pytest
 from multidict import CIMultiDict
 
-from tests.support.api import COMPLETE_TICKET, Reply, parsed_logs
+from testkit.api import COMPLETE_TICKET, Reply, parsed_logs
 
 from .conftest import Bridge
 from .test_corpus import (

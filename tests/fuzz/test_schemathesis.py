@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from tests.support.api import Api
+from testkit.api import Api
 
 from .conftest import Bridge
 

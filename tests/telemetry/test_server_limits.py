@@ -20,7 +20,7 @@ import pytest
 from dispatch_api.domain import Role
 from dispatch_api.store import connect
 from telemetry import quiet_accept_errors
-from tests.support.processes import ApiProcess, BridgeProcess, new_token
+from testkit.processes import ApiProcess, BridgeProcess, new_token
 
 SHORT = {
     "DISPATCH_IDLE_TIMEOUT_S": "0.5",

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tests.support.api import COMPLETE_TICKET, WINDOW
+from testkit.api import COMPLETE_TICKET, WINDOW
 
 from .history import Call
 

@@ -1,6 +1,6 @@
 """A Jepsen-style history check: what the agents were told, against what the database holds.
 
-Simulated agents (`tests.support.agents`) record one `Call` per tool call they issue. A
+Simulated agents (`testkit.agents`) record one `Call` per tool call they issue. A
 mutating call's effect is the one timeline event dispatch-api appends under its request_id:
 every mutation appends exactly one, accepted or rejected (ticket.create's is the new
 ticket's `created` event). Re-deliveries of one tool_call_id are one *operation*: the bridge

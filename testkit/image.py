@@ -1,0 +1,8 @@
+"""What the container image sets for the services, for code that starts them as the image
+would (the benchmarks' soak measures RSS growth); tests/deploy/test_dockerfile.py checks
+these against the Dockerfile."""
+
+from __future__ import annotations
+
+#: The glibc allocator settings the Dockerfile gives both services (see the comment there).
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
