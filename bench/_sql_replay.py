@@ -1,0 +1,229 @@
+"""What dispatch-api sends PostgreSQL for one ticket action, recorded and replayed without it.
+
+`record` runs dispatch-api's own application in this process, on the benchmark's database,
+with a one-connection pool whose connection carries an asyncpg query logger, and sends it one
+real action over HTTP on loopback: the statements and arguments logged between BEGIN and
+COMMIT are that action's transaction, exactly as the product sends it (no SQL is copied
+here, and no domain rule: the values written are the ones dispatch-api chose).
+
+A recording replays on another ticket with three things substituted: the ticket id (also
+inside the request path and the stored answer), the Idempotency-Key (also the event's
+request id) and the timeline number the action writes. Every benchmark ticket is created
+the same way as the recorded one, so a recorded hold and a recorded resume, alternated,
+repeat forever on any of them. `pgbench_script` writes the same transactions as a pgbench
+custom script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp.test_utils import TestServer
+
+from dispatch_api.settings import ApiSettings
+from dispatch_api.web import create_app
+from telemetry import JsonLog, TracingSettings, configure_tracing
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    sql: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """One action's transaction as dispatch-api sent it, BEGIN and COMMIT included."""
+
+    statements: tuple[Statement, ...]
+    ticket: str  # the ticket it acted on
+    key: str  # its Idempotency-Key
+    seq: int  # the timeline number it wrote (the ticket's last_seq afterwards)
+
+    def __post_init__(self) -> None:
+        self.seq_at()  # fail at recording time, not in the middle of a measurement
+
+    def seq_at(self) -> tuple[int, int]:
+        """(statement, argument) of the timeline number: the one integer argument equal to
+        it. Any other would make the replay write someone else's number."""
+        found = [
+            (i, j)
+            for i, s in enumerate(self.statements)
+            for j, a in enumerate(s.args)
+            if type(a) is int and a == self.seq
+        ]
+        if len(found) != 1:
+            raise RuntimeError(f"S3: the timeline number {self.seq} is not one argument: {found}")
+        return found[0]
+
+    def on(self, ticket: str, key: str, seq: int) -> list[Statement]:
+        """The same transaction for `ticket`, under `key`, writing timeline number `seq`."""
+        old, new = uuid.UUID(self.ticket), uuid.UUID(ticket)
+        texts = {self.ticket: ticket, self.key: key}
+        where = self.seq_at()
+        out = []
+        for i, s in enumerate(self.statements):
+            args = [_substituted(a, old, new, texts) for a in s.args]
+            if i == where[0]:
+                args[where[1]] = seq
+            out.append(Statement(s.sql, tuple(args)))
+        return out
+
+
+def _substituted(value: Any, old: uuid.UUID, new: uuid.UUID, texts: dict[str, str]) -> Any:
+    if isinstance(value, uuid.UUID):
+        return new if value == old else value
+    if isinstance(value, str):
+        for a, b in texts.items():
+            value = value.replace(a, b)
+        return value
+    if isinstance(value, bytes):
+        for a, b in texts.items():
+            value = value.replace(a.encode(), b.encode())
+        return value
+    return value
+
+
+async def record(
+    dsn: str, token: str, ticket: str, action: str, body: bytes, seq: int
+) -> Recording:
+    """POST `body` to /v1/tickets/`ticket`/`action` through dispatch-api's application in
+    this process, and return the transaction it sent (`seq`: the number it will write)."""
+    _tracing()
+    # One connection, so the logger sees every statement; no background refresh or sweep.
+    settings = ApiSettings(
+        db_pool_min=1,
+        db_pool_max=1,
+        auth_lookup_concurrency=1,
+        metrics_refresh_s=0,
+        sla_sweep_interval_s=3600,
+        idempotency_purge_interval_s=3600,
+    )
+    app = create_app(settings, dsn, log=JsonLog("dispatch-api", sink=lambda line: None))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    logged: list[Statement] = []
+    key = str(uuid.uuid4())
+    try:
+        # The application's state holds its pool; found by type, not by a private key.
+        pool = next(v for v in app.values() if isinstance(v, asyncpg.Pool))
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda q: logged.append(Statement(q.query, tuple(q.args))))
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        async with aiohttp.ClientSession(base_url=str(server.make_url(""))) as http:
+            async with http.get(f"/v1/tickets/{ticket}", headers=headers) as r:
+                await r.read()  # the principal is looked up once, then cached: not part of it
+            del logged[:]
+            headers["Idempotency-Key"] = key
+            async with http.post(f"/v1/tickets/{ticket}/{action}", data=body, headers=headers) as r:
+                answer = await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"S3 recording {action}: {r.status} {answer[:300]!r}")
+        await asyncio.sleep(0)  # the logger is called soon after each statement, not in it
+    finally:
+        await server.close()
+    return Recording(_transaction(logged, action), ticket, key, seq)
+
+
+@functools.cache
+def _tracing() -> None:
+    """Tracing as `serve-api` sets it up (nothing exported), so the action's timeline event
+    carries a trace id as the served one's do: the replays then write as many bytes."""
+    configure_tracing(TracingSettings(), "dispatch-api")
+
+
+def _transaction(logged: list[Statement], action: str) -> tuple[Statement, ...]:
+    """The one BEGIN .. COMMIT among the statements logged during the request."""
+    starts = [i for i, s in enumerate(logged) if _word(s.sql) == "BEGIN"]
+    ends = [i for i, s in enumerate(logged) if _word(s.sql) == "COMMIT"]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise RuntimeError(f"S3: {action} did not send one transaction: {logged}")
+    return tuple(logged[starts[0] : ends[0] + 1])
+
+
+def _word(sql: str) -> str:
+    return sql.strip().rstrip(";").split(" ")[0].upper()
+
+
+# --- pgbench -------------------------------------------------------------------------------
+
+
+def pgbench_script(
+    hold: Recording, resume: Recording, tickets: list[str]
+) -> tuple[str, dict[str, str]]:
+    """The alternation of `hold` and `resume` as a pgbench script, one ticket of `tickets`
+    per client, and the -D constants it uses.
+
+    pgbench variables cannot be NULL, so a NULL argument is a NULL literal; every other
+    argument is a variable, so `-M prepared` sends it as a parameter as dispatch-api does.
+    Each client reads its ticket's last_seq once, then numbers its events itself."""
+    defines: dict[str, str] = {
+        "ready": "0",
+        "ids": "{" + ",".join(tickets) + "}",
+        "hold_seq": str(hold.seq),
+    }
+
+    def lines(rec: Recording) -> list[str]:
+        names = {rec.ticket: ":tid", rec.key: ":k"}
+        where = rec.seq_at()
+        out = []
+        for i, s in enumerate(rec.statements):
+
+            def param(g: re.Match[str], i: int = i, s: Statement = s) -> str:
+                n = int(g.group(1)) - 1
+                value = s.args[n]
+                if (i, n) == where:
+                    return ":seq"
+                if value is None:
+                    return "NULL"
+                text = _text(value)
+                if text in names:
+                    return names[text]
+                name = f"v{len(defines)}"
+                defines[name] = text
+                names[text] = f":{name}"
+                return names[text]
+
+            sql = re.sub(r"\$(\d+)", param, " ".join(s.sql.split()))  # one line per command
+            out.append(sql if sql.endswith(";") else sql + ";")
+        return out
+
+    script = "\n".join(
+        [
+            "\\if :ready = 0",
+            "SELECT id AS tid, last_seq AS seq, 1 AS ready FROM tickets"
+            " WHERE id = ANY(:ids::uuid[]) ORDER BY id OFFSET :client_id LIMIT 1 \\gset",
+            "\\endif",
+            "\\set k random(1, 1000000000000000000)",
+            "\\set seq :seq + 1",
+            "\\if (:seq - :hold_seq) % 2 = 0",
+            *lines(hold),
+            "\\else",
+            *lines(resume),
+            "\\endif",
+            "",
+        ]
+    )
+    return script, defines
+
+
+def _text(value: Any) -> str:
+    """`value` as PostgreSQL reads it from a text parameter."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
