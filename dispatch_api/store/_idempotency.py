@@ -43,14 +43,13 @@ def fingerprint(method: str, path: str, body: Any) -> bytes:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).digest()
 
 
-# Public so the database benchmark (bench/database.py) replays exactly what dispatch-api sends.
 #: $1 principal, $2 key, $3 fingerprint, $4 method, $5 path, $6 now; true when claimed.
-CLAIM = (
+_CLAIM = (
     "INSERT INTO idempotency_keys (principal_id, key, fingerprint, method, path,"
     " created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true"
 )
 #: $1 principal, $2 key, $3 status code, $4 response body.
-STORE = (
+_STORE = (
     "UPDATE idempotency_keys SET status_code = $3, response_body = $4"
     " WHERE principal_id = $1 AND key = $2"
 )
@@ -66,7 +65,7 @@ async def claim(
     """
     try:
         inserted = await conn.fetchval(
-            CLAIM,
+            _CLAIM,
             key.principal_id,
             key.key,
             key.fingerprint,
@@ -101,7 +100,7 @@ async def claim(
 
 async def store(conn: asyncpg.Connection, key: IdempotencyKey, response: StoredResponse) -> None:
     await conn.execute(
-        STORE,
+        _STORE,
         key.principal_id,
         key.key,
         response.status,

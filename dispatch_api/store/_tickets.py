@@ -71,7 +71,7 @@ _SELECT_TICKET = (
 )
 
 #: The ticket columns `_ticket_values` fills, in its order ($2 onwards in insert and save).
-TICKET_COLUMNS = (
+_TICKET_COLUMNS = (
     "state",
     "priority",
     "customer_name",
@@ -95,7 +95,7 @@ TICKET_COLUMNS = (
     "resolved_at",
 )
 #: The event columns `_event_values` fills, in its order (after ticket_id = $1).
-EVENT_COLUMNS = (
+_EVENT_COLUMNS = (
     "seq",
     "at",
     "type",
@@ -111,8 +111,8 @@ EVENT_COLUMNS = (
     "trace_id",
     "details",
 )
-_N = len(TICKET_COLUMNS)
-_TICKET_COLUMN_LIST = ", ".join(TICKET_COLUMNS)
+_N = len(_TICKET_COLUMNS)
+_TICKET_COLUMN_LIST = ", ".join(_TICKET_COLUMNS)
 
 
 def _params(first: int, count: int = _N) -> str:
@@ -122,21 +122,19 @@ def _params(first: int, count: int = _N) -> str:
 def _event_insert(first: int) -> str:
     """INSERT of one event for ticket $1, its values numbered from `first`."""
     return (
-        f"INSERT INTO timeline_events (ticket_id, {', '.join(EVENT_COLUMNS)})"
-        f" VALUES ($1, {_params(first, len(EVENT_COLUMNS))})"
+        f"INSERT INTO timeline_events (ticket_id, {', '.join(_EVENT_COLUMNS)})"
+        f" VALUES ($1, {_params(first, len(_EVENT_COLUMNS))})"
     )
 
 
-# The statements of a ticket action, public so the database benchmark (bench/database.py)
-# replays exactly what dispatch-api sends.
 #: The ticket, locked until the transaction ends: $1 its id.
-LOCK = "SELECT t.* FROM tickets t WHERE t.id = $1 FOR UPDATE OF t"
+_LOCK = "SELECT t.* FROM tickets t WHERE t.id = $1 FOR UPDATE OF t"
 #: Its evidence, read by a statement of its own once the lock is held: subqueries of the
 #: locking statement would read the snapshot taken before it waited for the lock, missing
 #: items a concurrent attach committed meanwhile (and so letting both pass the limit).
-EVIDENCE = f"SELECT {with_evidence(TICKET_EVIDENCE_ITEMS)} FROM (SELECT $1::uuid AS id) t"
-#: $1 ticket id, $2.. the TICKET_COLUMNS, then "state changed" (boolean), then the event.
-SAVE = (
+_EVIDENCE = f"SELECT {with_evidence(TICKET_EVIDENCE_ITEMS)} FROM (SELECT $1::uuid AS id) t"
+#: $1 ticket id, $2.. the _TICKET_COLUMNS, then "state changed" (boolean), then the event.
+_SAVE = (
     f"WITH t AS (UPDATE tickets SET ({_TICKET_COLUMN_LIST}) = ({_params(2)}),"
     f" updated_at = ${_N + 4}, last_seq = ${_N + 3},"
     f" state_entered_at = CASE WHEN ${_N + 2}::boolean THEN ${_N + 4} ELSE state_entered_at END"
@@ -249,10 +247,10 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, ticket_id: uuid.UUID) -> 
 async def lock(conn: asyncpg.Connection, ticket_id: uuid.UUID) -> TicketRecord | None:
     """The ticket, locked until the transaction ends, or None when it does not exist; its
     evidence as counts per kind and tag plus the newest items, read after the lock."""
-    row = await conn.fetchrow(LOCK, ticket_id)
+    row = await conn.fetchrow(_LOCK, ticket_id)
     if row is None:
         return None
-    evidence = await conn.fetchrow(EVIDENCE, ticket_id)
+    evidence = await conn.fetchrow(_EVIDENCE, ticket_id)
     return _record({**dict(row), **dict(evidence)})
 
 
@@ -272,7 +270,7 @@ async def save(
     """Write the ticket's new values and append `event`, in one statement."""
     state_changed = before.ticket.state is not after.state
     await conn.execute(
-        SAVE,
+        _SAVE,
         uuid.UUID(after.id),
         *_ticket_values(after, sla),
         state_changed,
