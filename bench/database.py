@@ -6,7 +6,7 @@ completion needs, so the evidence read is what a completion reads. The transacti
 one every dispatch-api ticket action runs (claim the Idempotency-Key, lock the ticket, read
 its evidence, write the new state and its timeline event, store the answer, between BEGIN
 and COMMIT): not copied here but recorded from dispatch-api itself, one hold and one resume
-(bench/_sql_replay.py). Every side works on its own tickets, one per concurrent worker (no
+(bench/sql_replay.py). Every side works on its own tickets, one per concurrent worker (no
 row-lock queueing), and does the same work per transaction:
 
 - A, HTTP: POST /v1/tickets/{id}/hold|resume to dispatch-api, a fresh Idempotency-Key each,
@@ -41,7 +41,7 @@ from bench._context import Bench
 from bench._load import have_wrk, wrk
 from bench._product import cpu_seconds
 from bench._report import Figure, figure
-from bench._sql_replay import pgbench_script, record
+from bench.sql_replay import pgbench, pgbench_script, record
 from dispatch_api.store import connect, create_pool
 
 #: Every S3 ticket is created alike, so what was recorded on one replays on any other.
@@ -183,7 +183,7 @@ class _Sides:
         else:
             dsn, per_client = bench.product.dsn, max(1, count // c)
             tps = await asyncio.to_thread(
-                s3.pgbench, dsn, self.script, self.defines, c, seconds, per_client
+                pgbench, dsn, self.script, self.defines, c, seconds, per_client
             )
         await s3.reaped(self.postmaster, known)
         cpu1 = self._cpu()

