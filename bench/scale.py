@@ -30,10 +30,10 @@ from aiohttp import web
 
 from bench.generate import generate
 from dispatch_api.domain import Role
+from dispatch_api.service import TicketService
 from dispatch_api.settings import ApiSettings
 from dispatch_api.store import connect, migrate, principals, start_embedded, templates
 from dispatch_api.web import create_app
-from dispatch_api.web._keys import SERVICE
 from telemetry import JsonLog
 
 RESULTS = Path(__file__).parent / "results"
@@ -113,7 +113,8 @@ async def run(tickets: int) -> dict[str, Any]:
                 lambda: get("/v1/tickets?state=READY_TO_SCHEDULE&limit=50"), 100
             )
             results["metrics_scrape"] = await _timed(lambda: get("/metrics"), 30)
-        service = app[SERVICE]
+        # The application's state holds its service; found by type, not by a private key.
+        service = next(v for v in app.values() if isinstance(v, TicketService))
         results["sla_sweep"] = await _timed(service.sweep_sla, 5)
     finally:
         await runner.cleanup()
