@@ -22,7 +22,7 @@ import re
 import subprocess
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -56,13 +56,15 @@ class Recording:
     ticket: str  # the ticket it acted on
     key: str  # its Idempotency-Key
     seq: int  # the timeline number it wrote (the ticket's last_seq afterwards)
+    #: (statement, argument) of that number: found once, at recording time, not per replay.
+    where: tuple[int, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.seq_at()  # fail at recording time, not in the middle of a measurement
+        object.__setattr__(self, "where", self._seq_at())
 
-    def seq_at(self) -> tuple[int, int]:
-        """(statement, argument) of the timeline number: the one integer argument equal to
-        it. Any other would make the replay write someone else's number."""
+    def _seq_at(self) -> tuple[int, int]:
+        """The one integer argument equal to the timeline number: any other would make the
+        replay write someone else's number, so fail here, not mid-measurement."""
         found = [
             (i, j)
             for i, s in enumerate(self.statements)
@@ -77,7 +79,7 @@ class Recording:
         """The same transaction for `ticket`, under `key`, writing timeline number `seq`."""
         old, new = uuid.UUID(self.ticket), uuid.UUID(ticket)
         texts = {self.ticket: ticket, self.key: key}
-        where = self.seq_at()
+        where = self.where
         out = []
         for i, s in enumerate(self.statements):
             args = [_substituted(a, old, new, texts) for a in s.args]
@@ -183,7 +185,7 @@ def pgbench_script(
 
     def lines(rec: Recording) -> list[str]:
         names = {rec.ticket: ":tid", rec.key: ":k"}
-        where = rec.seq_at()
+        where = rec.where
         out = []
         for i, s in enumerate(rec.statements):
 
