@@ -27,13 +27,9 @@ import jsonschema
 import pytest
 
 from bridge.settings import BridgeSettings, load_bridge_settings
-from dispatch_api.settings import (
-    _PARSERS,
-    ApiSettings,
-    build_settings,
-    env_name,
-    load_api_settings,
-)
+from dispatch_api.settings import ApiSettings, load_api_settings
+from settings import build_settings, env_name
+from settings._build import _PARSERS
 from telemetry import TracingSettings
 
 # PyYAML ships no type information (and types-PyYAML is not a dependency): typed as Any.

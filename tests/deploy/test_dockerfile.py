@@ -14,9 +14,10 @@ from functools import cache
 from pathlib import Path
 
 from bench._product import ALLOCATOR_ENV
-from bridge.cli import _parser
 from bridge.settings import BridgeSettings
-from dispatch_api.settings import ApiSettings, env_name
+from dispatch_api.settings import ApiSettings
+from dispatch_bridge.cli import _parser
+from settings import env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
