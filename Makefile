@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 tools:
 	@.ci/ensure-tools >&2
 
+# `make run CONFIG=settings.toml`: the same, with a TOML settings file (or DISPATCH_CONFIG).
 run: $(STAMP)
-	@$(BIN)/dispatch-bridge up
+	@$(BIN)/dispatch-bridge $(if $(CONFIG),--config '$(CONFIG)') up
 
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
