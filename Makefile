@@ -11,8 +11,8 @@ MAKEFLAGS += --no-print-directory
 install: $(STAMP)
 
 # Quiet, and on stderr: `make run > dispatch.log` must leave a file of JSON log lines only.
-# Only Python is needed here; the tools the suite and benchmarks drive (promtool, kubectl,
-# wrk) are checked by the targets that use them.
+# Only Python is needed here; the tools the suite and benchmarks drive (promtool, wrk) are
+# checked by the targets that use them (kubectl comes pinned with the test extra).
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) >&2
 	@$(BIN)/python -m pip install --quiet --upgrade pip >&2

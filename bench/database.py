@@ -46,7 +46,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +55,7 @@ from typing import Any
 import asyncpg
 import orjson
 import psutil
+from asyncpg.pool import PoolConnectionProxy
 
 from bench._context import Bench
 from bench._load import have_wrk, wrk
@@ -145,18 +146,30 @@ async def _new_ticket(bench: Bench, name: str) -> str:
     return ticket
 
 
+async def _one(
+    conn: asyncpg.Connection | PoolConnectionProxy, sql: str, *args: object
+) -> asyncpg.Record:
+    """The row `sql` reads; the setup wrote it, so finding none means a broken run."""
+    row = await conn.fetchrow(sql, *args)
+    if row is None:
+        raise RuntimeError(f"the benchmark found no row for {' '.join(sql.split())[:80]!r}")
+    return row
+
+
 async def _mirror(bench: Bench, conn: asyncpg.Connection, ticket: str) -> Mirror:
     """Hold and resume `ticket` through the API, then read back what it wrote."""
     body_bytes = {}
     for action, body in (("hold", HOLD_BODY), ("resume", RESUME_BODY)):
         await _post(bench, f"/v1/tickets/{ticket}/{action}", body)
-        row = await conn.fetchrow(
+        row = await _one(
+            conn,
             "SELECT principal_id, fingerprint, length(response_body) AS n FROM idempotency_keys"
             " WHERE path = $1 ORDER BY created_at DESC LIMIT 1",
             f"/v1/tickets/{ticket}/{action}",
         )
         body_bytes[action] = row["n"]
-    event = await conn.fetchrow(
+    event = await _one(
+        conn,
         "SELECT * FROM timeline_events WHERE ticket_id = $1 ORDER BY seq DESC LIMIT 1",
         uuid.UUID(ticket),
     )
@@ -174,7 +187,7 @@ async def _mirror(bench: Bench, conn: asyncpg.Connection, ticket: str) -> Mirror
 class _Recorder:
     """Stands in for the API's pool and connection: records what a service call sends."""
 
-    def __init__(self, row: asyncpg.Record) -> None:
+    def __init__(self, row: Mapping[str, Any]) -> None:
         self.sent: list[str] = []
         self.row = row
 
@@ -198,7 +211,7 @@ class _Recorder:
         self.sent.append(sql)
         return True
 
-    async def fetchrow(self, sql: str, *args: object) -> asyncpg.Record:
+    async def fetchrow(self, sql: str, *args: object) -> Mapping[str, Any]:
         self.sent.append(sql)
         return self.row
 
@@ -213,7 +226,7 @@ async def _same_sql(conn: asyncpg.Connection, ticket: str) -> str:
     expected = ["BEGIN", _CLAIM, _LOCK, _EVIDENCE, _SAVE, _STORE, "COMMIT"]
     try:
         uid = uuid.UUID(ticket)
-        row = {**(await conn.fetchrow(_LOCK, uid)), **(await conn.fetchrow(_EVIDENCE, uid))}
+        row = {**(await _one(conn, _LOCK, uid)), **(await _one(conn, _EVIDENCE, uid))}
         recorder = _Recorder(row)  # answers both the lock and the evidence read
         service = TicketService(recorder, {}, lambda: datetime.now(UTC))
         actor = Actor(ActorType.HUMAN, "bench", Role.SUPERVISOR)
@@ -309,7 +322,7 @@ def _raw_transaction(
                 _CLAIM, m.principal, key, m.fingerprint, "POST", path, now
             )
             assert claimed
-            row = await conn.fetchrow(_LOCK, uid)
+            row = await _one(conn, _LOCK, uid)
             await conn.fetchrow(_EVIDENCE, uid)
             await conn.execute(_SAVE, *_save_args(ticket, row, hold, now, key, m))
             await conn.execute(_STORE, m.principal, key, 200, bodies[action])
@@ -590,8 +603,8 @@ class _Sides:
         )
         self.mirror = await _mirror(self.bench, self.conn, probe)
         self.note = await _same_sql(self.conn, probe)
-        row = await self.conn.fetchrow(
-            "SELECT * FROM tickets WHERE id = $1", uuid.UUID(self.tickets["pgbench"][0])
+        row = await _one(
+            self.conn, "SELECT * FROM tickets WHERE id = $1", uuid.UUID(self.tickets["pgbench"][0])
         )
         if row["state"] == "ON_HOLD":
             raise RuntimeError("S3: a new ticket is on hold")

@@ -3,6 +3,7 @@
 settings.py    BridgeSettings from DISPATCH_* and TOML ([bridge], [retry], [[agents]])
 _agents.py     API-key authentication and per-key rate limits
 _pipeline.py   the invocation pipeline REST and MCP share
+_edge.py       what both do first: correlation id, agent key, rate limit, body reading
 _rest.py       REST transport: /v1/tools, /v1/tools/{name}/invoke, /v1/config, ...
 _app.py        the aiohttp application, health and lifecycle
 """

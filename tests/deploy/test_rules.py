@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, cast
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.bridge import conftest as bridge_harness
