@@ -202,3 +202,26 @@ def test_without_a_database_url_or_an_embedded_database_the_command_exits_2_sayi
     assert "dispatch-bridge up" in lines[0]
     assert done.stdout == ""  # no token valid nowhere
     assert not (data_dir / "pg").exists()  # no throwaway database either
+
+
+def test_migrate_starts_the_stopped_embedded_database_works_and_stops_it(tmp_path: Path) -> None:
+    data_dir = tmp_path / ".dispatch"
+    # An embedded database that exists but does not run (an `up` that was stopped).
+    create = (
+        "from pathlib import Path; from dispatch_api.store import start_embedded;"
+        f" start_embedded(Path({str(data_dir / 'pg')!r}))"
+    )
+    made = subprocess.run(
+        [sys.executable, "-c", create], timeout=120, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    assert not (data_dir / "pg" / "postmaster.pid").exists()
+
+    first = _cli("migrate", env=_env(data_dir))
+    again = _cli("migrate", env=_env(data_dir))
+
+    assert first.returncode == 0, first.stderr
+    assert "applied migrations: 0001" in first.stderr  # the work was done there, and kept
+    assert again.returncode == 0, again.stderr
+    assert "applied migrations" not in again.stderr
+    assert not (data_dir / "pg" / "postmaster.pid").exists()  # and it was stopped again
