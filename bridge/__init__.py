@@ -1,13 +1,13 @@
-"""The agent-facing bridge service and the `dispatch-bridge` command line.
+"""The agent-facing bridge service (its command line is `dispatch_bridge`).
 
 settings.py    BridgeSettings from DISPATCH_* and TOML ([bridge], [retry], [[agents]])
 _agents.py     API-key authentication and per-key rate limits
 _pipeline.py   the invocation pipeline REST and MCP share
+_edge.py       what both do first: correlation id, agent key, rate limit, body reading
 _rest.py       REST transport: /v1/tools, /v1/tools/{name}/invoke, /v1/config, ...
 _app.py        the aiohttp application, health and lifecycle
-cli.py         `dispatch-bridge up | serve-api | serve-bridge | migrate | ...`
 """
 
-from ._app import create_bridge_app
+from ._app import create_bridge_app, start_draining
 
-__all__ = ["create_bridge_app"]
+__all__ = ["create_bridge_app", "start_draining"]

@@ -30,7 +30,7 @@ from tools import ToolError, catalog
 
 from . import _mcp, _rest
 from ._agents import AgentDirectory, RateLimiter
-from ._body import ClientGone
+from ._edge import ClientGone, RefusedRequest, authenticate, correlation_id
 from ._fairness import KeyAdmission
 from ._inflight import InFlightRegistry
 from ._keys import (
@@ -63,15 +63,16 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Outermost: correlation id in and out, every error as problem+json, never a 500 body."""
     try:
         request[CORRELATION_ID] = new_id()  # until the caller's is validated
-        request[CORRELATION_ID] = _rest.correlation_id(request)
+        request[CORRELATION_ID] = correlation_id(request)
         route = request.match_info.route.resource
         template = route.canonical if route is not None else ""
         if template.startswith("/v1/") and template not in _SELF_AUTHENTICATED:
-            request[AGENT] = _rest.authenticate(request)
+            request[AGENT] = authenticate(request)
         response = await handler(request)
-    except ToolError as error:
+    except (ToolError, RefusedRequest) as exc:
+        error, status = _rest.tool_error(exc)
         log_context(request)["error_code"] = error.code
-        response = _rest.problem(error)
+        response = _rest.problem(error, status)
     except ClientGone:
         # Nobody reads this: 499 (as the request middleware counts a cancelled handler) so
         # the request is logged as the client's doing, not as a server error.
@@ -174,7 +175,7 @@ def create_bridge_app(
         # it running by default), so a call parked in backoff sends no further try to
         # dispatch-api. Safe for mutations: re-sent with its tool_call_id, the call is
         # replayed if the abandoned one was applied, else applied once.
-        # Bodies are taken in identity coding only (_body.py answers 415 to any other):
+        # Bodies are taken in identity coding only (_edge.py answers 415 to any other):
         # aiohttp's decoder would spend CPU on a body we refuse, and log its errors itself.
         handler_args={"handler_cancellation": True, "auto_decompress": False},
     )

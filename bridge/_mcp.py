@@ -25,10 +25,9 @@ from tools import ToolError, mcp_tool
 
 from . import _jsonrpc as rpc
 from ._agents import Agent
-from ._body import UnreadableBody, body_limit, read_body, too_large
+from ._edge import RefusedRequest, authenticate, body_limit, rate_limit, read_body, too_large
 from ._keys import CORRELATION_ID, ORIGINS, PIPELINE, SETTINGS
 from ._pipeline import Outcome
-from ._rest import authenticate, rate_limit
 
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
 MODERN_VERSIONS = ("2026-07-28",)
@@ -67,9 +66,9 @@ async def handle(request: web.Request) -> web.Response:
     _check_origin(request)
     try:
         agent = authenticate(request)
+    except RefusedRequest as exc:  # two Authorization headers
+        return _json(rpc.error(None, rpc.RpcError(rpc.INVALID_REQUEST, exc.message)), 400)
     except ToolError as error:
-        if error.code != "unauthenticated":  # two Authorization headers
-            return _json(rpc.error(None, rpc.RpcError(rpc.INVALID_REQUEST, error.message)), 400)
         body = rpc.error(None, rpc.RpcError(-32001, error.message))
         return _json(body, 401, {"WWW-Authenticate": 'Bearer realm="dispatch-bridge"'})
     try:
@@ -118,7 +117,7 @@ async def _read(request: web.Request) -> bytes:
     message's own limit once it is parsed, before anything is validated or run."""
     try:
         raw = await read_body(request, request.app[SETTINGS].max_body_bytes)
-    except UnreadableBody as exc:
+    except RefusedRequest as exc:
         raise _unreadable(exc) from None
     if not raw.strip():
         raise rpc.RpcError(rpc.PARSE_ERROR, "Parse error: the body is empty", http_status=400)
@@ -132,7 +131,7 @@ async def _read(request: web.Request) -> bytes:
     return raw
 
 
-def _unreadable(exc: UnreadableBody, ident: str | int | None = None) -> rpc.RpcError:
+def _unreadable(exc: RefusedRequest, ident: str | int | None = None) -> rpc.RpcError:
     message = f"Request too large: {exc.message}" if exc.status == 413 else exc.message
     return rpc.RpcError(
         rpc.INVALID_REQUEST, message, exc.details or None, http_status=exc.status, ident=ident

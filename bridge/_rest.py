@@ -8,12 +8,11 @@ import orjson
 from aiohttp import web
 
 from schemas import MAX_JSON_DEPTH, too_deep
-from telemetry import UnsafeId, current_ids, incoming_id, log_context, new_id
+from telemetry import current_ids, log_context
 from tools import FORMATS, HTTP_STATUS, MAX_ERRORS, ToolError
 
-from ._agents import Agent
-from ._body import UnreadableBody, body_limit, read_body
-from ._keys import AGENT, AGENTS, CORRELATION_ID, INFLIGHT, LIMITER, PIPELINE, SETTINGS
+from ._edge import RefusedRequest, authenticate, body_limit, rate_limit, read_body
+from ._keys import AGENT, CORRELATION_ID, INFLIGHT, PIPELINE, SETTINGS
 from ._pipeline import Outcome
 
 
@@ -27,7 +26,7 @@ def json_response(
 
 def problem(error: ToolError, status: int | None = None) -> web.Response:
     """A non-invoke error as problem+json, carrying the same code and hints as the envelope."""
-    status = status or error.details.get("http_status") or HTTP_STATUS[error.code]
+    status = status or HTTP_STATUS[error.code]
     body = {
         "type": f"https://dispatch-bridge.dev/problems/{error.code}",
         "title": error.code.replace("_", " ").capitalize(),
@@ -55,59 +54,12 @@ def _retry_headers(error: ToolError) -> dict[str, str]:
     return {"Retry-After": str(max(1, -(-error.retry_after_ms // 1000)))}
 
 
-#: Headers whose repetition is refused: which copy counts would be the parser's guess, and
-#: a proxy in front may have picked the other one.
-SINGLE_HEADERS = ("X-Correlation-ID", "X-Request-ID", "Idempotency-Key")
-
-
-def single_header(request: web.Request, name: str) -> None:
-    """ToolError (400) when `name` is sent more than once."""
-    if len(request.headers.getall(name, ())) > 1:
-        raise ToolError(
-            "invalid_arguments",
-            f"send the {name} header once; it was sent more than once",
-            details={"header": name, "http_status": 400},
-        )
-
-
-def correlation_id(request: web.Request) -> str:
-    """The caller's X-Correlation-ID, or a new one; ToolError (400) when it is unsafe or
-    when it, X-Request-ID or Idempotency-Key is sent twice."""
-    for name in SINGLE_HEADERS:
-        single_header(request, name)
-    try:
-        return incoming_id(request.headers.get("X-Correlation-ID"), "X-Correlation-ID") or new_id()
-    except UnsafeId as exc:
-        raise ToolError(
-            "invalid_arguments", str(exc), details={"header": exc.header, "http_status": 400}
-        ) from None
-
-
-def authenticate(request: web.Request) -> Agent:
-    single_header(request, "Authorization")
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    agent = None
-    if scheme.lower() == "bearer" and key.strip():
-        agent = request.app[AGENTS].authenticate(key.strip())
-    if agent is None:
-        raise ToolError(
-            "unauthenticated",
-            "Send your agent API key as Authorization: Bearer <key>.",
-        )
-    return agent
-
-
-def rate_limit(request: web.Request, agent: Agent) -> ToolError | None:
-    """The agent key's token bucket: None when the call may go, else `rate_limited`."""
-    wait = request.app[LIMITER].acquire(agent.id)
-    if wait is None:
-        return None
-    return ToolError(
-        "rate_limited",
-        "Too many calls from this agent key. Wait and retry.",
-        retryable=True,
-        retry_after_ms=max(1, round(wait * 1000)),
-    )
+def tool_error(exc: ToolError | RefusedRequest) -> tuple[ToolError, int]:
+    """What agents read of a refusal, and its HTTP status: a tool error's status follows
+    from its code; a request refused at the edge is `invalid_arguments` with its own."""
+    if isinstance(exc, ToolError):
+        return exc, HTTP_STATUS[exc.code]
+    return ToolError("invalid_arguments", exc.message, details=exc.details), exc.status
 
 
 async def list_tools(request: web.Request) -> web.Response:
@@ -135,10 +87,11 @@ async def invoke(request: web.Request) -> web.Response:
         if limited is not None:
             raise limited
         body = await _read_invocation(request, name)
-    except ToolError as error:
+    except (ToolError, RefusedRequest) as exc:
+        error, status = tool_error(exc)
         request.app[PIPELINE].count_refusal(name, error.code)
         outcome = Outcome(name[:128], None, cid, current_ids()[0], error=error)
-        return _envelope(outcome, error.details.get("http_status", outcome.http_status))
+        return _envelope(outcome, status)
     arguments = body.get("arguments", {})
     outcome = await request.app[PIPELINE].invoke(
         agent, name, arguments, body.get("tool_call_id"), cid, request.content.total_bytes
@@ -174,26 +127,19 @@ def _envelope(outcome: Outcome, status: int) -> web.Response:
 
 
 async def _read_invocation(request: web.Request, name: str) -> dict[str, Any]:
-    limit = body_limit(request.app[SETTINGS], request.app[PIPELINE].resolve(name))
-    try:
-        raw = await read_body(request, limit)
-    except UnreadableBody as exc:
-        details = {**exc.details, "http_status": exc.status}
-        raise ToolError("invalid_arguments", exc.message, details=details) from None
+    """The invocation body; RefusedRequest (400, 413, 415) when it cannot be read as sent,
+    ToolError `invalid_arguments` (422) when it is not a valid invocation."""
+    raw = await read_body(
+        request, body_limit(request.app[SETTINGS], request.app[PIPELINE].resolve(name))
+    )
     if not raw and request.content_type != "application/json":
         return {}  # no body (and none declared): no arguments
     if not raw.strip():
         # Declared, yet empty: not JSON, so not `{}` (which once created empty tickets).
-        raise ToolError(
-            "invalid_arguments",
-            'the body is empty; send {"arguments": {...}}',
-            details={"http_status": 400},
-        )
+        raise RefusedRequest(400, 'the body is empty; send {"arguments": {...}}')
     if request.content_type != "application/json":
-        raise ToolError(
-            "invalid_arguments",
-            f"send the body as application/json, not {request.content_type}",
-            details={"http_status": 415},  # as dispatch-api and the MCP endpoint answer
+        raise RefusedRequest(  # 415, as dispatch-api and the MCP endpoint answer
+            415, f"send the body as application/json, not {request.content_type}"
         )
     try:
         body = orjson.loads(raw)

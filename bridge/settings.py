@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dispatch_api.settings import Secret, SettingsError, build_settings, read_config
 from dispatch_client import PolicyError, RetryConfig, parse_retry_config
+from settings import Schema, Secret, SettingsError, build_settings, fields_of, read_config
 from tools import ROLES, catalog
 
 from ._origins import DEFAULT_ALLOWED_ORIGINS, OriginError, OriginPolicy
@@ -166,19 +166,30 @@ def load_bridge_settings(
     if not isinstance(table, Mapping) or not isinstance(agents_raw, list):
         raise SettingsError(f"{config_file}: [bridge] must be a table, [[agents]] a list")
     specs = [_agent_spec(a, i) for i, a in enumerate(agents_raw)]
-    retry_raw = raw.get("retry")
-    if retry_raw is not None and not isinstance(retry_raw, Mapping):
-        raise SettingsError(f"retry: expected a table, got {retry_raw!r}")
-    try:
-        retry = parse_retry_config(retry_raw, frozenset(t.name for t in catalog()))
-    except PolicyError as exc:
-        raise SettingsError(str(exc)) from None
+    retry = _retry(raw.get("retry"))
     settings = build_settings(
         BridgeSettings, env, table, where=f"{config_file} [bridge]", retry=retry, **overrides
     )
     if specs:
         settings = replace(settings, agent_keys=(*settings.agent_keys, *specs))
     return settings
+
+
+def _retry(raw: Any) -> RetryConfig:
+    if raw is not None and not isinstance(raw, Mapping):
+        raise SettingsError(f"retry: expected a table, got {raw!r}")
+    try:
+        return parse_retry_config(raw, frozenset(t.name for t in catalog()))
+    except PolicyError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+#: The bridge's tables of the configuration file, for the one check of the whole file.
+TABLES: Schema = {
+    "bridge": fields_of(BridgeSettings) - {"retry"},
+    "retry": _retry,
+    "agents": fields_of(AgentKey),
+}
 
 
 def _agent_spec(raw: Any, index: int) -> str:

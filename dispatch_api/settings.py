@@ -7,42 +7,23 @@ start-up stops with a message an operator can act on.
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from settings import Secret, SettingsError, build_settings, env_name, read_config, top_level
 
 from .domain import Priority, SlaTargets
 
-T = TypeVar("T")
-
-
-class SettingsError(ValueError):
-    """A setting is malformed; `str()` names it by its environment variable."""
-
-
-class Secret:
-    """A string that never prints: repr and str are masked, `reveal()` gives the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+# Secret and SettingsError appear in this module's signatures: importable from here too.
+__all__ = [
+    "DEFAULT_EVIDENCE_TYPES",
+    "ApiSettings",
+    "Secret",
+    "SettingsError",
+    "load_api_settings",
+]
 
 
 DEFAULT_EVIDENCE_TYPES = (
@@ -162,99 +143,10 @@ def _check(ok: bool, name: str, message: str) -> None:
         raise SettingsError(f"{env_name(name)}: {message}")
 
 
-def env_name(field_name: str) -> str:
-    return "DISPATCH_" + field_name.upper()
-
-
-def _parse_int(raw: object) -> int:
-    if isinstance(raw, bool):
-        raise ValueError("expected an integer")
-    if isinstance(raw, int):
-        return raw
-    return int(str(raw).strip())
-
-
-def _parse_float(raw: object) -> float:
-    if isinstance(raw, bool):
-        raise ValueError("expected a number")
-    return float(raw) if isinstance(raw, int | float) else float(str(raw).strip())
-
-
-def _parse_tuple(raw: object) -> tuple[str, ...]:
-    items = raw if isinstance(raw, list) else str(raw).split(",")
-    return tuple(str(i).strip() for i in items if str(i).strip())
-
-
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-_PARSERS: dict[str, Callable[[object], Any]] = {
-    "Path": lambda raw: Path(str(raw)),
-    "Path | None": lambda raw: Path(str(raw)) if str(raw) else None,
-    "Secret | None": lambda raw: Secret(str(raw)) if str(raw) else None,
-    "str": str,
-    "bool": lambda raw: raw if isinstance(raw, bool) else _parse_bool(str(raw)),
-    "int": _parse_int,
-    "float": _parse_float,
-    "tuple[str, ...]": _parse_tuple,
-}
-
-
-#: TOML tables that configure the bridge; dispatch-api's own settings are top-level keys.
-BRIDGE_TABLES = frozenset({"bridge", "retry", "agents", "tracing", "server"})
-
-
-def read_config(config_file: Path | None) -> dict[str, Any]:
-    """The parsed TOML file, or {} without one; SettingsError naming the file when unreadable."""
-    if config_file is None:
-        return {}
-    try:
-        return tomllib.loads(config_file.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SettingsError(f"--config {config_file}: {exc}") from None
-
-
-def build_settings(
-    cls: type[T],
-    env: Mapping[str, str],
-    table: Mapping[str, Any],
-    *,
-    where: str,
-    ignore: frozenset[str] = frozenset(),
-    **overrides: Any,
-) -> T:
-    """An instance of the frozen dataclass `cls` from a TOML table, then the environment
-    (each field's variable is `DISPATCH_<NAME>` unless its metadata names another), then
-    `overrides`. Unknown TOML keys and unreadable values raise SettingsError."""
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    for name in table:
-        if name not in known and name not in ignore:
-            raise SettingsError(f"{where}: unknown setting {name!r}")
-    values: dict[str, Any] = {}
-    for name, spec in known.items():
-        variable = spec.metadata.get("env", env_name(name))
-        source = env.get(variable, table.get(name))
-        if source is None:
-            continue
-        try:
-            values[name] = _PARSERS[str(spec.type)](source)
-        except (TypeError, ValueError, KeyError):
-            raise SettingsError(f"{variable}: cannot read {source!r} as {spec.type}") from None
-    values.update(overrides)
-    return cls(**values)
-
-
 def load_api_settings(
     env: Mapping[str, str], config_file: Path | None = None, **overrides: Any
 ) -> ApiSettings:
-    """Build settings from a TOML file (optional), then `DISPATCH_*` variables, then overrides."""
-    raw = read_config(config_file)
-    return build_settings(
-        ApiSettings, env, raw, where=str(config_file), ignore=BRIDGE_TABLES, **overrides
-    )
+    """Build settings from the top-level keys of a TOML file (optional; its tables belong to
+    others), then `DISPATCH_*` variables, then overrides."""
+    raw = top_level(read_config(config_file))
+    return build_settings(ApiSettings, env, raw, where=str(config_file), **overrides)

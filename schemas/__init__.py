@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError, validators
+from jsonschema.protocols import Validator as _ValidatorProtocol
 
 from ._datetime import FORMAT_CHECKER, parse_datetime
 
@@ -140,7 +141,8 @@ def _unless_oversized(keyword: str, limit_keyword: str, kind: type[Sized]) -> An
 
 #: Draft 2020-12 with patterns anchored the way JSON Schema (ECMA-262) means them, and sized
 #: containers refused by their size before their members are looked at.
-Validator: Any = validators.extend(
+# types-jsonschema leaves `extend` unannotated (`create` is typed); it returns a validator class.
+Validator: type[_ValidatorProtocol] = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator,
     {
         "pattern": _ecma_pattern,

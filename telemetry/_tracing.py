@@ -124,7 +124,10 @@ def _recorded_only_asyncpg() -> Any:
         """The instrumentation parses each statement and builds a span for it even when
         the trace is not recorded: about a tenth of dispatch-api's CPU per action (six
         statements). A statement under an unrecorded span would not be recorded either
-        (ParentBased sampler), so it runs as is."""
+        (ParentBased sampler), so it runs as is.
+
+        These are private methods: pyproject.toml bounds the package to the tested minor and
+        tests/telemetry/test_instrumentation_internals.py fails if they move."""
 
         async def _do_execute(self, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             if not trace.get_current_span().is_recording():
@@ -159,7 +162,8 @@ def client_trace_config() -> aiohttp.TraceConfig:
     # that costs more than the rest of a hop's tracing together. Under our ParentBased
     # sampler a request whose caller's span is not recorded would not be recorded either,
     # so for those only the context is propagated (downstream still joins the trace).
-    # Its end/exception hooks return early when no span was started.
+    # Its end/exception hooks return early when no span was started (an internal detail:
+    # see the bound in pyproject.toml and tests/telemetry/test_instrumentation_internals.py).
     (start,) = config.on_request_start
 
     async def start_when_recorded(

@@ -4,7 +4,7 @@ Each test stages its runbook's situation through the bridge (FakeClock moved to 
 the SLA sweep run on demand) and then follows the runbook step by step. The commands are read
 from the markdown itself, with the shell variables filled in: tool-call bodies, SQL and
 dispatch-api paths run as written, `dispatch-bridge` commands are parsed by the CLI's own
-parser and run through `bridge._ops`; `jq` filters are mirrored in Python next to them.
+parser and run through `dispatch_bridge._ops`; `jq` filters are mirrored in Python next to them.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge._ops import Endpoints, queue, sla, tools, why
-from bridge.cli import _parser
 from dispatch_api.store import connect
+from dispatch_bridge._ops import Endpoints, queue, sla, tools, why
+from dispatch_bridge.cli import _parser
 from testkit.api import COMPLETE_TICKET, WINDOW, FakeClock, Reply, parsed_logs
 from tests.bridge import conftest as bridge_harness
 from tests.bridge.conftest import Bridge
@@ -118,7 +118,7 @@ def _ends(bridge: Bridge) -> Endpoints:
 
 
 async def operator(rb: Runbook, bridge: Bridge, command: str, **values: str) -> str:
-    """Run a `dispatch-bridge` command as the runbook writes it, through `bridge._ops`."""
+    """Run a `dispatch-bridge` command as the runbook writes it, through `dispatch_bridge._ops`."""
     assert command in rb.text, f"{rb.name} does not say {command!r}"
     args = _parser().parse_args(shlex.split(fill(command, values))[1:])
     ends = _ends(bridge)

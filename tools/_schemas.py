@@ -88,7 +88,12 @@ def _describe(error: ValidationError) -> list[dict[str, str]]:
 
 def _entries(error: ValidationError) -> list[dict[str, str]]:
     path = "".join(f"/{p}" for p in error.absolute_path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+    # The stubs type schema/validator_value as "maybe unset": these keywords always set them.
+    if (
+        error.validator == "additionalProperties"
+        and isinstance(error.instance, dict)
+        and isinstance(error.schema, dict)
+    ):
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(name for name in error.instance if name not in allowed)
         return [
@@ -100,7 +105,7 @@ def _entries(error: ValidationError) -> list[dict[str, str]]:
             }
             for name in unknown[: MAX_ERRORS + 1]
         ]
-    if error.validator == "required":
+    if error.validator == "required" and isinstance(error.validator_value, list):
         return [
             {
                 "path": f"{path}/{name}",
@@ -126,7 +131,7 @@ def _expected(error: ValidationError) -> str:
     match error.validator:
         case "type":
             return " or ".join(value) if isinstance(value, list) else str(value)
-        case "enum":
+        case "enum" if isinstance(value, list):
             return "one of " + ", ".join("null" if v is None else str(v) for v in value)
         case "pattern":
             return f"a string matching {value}"

@@ -36,6 +36,7 @@ from ..domain import (
 from ..errors import ApiError, Forbidden, NotFound, Unprocessable, problem
 from ..metrics import ApiMetrics
 from ..store import (
+    ConnectionPool,
     Event,
     EvidenceRecord,
     IdempotencyKey,
@@ -83,7 +84,7 @@ class EvidenceUpload:
 class TicketService:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: ConnectionPool,
         templates: Mapping[str, IncidentTemplate],
         clock: Clock,
         metrics: ApiMetrics | None = None,

@@ -8,11 +8,12 @@ from ._embedded import start_embedded
 from ._evidence import EvidenceRecord
 from ._idempotency import IdempotencyKey, StoredResponse
 from ._migrations import migrate, migration_files
-from ._pool import connect, connection, create_pool, transaction
+from ._pool import ConnectionPool, connect, connection, create_pool, transaction
 from ._principals import Principal
 from ._tickets import Event, TicketFilter, TicketRecord
 
 __all__ = [
+    "ConnectionPool",
     "Event",
     "EvidenceRecord",
     "IdempotencyKey",

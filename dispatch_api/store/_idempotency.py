@@ -74,12 +74,7 @@ async def claim(
             now,
         )
     except asyncpg.LockNotAvailableError as exc:
-        raise Conflict(
-            "request_in_progress",
-            "a request with this Idempotency-Key is still being processed; retry shortly",
-            headers={"Retry-After": "1"},
-            extensions={"retryable": True},
-        ) from exc
+        raise _in_progress() from exc
     if inserted:
         return None
     row = await conn.fetchrow(
@@ -88,6 +83,10 @@ async def claim(
         key.principal_id,
         key.key,
     )
+    if row is None:
+        # The purge removed the key, expired, between the claim and this read: a retry
+        # claims it afresh.
+        raise _in_progress()
     if row["fingerprint"] != key.fingerprint:
         raise Unprocessable(
             "idempotency_conflict",
@@ -96,6 +95,15 @@ async def claim(
             extensions={"original_method": row["method"], "original_path": row["path"]},
         )
     return StoredResponse(row["status_code"], bytes(row["response_body"]), replayed=True)
+
+
+def _in_progress() -> Conflict:
+    return Conflict(
+        "request_in_progress",
+        "a request with this Idempotency-Key is still being processed; retry shortly",
+        headers={"Retry-After": "1"},
+        extensions={"retryable": True},
+    )
 
 
 async def store(conn: asyncpg.Connection, key: IdempotencyKey, response: StoredResponse) -> None:
@@ -108,7 +116,9 @@ async def store(conn: asyncpg.Connection, key: IdempotencyKey, response: StoredR
     )
 
 
-async def purge(conn: asyncpg.Connection, now: datetime, retention: timedelta) -> int:
+async def purge(
+    conn: asyncpg.Connection | asyncpg.Pool, now: datetime, retention: timedelta
+) -> int:
     """Delete keys older than the retention; return how many went."""
     result: str = await conn.execute(
         "DELETE FROM idempotency_keys WHERE created_at < $1", now - retention

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
@@ -95,8 +95,17 @@ def _translated() -> Iterator[None]:
         ) from exc
 
 
+class ConnectionPool(Protocol):
+    """What `connection` and `transaction` use of a pool. An asyncpg.Pool is one; so are
+    the hand-written pools of the unit tests and of the database benchmark."""
+
+    def acquire(self) -> Awaitable[Any]: ...
+
+    async def release(self, connection: Any, /) -> None: ...
+
+
 @asynccontextmanager
-async def _acquired(pool: asyncpg.Pool) -> AsyncIterator[Any]:
+async def _acquired(pool: ConnectionPool) -> AsyncIterator[Any]:
     """A pooled connection; failing to get one at all is an outage (503), whatever the cause."""
     try:
         conn = await pool.acquire()
@@ -118,7 +127,7 @@ async def _acquired(pool: asyncpg.Pool) -> AsyncIterator[Any]:
 
 
 @asynccontextmanager
-async def connection(pool: asyncpg.Pool) -> AsyncIterator[Any]:
+async def connection(pool: ConnectionPool) -> AsyncIterator[Any]:
     """A pooled connection for reads, with database failures mapped to ApiError."""
     with _translated():
         async with _acquired(pool) as conn:
@@ -126,7 +135,7 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[Any]:
 
 
 @asynccontextmanager
-async def transaction(pool: asyncpg.Pool) -> AsyncIterator[Any]:
+async def transaction(pool: ConnectionPool) -> AsyncIterator[Any]:
     """A connection inside a transaction, with database failures mapped to ApiError."""
     with _translated():
         async with _acquired(pool) as conn, conn.transaction():

@@ -99,4 +99,5 @@ async def counts(
         now,
         at_risk,
     )
+    assert row is not None  # an aggregate without GROUP BY answers exactly one row
     return {"breached": row["breached"], "at_risk": row["at_risk"]}

@@ -192,7 +192,7 @@ def _event_values(e: Event) -> tuple[Any, ...]:
     )
 
 
-def _record(row: Mapping[str, Any]) -> TicketRecord:
+def _record(row: asyncpg.Record | Mapping[str, Any]) -> TicketRecord:
     evidence = tuple(from_json(e) for e in row["evidence"])
     tally = tuple(
         EvidenceSummary(EvidenceKind(g["kind"]), g["tag"], g["count"])
@@ -251,6 +251,7 @@ async def lock(conn: asyncpg.Connection, ticket_id: uuid.UUID) -> TicketRecord |
     if row is None:
         return None
     evidence = await conn.fetchrow(_EVIDENCE, ticket_id)
+    assert evidence is not None  # it selects from a one-row subquery: always one row
     return _record({**dict(row), **dict(evidence)})
 
 

@@ -297,8 +297,7 @@ async def _purge_idempotency_keys(app: web.Application) -> AsyncIterator[None]:
     async def loop() -> None:
         while True:
             try:
-                async with app[POOL].acquire() as conn:
-                    removed = await idempotency.purge(conn, app[CLOCK](), retention)
+                removed = await idempotency.purge(app[POOL], app[CLOCK](), retention)
                 if removed:
                     _log.info("purged %d idempotency keys", removed)
             except Exception:

@@ -18,10 +18,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
-import asyncpg
-
 from ..errors import Unavailable
-from ..store import Principal, connection, principals
+from ..store import ConnectionPool, Principal, connection, principals
 
 
 class PrincipalCache:
@@ -45,7 +43,7 @@ class PrincipalCache:
         self._max_waiting = max_waiting
         self._waiting = 0
 
-    async def lookup(self, pool: asyncpg.Pool, token: str) -> Principal | None:
+    async def lookup(self, pool: ConnectionPool, token: str) -> Principal | None:
         """The principal of `token`, None when it is unknown or disabled; raises
         Unavailable (503, Retry-After) when too many unknown tokens are being looked up."""
         digest = principals.token_digest(token)
@@ -78,7 +76,7 @@ class PrincipalCache:
         future.set_result(found)
         return found
 
-    async def _find_unknown(self, pool: asyncpg.Pool, token: str) -> Principal | None:
+    async def _find_unknown(self, pool: ConnectionPool, token: str) -> Principal | None:
         if self._waiting >= self._max_waiting:
             raise _busy()
         self._waiting += 1
@@ -88,7 +86,7 @@ class PrincipalCache:
         finally:
             self._waiting -= 1
 
-    async def _find(self, pool: asyncpg.Pool, token: str) -> Principal | None:
+    async def _find(self, pool: ConnectionPool, token: str) -> Principal | None:
         async with connection(pool) as conn:
             found: Principal | None = await principals.find_by_token(conn, token)
             return found

@@ -63,7 +63,11 @@ def _describe(error: ValidationError) -> list[dict[str, str]]:
     """One entry per problem, located by JSON pointer ("" is the whole body); an unknown
     member is reported at its own path, with the members that are allowed."""
     path = _bounded(_pointer(error.absolute_path))
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+    if (
+        error.validator == "additionalProperties"
+        and isinstance(error.instance, dict)
+        and isinstance(error.schema, dict)  # always, for this keyword; the stub allows `Unset`
+    ):
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(name for name in error.instance if name not in allowed)
         return [

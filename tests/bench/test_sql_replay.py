@@ -28,6 +28,7 @@ async def _written(
 ) -> tuple[dict[str, Any], list[Any]]:
     """The ticket's row and its events after `after`, without what names the ticket."""
     row = await conn.fetchrow("SELECT * FROM tickets WHERE id = $1", uuid.UUID(ticket))
+    assert row is not None
     events = await conn.fetch(
         "SELECT * FROM timeline_events WHERE ticket_id = $1 AND seq > $2 ORDER BY seq",
         uuid.UUID(ticket),
@@ -44,6 +45,7 @@ async def _answer(conn: asyncpg.Connection, path: str) -> tuple[int, bytes]:
     row = await conn.fetchrow(
         "SELECT status_code, response_body FROM idempotency_keys WHERE path = $1", path
     )
+    assert row is not None, f"no answer stored for {path}"
     return row["status_code"], bytes(row["response_body"])
 
 

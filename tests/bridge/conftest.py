@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestServer
 
 from bridge import create_bridge_app
 from bridge.settings import BridgeSettings
-from dispatch_api.settings import Secret
 from dispatch_client import RetryConfig, RetryPolicy
 from schemas import Validator
+from settings import Secret
 from telemetry import JsonLog
 from testkit.api import Api, Reply
 from testkit.fault_proxy import FaultProxy

@@ -8,8 +8,8 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from bridge import create_bridge_app
 from bridge._pipeline import TOOL_CALL_ID
 from bridge.settings import BridgeSettings
-from dispatch_api.settings import Secret
 from schemas import openapi_document
+from settings import Secret
 from testkit.openapi import Document, operations, served_routes
 from tools import HTTP_STATUS, catalog
 

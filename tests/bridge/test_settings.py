@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bridge.settings import AgentKey, BridgeSettings, load_bridge_settings
-from dispatch_api.settings import SettingsError
 from dispatch_client import BreakerConfig, BudgetConfig, RetryConfig, RetryPolicy
+from settings import SettingsError
 
 GATEWAY_TOKEN = "gw-7f3a9c1e-not-for-logs"
 PLANNER_SHA = hashlib.sha256(b"planner-key").hexdigest()

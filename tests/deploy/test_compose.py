@@ -27,13 +27,9 @@ import jsonschema
 import pytest
 
 from bridge.settings import BridgeSettings, load_bridge_settings
-from dispatch_api.settings import (
-    _PARSERS,
-    ApiSettings,
-    build_settings,
-    env_name,
-    load_api_settings,
-)
+from dispatch_api.settings import ApiSettings, load_api_settings
+from settings import build_settings, env_name
+from settings._build import _PARSERS
 from telemetry import TracingSettings
 
 # PyYAML ships no type information (and types-PyYAML is not a dependency): typed as Any.
@@ -54,6 +50,31 @@ NGINX = COMPOSE_DIR / "nginx.conf"
 
 BRIDGES = ("bridge-1", "bridge-2")
 ONE_SHOTS = ("migrate", "bootstrap")
+
+#: The oldest Compose deploy/README.md promises (checked by hand with Compose v2.20.3's
+#: `config`). What the file may use, each part known to it: `name` needs Compose v2 (v1, Debian
+#: 12's `docker-compose` 1.29, refuses it), the other keys are older still. A key past these
+#: lists (`develop`, `include`, `depends_on.required`, `healthcheck.start_interval`, ...) is
+#: newer: raise the version in deploy/README.md, then here.
+MIN_COMPOSE = "2.20"
+COMPOSE_TOP_LEVEL = {"name", "services", "volumes", "networks", "configs", "secrets"}
+COMPOSE_SERVICE_KEYS = {
+    "image",
+    "build",
+    "command",
+    "entrypoint",
+    "restart",
+    "stop_grace_period",
+    "environment",
+    "healthcheck",
+    "depends_on",
+    "volumes",
+    "ports",
+}
+COMPOSE_BUILD_KEYS = {"context", "dockerfile"}
+COMPOSE_HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
+COMPOSE_DEPENDS_ON = {"condition"}
+COMPOSE_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 _INTERPOLATION = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
@@ -156,6 +177,24 @@ def test_compose_file_is_valid_against_the_compose_specification() -> None:
     )
 
 
+def test_compose_file_uses_nothing_newer_than_the_compose_the_readme_states() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    assert f"Docker Compose v2 ({MIN_COMPOSE} or newer)" in readme
+    compose = _compose()
+    assert "version" not in compose, "`version:` is obsolete in Compose v2 (it warns)"
+    top = {k for k in compose if not k.startswith("x-")}
+    assert top <= COMPOSE_TOP_LEVEL, f"top-level keys newer than {MIN_COMPOSE}: {top}"
+    for name, service in _services().items():
+        newer = set(service) - COMPOSE_SERVICE_KEYS
+        assert not newer, f"{name}: keys past Compose {MIN_COMPOSE}'s list: {sorted(newer)}"
+        assert set(service.get("build", {})) <= COMPOSE_BUILD_KEYS, name
+        assert set(service.get("healthcheck", {})) <= COMPOSE_HEALTHCHECK_KEYS, name
+        depends = service.get("depends_on", {})
+        for dependency in depends if isinstance(depends, dict) else ():
+            assert set(depends[dependency]) <= COMPOSE_DEPENDS_ON, f"{name} -> {dependency}"
+            assert depends[dependency]["condition"] in COMPOSE_CONDITIONS, name
+
+
 def test_stack_has_the_expected_services() -> None:
     expected = {
         "postgres",
@@ -248,6 +287,21 @@ def test_commands_are_the_product_entrypoints() -> None:
         # drain: DISPATCH_DRAIN_TIMEOUT_S must fit in the stop grace period
         grace = int(_services()[bridge]["stop_grace_period"].rstrip("s"))
         assert grace > float(_environment(bridge)["DISPATCH_DRAIN_TIMEOUT_S"])
+
+
+def test_stop_grace_period_covers_each_services_drain() -> None:
+    """On SIGTERM each service serves for DISPATCH_DRAIN_DELAY_S, then gives requests in flight
+    DISPATCH_DRAIN_TIMEOUT_S, as its own settings loader reads them: compose must wait longer
+    before it kills the container."""
+    api = load_api_settings(_environment("dispatch-api"))
+    drains = {"dispatch-api": api.drain_delay_s + api.drain_timeout_s}
+    for bridge in BRIDGES:
+        settings = load_bridge_settings(_environment(bridge))
+        drains[bridge] = settings.drain_delay_s + settings.drain_timeout_s
+    for name, drain_s in drains.items():
+        assert "DISPATCH_DRAIN_TIMEOUT_S" in _environment(name), f"{name}: drain left to default"
+        grace = int(_services()[name]["stop_grace_period"].rstrip("s"))
+        assert grace > drain_s, name
 
 
 def test_bootstrap_script_is_mounted_and_run() -> None:

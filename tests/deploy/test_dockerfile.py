@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from bridge.cli import _parser
 from bridge.settings import BridgeSettings
-from dispatch_api.settings import ApiSettings, env_name
+from dispatch_api.settings import ApiSettings
+from dispatch_bridge.cli import _parser
+from settings import env_name
 from testkit.image import ALLOCATOR_ENV
 
 ROOT = Path(__file__).resolve().parents[2]

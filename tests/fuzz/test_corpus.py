@@ -242,6 +242,7 @@ async def database_state(bridge: Bridge) -> dict[str, tuple[int, str]]:
                 f"SELECT count(*) AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY t::text),"
                 f" '')) AS digest FROM {table} t"
             )
+            assert row is not None  # an aggregate: always one row
             state[table] = (row["n"], row["digest"])
         return state
     finally:

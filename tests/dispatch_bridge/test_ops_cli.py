@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge._ops import Endpoints, OpsError, queue, sla, tools, why
+from dispatch_bridge._ops import Endpoints, OpsError, queue, sla, tools, why
 from testkit.api import COMPLETE_TICKET, WINDOW, FakeClock
 
 from .conftest import Bridge

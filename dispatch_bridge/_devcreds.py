@@ -1,6 +1,8 @@
 """Development credentials for `dispatch-bridge up`, kept in `$DISPATCH_DATA_DIR`.
 
-Tokens are created once and reused on later starts, so a walkthrough keeps working.
+Tokens are created once and reused on later starts, so a walkthrough keeps working. The file
+is written only once both services listen (`write_dev_credentials`): an `up` that fails — a
+port taken by an instance already running, a bad setting — leaves that instance's file alone.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ class DevCredentials:
     gateway_token: str
 
 
-async def ensure_dev_credentials(settings: ApiSettings, dsn: str) -> DevCredentials:
-    path = settings.data_dir / FILE_NAME
-    previous = _read(path)
-    creds = DevCredentials(
+def dev_credentials(settings: ApiSettings) -> DevCredentials:
+    """The credentials of this data dir: those of the file when there is one, else new ones."""
+    previous = _read(settings.data_dir / FILE_NAME)
+    return DevCredentials(
         api_url=f"http://{settings.api_host}:{settings.api_port}",
         bridge_url=f"http://{settings.api_host}:{settings.bridge_port}",
         agent_key=previous.get("agent_key") or principals.new_token("agt"),
@@ -46,6 +48,10 @@ async def ensure_dev_credentials(settings: ApiSettings, dsn: str) -> DevCredenti
         technician_token=previous.get("technician_token") or principals.new_token(),
         gateway_token=previous.get("gateway_token") or principals.new_token(),
     )
+
+
+async def register_dev_principals(creds: DevCredentials, dsn: str) -> None:
+    """Create (or re-key) the principals whose tokens `creds` holds."""
     conn = await connect(dsn)
     try:
         await principals.upsert(conn, "dev-supervisor", Role.SUPERVISOR, creds.api_token)
@@ -56,11 +62,16 @@ async def ensure_dev_credentials(settings: ApiSettings, dsn: str) -> DevCredenti
         )
     finally:
         await conn.close()
+
+
+def write_dev_credentials(creds: DevCredentials, path: Path) -> None:
+    """The file, readable by its owner only, replaced whole: a reader never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(orjson.dumps(asdict(creds), option=orjson.OPT_INDENT_2) + b"\n")
-    return creds
+    os.replace(partial, path)
 
 
 def _read(path: Path) -> dict[str, str]:

@@ -1,0 +1,140 @@
+"""What both transports (REST and MCP) do to a request before any tool runs: the correlation
+id, the agent's key, the key's rate limit, and reading the body.
+
+A request the edge cannot take as sent raises `RefusedRequest`, which carries its own HTTP
+status (400, 413, 415); REST answers it as an `invalid_arguments` envelope or problem, MCP as
+a JSON-RPC error. Everything else the edge refuses is a `ToolError`, whose status follows
+from its code (tools.HTTP_STATUS). This is also the one place aiohttp's payload errors are
+translated: none may surface as a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web import RequestPayloadError
+
+from telemetry import UnsafeId, body_deadline, incoming_id, new_id
+from tools import Tool, ToolError
+
+from ._agents import Agent
+from ._keys import AGENTS, LIMITER
+from .settings import BridgeSettings
+
+#: Headers whose repetition is refused: which copy counts would be the parser's guess, and
+#: a proxy in front may have picked the other one.
+SINGLE_HEADERS = ("X-Correlation-ID", "X-Request-ID", "Idempotency-Key")
+
+
+class RefusedRequest(Exception):
+    """The request cannot be taken as sent: `status` is 400 (a header sent twice or unsafe,
+    broken framing, an empty body), 413 (over `details["limit_bytes"]`) or 415 (a content
+    coding other than identity, or a body not declared as JSON)."""
+
+    def __init__(self, status: int, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or {}
+
+
+class ClientGone(Exception):
+    """The client hung up before its body arrived: nothing to answer, nothing was done."""
+
+
+def single_header(request: web.Request, name: str) -> None:
+    """RefusedRequest (400) when `name` is sent more than once."""
+    if len(request.headers.getall(name, ())) > 1:
+        raise RefusedRequest(
+            400, f"send the {name} header once; it was sent more than once", {"header": name}
+        )
+
+
+def correlation_id(request: web.Request) -> str:
+    """The caller's X-Correlation-ID, or a new one; RefusedRequest (400) when it is unsafe
+    or when it, X-Request-ID or Idempotency-Key is sent twice."""
+    for name in SINGLE_HEADERS:
+        single_header(request, name)
+    try:
+        return incoming_id(request.headers.get("X-Correlation-ID"), "X-Correlation-ID") or new_id()
+    except UnsafeId as exc:
+        raise RefusedRequest(400, str(exc), {"header": exc.header}) from None
+
+
+def authenticate(request: web.Request) -> Agent:
+    """The agent whose key is the bearer token; ToolError `unauthenticated` when there is
+    none or it is unknown, RefusedRequest (400) when Authorization is sent twice."""
+    single_header(request, "Authorization")
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    agent = None
+    if scheme.lower() == "bearer" and key.strip():
+        agent = request.app[AGENTS].authenticate(key.strip())
+    if agent is None:
+        raise ToolError(
+            "unauthenticated",
+            "Send your agent API key as Authorization: Bearer <key>.",
+        )
+    return agent
+
+
+def rate_limit(request: web.Request, agent: Agent) -> ToolError | None:
+    """The agent key's token bucket: None when the call may go, else `rate_limited`."""
+    wait = request.app[LIMITER].acquire(agent.id)
+    if wait is None:
+        return None
+    return ToolError(
+        "rate_limited",
+        "Too many calls from this agent key. Wait and retry.",
+        retryable=True,
+        retry_after_ms=max(1, round(wait * 1000)),
+    )
+
+
+def body_limit(settings: BridgeSettings, tool: Tool | None) -> int:
+    """The body limit of a call to `tool`: the large one only for tools that carry content
+    inline (evidence); every other call, and a call to no known tool, gets the small one."""
+    if tool is not None and tool.carries_content:
+        return settings.max_body_bytes
+    return min(settings.max_call_bytes, settings.max_body_bytes)
+
+
+def too_large(limit: int) -> RefusedRequest:
+    return RefusedRequest(
+        413,
+        f"the request body exceeds {limit} bytes; attach large evidence by uri instead",
+        {"limit_bytes": limit},
+    )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, read no further than `limit` bytes (also when chunked). Raises
+    RefusedRequest, ClientGone when the client hung up mid-body, or BodyTimeout (408)
+    when the body did not arrive in time."""
+    coding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if coding not in ("", "identity"):
+        # Identity only (RFC 9110 15.5.16): aiohttp's decoder never checks that a gzip
+        # stream ended, so a truncated body would be read as a shorter (or empty) one.
+        raise RefusedRequest(
+            415,
+            f"send the body uncompressed; content coding {coding[:40]!r} is not accepted",
+            {"accepted_encodings": ["identity"]},
+        )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit)
+    chunks, total = [], 0
+    try:
+        async with body_deadline(request):  # a trickled body answers 408, never holds on
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                total += len(chunk)
+                if total > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+    except (RequestPayloadError, BadHttpMessage):
+        raise RefusedRequest(
+            400, "the body's framing is broken (chunked encoding or length)"
+        ) from None
+    except ConnectionError:
+        raise ClientGone() from None
+    return b"".join(chunks)
