@@ -28,11 +28,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch_api.store import connect
-from dispatch_bridge._ops import Endpoints, queue, sla, tools, why
+from dispatch_bridge._ops import queue, sla, tools, why
 from dispatch_bridge.cli import _parser
 from testkit.api import COMPLETE_TICKET, WINDOW, FakeClock, Reply, parsed_logs
 from tests.bridge import conftest as bridge_harness
 from tests.bridge.conftest import Bridge
+from tests.dispatch_bridge.conftest import operator_endpoints
 from tools import ToolError, catalog
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "docs" / "runbooks"
@@ -108,20 +109,11 @@ class Runbook:
         return [line for block in blocks for line in block.splitlines() if line.strip()]
 
 
-def _ends(bridge: Bridge) -> Endpoints:
-    return Endpoints(
-        api_url=str(bridge.api.session._base_url).rstrip("/"),
-        api_token=bridge.api.tokens["supervisor"],
-        bridge_url=str(bridge.session._base_url).rstrip("/"),
-        agent_key=bridge.keys["supervisor"],
-    )
-
-
 async def operator(rb: Runbook, bridge: Bridge, command: str, **values: str) -> str:
     """Run a `dispatch-bridge` command as the runbook writes it, through `dispatch_bridge._ops`."""
     assert command in rb.text, f"{rb.name} does not say {command!r}"
     args = _parser().parse_args(shlex.split(fill(command, values))[1:])
-    ends = _ends(bridge)
+    ends = operator_endpoints(bridge)
     if args.command == "why":
         return await why(ends, args.ticket_id, args.json)
     if args.command == "queue":
@@ -436,7 +428,7 @@ async def test_rb2_completion_rejected_until_the_evidence_is_attached(
     assert completed.body["request_id"] != request_id
 
     # done
-    events = orjson.loads(await why(_ends(bridge), tid, as_json=True))
+    events = orjson.loads(await why(operator_endpoints(bridge), tid, as_json=True))
     assert (events[-1]["type"], events[-1]["from_state"], events[-1]["to_state"]) == (
         "completed",
         "ON_SITE",

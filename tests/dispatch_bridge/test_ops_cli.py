@@ -15,18 +15,9 @@ import pytest
 from dispatch_bridge._ops import Endpoints, OpsError, queue, sla, tools, why
 from testkit.api import COMPLETE_TICKET, WINDOW, FakeClock
 
-from .conftest import Bridge
+from .conftest import Bridge, operator_endpoints
 
 CLI = Path(sys.executable).with_name("dispatch-bridge")
-
-
-def _ends(bridge: Bridge) -> Endpoints:
-    return Endpoints(
-        api_url=str(bridge.api.session._base_url).rstrip("/"),
-        api_token=bridge.api.tokens["supervisor"],
-        bridge_url=str(bridge.session._base_url).rstrip("/"),
-        agent_key=bridge.keys["supervisor"],
-    )
 
 
 def _api_env(ends: Endpoints, data_dir: Path, api_url: str | None = None) -> dict[str, str]:
@@ -66,8 +57,8 @@ async def test_why_tells_the_timeline_with_actors_reasons_evidence_and_ids(
 ) -> None:
     tid = await _rb2_ticket(bridge)
 
-    text = await why(_ends(bridge), tid, as_json=False)
-    events = orjson.loads(await why(_ends(bridge), tid, as_json=True))
+    text = await why(operator_endpoints(bridge), tid, as_json=False)
+    events = orjson.loads(await why(operator_endpoints(bridge), tid, as_json=True))
 
     lines = text.splitlines()
     assert lines[0].split()[:5] == ["seq", "at", "event", "state", "actor"]
@@ -88,10 +79,12 @@ async def test_queue_and_sla_show_waiting_time_and_time_left(
     tid = created.body["result"]["ticket"]["id"]
     clock.advance(hours=2, minutes=5)
 
-    rows = orjson.loads(await queue(_ends(bridge), ["READY_TO_SCHEDULE"], as_json=True))
-    text = await queue(_ends(bridge), ["READY_TO_SCHEDULE"], as_json=False)
-    late = orjson.loads(await sla(_ends(bridge), as_json=True))
-    sla_text = await sla(_ends(bridge), as_json=False)
+    rows = orjson.loads(
+        await queue(operator_endpoints(bridge), ["READY_TO_SCHEDULE"], as_json=True)
+    )
+    text = await queue(operator_endpoints(bridge), ["READY_TO_SCHEDULE"], as_json=False)
+    late = orjson.loads(await sla(operator_endpoints(bridge), as_json=True))
+    sla_text = await sla(operator_endpoints(bridge), as_json=False)
 
     assert [r["id"] for r in rows] == [tid]
     assert f"{tid}  READY_TO_SCHEDULE  P1    2h05m" in text
@@ -108,7 +101,7 @@ async def test_tools_shows_failure_ratio_latency_and_stuck_calls(bridge: Bridge)
     held = asyncio.create_task(bridge.invoke("ticket.get", {"ticket_id": tid}))
     await asyncio.wait_for(bridge.proxy.holding.wait(), 5)
 
-    report = orjson.loads(await tools(_ends(bridge), as_json=True, stuck_after_s=0))
+    report = orjson.loads(await tools(operator_endpoints(bridge), as_json=True, stuck_after_s=0))
     bridge.proxy.release()
     await held
 
@@ -125,13 +118,13 @@ async def test_a_service_that_is_down_or_a_bad_id_is_one_clear_line(bridge: Brid
     with pytest.raises(OpsError, match=r"cannot reach http://127\.0\.0\.1:9"):
         await why(down, "x", as_json=False)
     with pytest.raises(OpsError, match="400 ticket_id must be a UUID"):
-        await why(_ends(bridge), "not-a-uuid", as_json=False)
+        await why(operator_endpoints(bridge), "not-a-uuid", as_json=False)
 
 
 async def test_the_cli_prints_json_and_exits_1_with_one_line_on_failure(
     bridge: Bridge, tmp_path: Path
 ) -> None:
-    ends = _ends(bridge)
+    ends = operator_endpoints(bridge)
     env = {
         **_api_env(ends, tmp_path),
         "DISPATCH_BRIDGE_URL": ends.bridge_url,
@@ -157,7 +150,7 @@ async def test_the_cli_prints_json_and_exits_1_with_one_line_on_failure(
 async def test_why_queue_and_sla_need_only_dispatch_api_and_a_trailing_slash_is_harmless(
     bridge: Bridge, tmp_path: Path
 ) -> None:
-    ends = _ends(bridge)
+    ends = operator_endpoints(bridge)
     env = _api_env(ends, tmp_path, api_url=ends.api_url + "/")  # no bridge URL or agent key
     await bridge.invoke("ticket.create", COMPLETE_TICKET)
 
@@ -178,7 +171,7 @@ async def test_why_queue_and_sla_need_only_dispatch_api_and_a_trailing_slash_is_
 async def test_an_operator_command_piped_into_a_reader_that_stops_early_ends_quietly(
     bridge: Bridge, tmp_path: Path
 ) -> None:
-    env = _api_env(_ends(bridge), tmp_path)
+    env = _api_env(operator_endpoints(bridge), tmp_path)
     for _ in range(3):
         await bridge.invoke("ticket.create", COMPLETE_TICKET)
 
