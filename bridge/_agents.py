@@ -12,10 +12,12 @@ from .settings import AgentKey
 
 @dataclass(frozen=True, slots=True)
 class Agent:
-    """An authenticated caller: it acts as actor type `agent` with this id and role."""
+    """An authenticated caller: it acts as actor type `agent` with this id and role.
+    `scopes`: what its OAuth token grants (bridge/_scopes.py); None for an agent key (all)."""
 
     id: str
     role: str
+    scopes: frozenset[str] | None = None
 
 
 class AgentDirectory:

@@ -28,7 +28,7 @@ from telemetry import (
 )
 from tools import ToolError, catalog
 
-from . import _mcp, _rest
+from . import _mcp, _resource, _rest
 from ._agents import AgentDirectory, RateLimiter
 from ._edge import ClientGone, RefusedRequest, authenticate, correlation_id
 from ._fairness import KeyAdmission
@@ -67,7 +67,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         route = request.match_info.route.resource
         template = route.canonical if route is not None else ""
         if template.startswith("/v1/") and template not in _SELF_AUTHENTICATED:
-            request[AGENT] = authenticate(request)
+            request[AGENT] = await authenticate(request)
         response = await handler(request)
     except (ToolError, RefusedRequest) as exc:
         error, status = _rest.tool_error(exc)
@@ -182,12 +182,13 @@ def create_bridge_app(
     app[METRICS] = BridgeMetrics(new_registry())
     app[LOG] = log
     app[SETTINGS] = settings
-    app[AGENTS] = AgentDirectory(settings.agents)
+    app[AGENTS] = AgentDirectory(settings.agents if settings.static_keys else ())
     app[LIMITER] = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst, clock)
     app[INFLIGHT] = InFlightRegistry(clock)
     app[ORIGINS] = OriginPolicy(settings.mcp_allowed_origins)
     app[DRAINING] = [False]
     app.cleanup_ctx.append(_dispatch_client(clock))
+    app.on_response_prepare.append(_resource.challenge)
     app.on_shutdown.append(_start_draining)
     r = app.router
     r.add_get("/healthz", healthz)
@@ -200,6 +201,10 @@ def create_bridge_app(
     r.add_get("/mcp", _mcp.reject_method)
     r.add_delete("/mcp", _mcp.reject_method)
     r.add_get("/v1/config", _rest.show_config)
+    if settings.oauth.enabled:
+        app.cleanup_ctx.append(_resource.issuer_keys(clock))
+        r.add_get(_resource.WELL_KNOWN, _resource.protected_resource)
+        r.add_get(_resource.WELL_KNOWN + "/mcp", _resource.protected_resource)
     r.add_get("/v1/ops/inflight", _rest.inflight)
     return app
 

@@ -1,5 +1,6 @@
 """What both transports (REST and MCP) do to a request before any tool runs: the correlation
-id, the agent's key, the key's rate limit, and reading the body.
+id, the agent's key or OAuth token, the token's scope, the key's rate limit, and reading the
+body.
 
 A request the edge cannot take as sent raises `RefusedRequest`, which carries its own HTTP
 status (400, 413, 415); REST answers it as an `invalid_arguments` envelope or problem, MCP as
@@ -20,7 +21,9 @@ from telemetry import UnsafeId, body_deadline, incoming_id, new_id
 from tools import Tool, ToolError
 
 from ._agents import Agent
-from ._keys import AGENTS, LIMITER
+from ._keys import AGENTS, LIMITER, REQUIRED_SCOPE, SETTINGS, VERIFIER
+from ._oauth import looks_like_jwt
+from ._scopes import permits, scope_of, step_up
 from .settings import BridgeSettings
 
 #: Headers whose repetition is refused: which copy counts would be the parser's guess, and
@@ -63,20 +66,52 @@ def correlation_id(request: web.Request) -> str:
         raise RefusedRequest(400, str(exc), {"header": exc.header}) from None
 
 
-def authenticate(request: web.Request) -> Agent:
-    """The agent whose key is the bearer token; ToolError `unauthenticated` when there is
-    none or it is unknown, RefusedRequest (400) when Authorization is sent twice."""
+async def authenticate(request: web.Request) -> Agent:
+    """The agent the bearer credential names: an agent key, or (OAuth on) a JWT access token
+    from the issuer. ToolError `unauthenticated` when there is none or it is refused
+    (`upstream_unavailable` when the issuer's keys cannot be had), RefusedRequest (400) when
+    Authorization is sent twice."""
     single_header(request, "Authorization")
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    credential = credential.strip()
+    settings = request.app[SETTINGS]
     agent = None
-    if scheme.lower() == "bearer" and key.strip():
-        agent = request.app[AGENTS].authenticate(key.strip())
+    if scheme.lower() == "bearer" and credential:
+        agent = request.app[AGENTS].authenticate(credential)
+        verifier = request.app.get(VERIFIER)
+        if agent is None and verifier is not None and looks_like_jwt(credential):
+            return await verifier.agent(credential)
     if agent is None:
-        raise ToolError(
-            "unauthenticated",
-            "Send your agent API key as Authorization: Bearer <key>.",
-        )
+        raise ToolError("unauthenticated", _how_to_authenticate(settings))
     return agent
+
+
+def _how_to_authenticate(settings: BridgeSettings) -> str:
+    if settings.oauth.enabled and not settings.static_keys:
+        return (
+            f"Send an access token from {settings.oauth.issuer} as Authorization: Bearer"
+            " <token>; see the resource_metadata URL in WWW-Authenticate."
+        )
+    if settings.oauth.enabled:
+        return (
+            "Send your agent API key, or an access token from"
+            f" {settings.oauth.issuer}, as Authorization: Bearer <key or token>."
+        )
+    return "Send your agent API key as Authorization: Bearer <key>."
+
+
+def require_scope(request: web.Request, agent: Agent, tool: Tool | None) -> None:
+    """ToolError `forbidden` when the agent's token lacks `tool`'s scope; the request then
+    carries the scope a new token needs, for the step-up challenge (bridge/_resource.py)."""
+    if tool is None or permits(agent, tool):
+        return
+    request[REQUIRED_SCOPE] = step_up(agent, tool)
+    raise ToolError(
+        "forbidden",
+        f"Your access token lacks the scope {scope_of(tool)} that {tool.name} needs. Ask the"
+        f" issuer for a token with scope {request[REQUIRED_SCOPE]!r}.",
+        details={"required_scope": scope_of(tool)},
+    )
 
 
 def rate_limit(request: web.Request, agent: Agent) -> ToolError | None:

@@ -10,6 +10,7 @@ from telemetry import JsonLog
 from ._agents import Agent, AgentDirectory, RateLimiter
 from ._inflight import InFlightRegistry
 from ._metrics import BridgeMetrics
+from ._oauth import TokenVerifier
 from ._origins import OriginPolicy
 from ._pipeline import Pipeline
 from .settings import BridgeSettings
@@ -23,8 +24,12 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 METRICS = web.AppKey("metrics", BridgeMetrics)
 LOG = web.AppKey("log", JsonLog)
 ORIGINS = web.AppKey("origins", OriginPolicy)
+#: Present when OAuth is on (DISPATCH_OAUTH_ISSUER): checks access tokens.
+VERIFIER = web.AppKey("verifier", TokenVerifier)
 #: Set when shutdown begins: /readyz answers 503 so load balancers stop sending calls.
 DRAINING = web.AppKey("draining", list[bool])
 
 AGENT = web.RequestKey("agent", Agent)
 CORRELATION_ID = web.RequestKey("correlation_id", str)
+#: Set when a call is refused for a scope its token lacks: the step-up challenge's scope.
+REQUIRED_SCOPE = web.RequestKey("required_scope", str)

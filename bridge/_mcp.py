@@ -21,11 +21,19 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from telemetry import log_context
-from tools import ToolError, mcp_tool
+from tools import HTTP_STATUS, ToolError, mcp_tool
 
 from . import _jsonrpc as rpc
 from ._agents import Agent
-from ._edge import RefusedRequest, authenticate, body_limit, rate_limit, read_body, too_large
+from ._edge import (
+    RefusedRequest,
+    authenticate,
+    body_limit,
+    rate_limit,
+    read_body,
+    require_scope,
+    too_large,
+)
 from ._keys import CORRELATION_ID, ORIGINS, PIPELINE, SETTINGS
 from ._pipeline import Outcome
 
@@ -53,6 +61,11 @@ INSTRUCTIONS = (
     " with isError and a JSON body whose error.code and error.message say what to do next."
 )
 CAPABILITIES = {"tools": {"listChanged": False}}
+#: Declared (capabilities.extensions) when OAuth is on: unattended agents get their tokens
+#: with the client-credentials grant (ext-auth `oauth-client-credentials`).
+OAUTH_EXTENSIONS: dict[str, dict[str, Any]] = {"io.modelcontextprotocol/oauth-client-credentials": {}}
+#: JSON-RPC error code of a tools/call refused for a missing scope (HTTP 403, step-up).
+FORBIDDEN = -32003
 #: tools/list depends on the caller's role: cacheable, but never across credentials.
 TOOLS_TTL_MS = 60_000
 _TRACE_KEYS = ("traceparent", "tracestate", "baggage")
@@ -65,12 +78,12 @@ async def handle(request: web.Request) -> web.Response:
     """POST /mcp."""
     _check_origin(request)
     try:
-        agent = authenticate(request)
+        agent = await authenticate(request)
     except RefusedRequest as exc:  # two Authorization headers
         return _json(rpc.error(None, rpc.RpcError(rpc.INVALID_REQUEST, exc.message)), 400)
-    except ToolError as error:
+    except ToolError as error:  # WWW-Authenticate: bridge/_resource.py
         body = rpc.error(None, rpc.RpcError(-32001, error.message))
-        return _json(body, 401, {"WWW-Authenticate": 'Bearer realm="dispatch-bridge"'})
+        return _json(body, HTTP_STATUS[error.code])
     try:
         raw = await _read(request)
         message = rpc.parse(raw)
@@ -93,7 +106,7 @@ async def handle(request: web.Request) -> web.Response:
 async def reject_method(request: web.Request) -> web.Response:
     """GET (server-sent stream) and DELETE (session end) are not offered: no sessions.
     Only an authenticated caller learns that (401 problem+json otherwise, like /v1)."""
-    authenticate(request)
+    await authenticate(request)
     return web.Response(status=405, headers={"Allow": "POST"})
 
 
@@ -227,14 +240,14 @@ async def _dispatch(
         case "initialize":
             return {
                 "protocolVersion": version,
-                "capabilities": CAPABILITIES,
+                "capabilities": _capabilities(request),
                 "serverInfo": SERVER_INFO,
                 "instructions": INSTRUCTIONS,
             }
         case "server/discover":
             return {
                 "supportedVersions": list(SUPPORTED_VERSIONS),
-                "capabilities": CAPABILITIES,
+                "capabilities": _capabilities(request),
                 "instructions": INSTRUCTIONS,
                 "cacheScope": "private",
                 "ttlMs": TOOLS_TTL_MS,
@@ -252,6 +265,12 @@ async def _dispatch(
     raise rpc.RpcError(rpc.METHOD_NOT_FOUND, f"Method not found: {message.method}")
 
 
+def _capabilities(request: web.Request) -> dict[str, Any]:
+    if request.app[SETTINGS].oauth.enabled:
+        return {**CAPABILITIES, "extensions": OAUTH_EXTENSIONS}
+    return CAPABILITIES
+
+
 async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dict[str, Any]:
     params = message.params
     name = params.get("name")
@@ -263,6 +282,10 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
             f"Unknown tool: {str(name)[:64]}",
             {"available": [t.name for t in pipeline.visible(agent)]},
         )
+    try:
+        require_scope(request, agent, pipeline.resolve(name))
+    except ToolError as error:  # 403 with the step-up challenge, as MCP authorization asks
+        raise rpc.RpcError(FORBIDDEN, error.message, error.details, http_status=403) from None
     raw_meta = params.get("_meta")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     cid = request[CORRELATION_ID]

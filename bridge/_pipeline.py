@@ -25,6 +25,7 @@ from ._agents import Agent
 from ._fairness import KeyAdmission
 from ._inflight import InFlightCall, InFlightRegistry
 from ._metrics import UNKNOWN_TOOL, BridgeMetrics
+from ._scopes import permits, scope_of
 
 _log = logging.getLogger("bridge")
 _tracer = trace.get_tracer("bridge")
@@ -111,8 +112,8 @@ class Pipeline:
             bound.reschedule(self._drain_at)
 
     def visible(self, agent: Agent) -> list[Tool]:
-        """The tools `agent` may call, in catalog order."""
-        return [t for t in self.tools if t.allowed(agent.role)]
+        """The tools `agent` may call (its role and its token's scopes), in catalog order."""
+        return [t for t in self.tools if t.allowed(agent.role) and permits(agent, t)]
 
     def resolve(self, name: str) -> Tool | None:
         return self._by_name.get(name)
@@ -214,6 +215,12 @@ class Pipeline:
                     f"Your role ({agent.role}) may not use {tool.name}. Tools available to"
                     f" you: {', '.join(t.name for t in self.visible(agent))}",
                     details={"role": agent.role, "allowed_roles": sorted(tool.roles)},
+                )
+            if not permits(agent, tool):  # the transports refuse first (with a challenge)
+                raise ToolError(
+                    "forbidden",
+                    f"Your access token lacks the scope {scope_of(tool)} that {tool.name} needs.",
+                    details={"required_scope": scope_of(tool)},
                 )
             call_id = _check_call_id(tool_call_id)
             if not isinstance(arguments, dict):

@@ -11,7 +11,7 @@ from schemas import MAX_JSON_DEPTH, too_deep
 from telemetry import current_ids, log_context
 from tools import FORMATS, HTTP_STATUS, MAX_ERRORS, ToolError
 
-from ._edge import RefusedRequest, authenticate, body_limit, rate_limit, read_body
+from ._edge import RefusedRequest, authenticate, body_limit, rate_limit, read_body, require_scope
 from ._keys import AGENT, CORRELATION_ID, INFLIGHT, PIPELINE, SETTINGS
 from ._pipeline import Outcome
 
@@ -80,7 +80,8 @@ async def invoke(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     cid = request[CORRELATION_ID]
     try:
-        agent = authenticate(request)
+        agent = await authenticate(request)
+        require_scope(request, agent, request.app[PIPELINE].resolve(name))
         limited = rate_limit(request, agent)
         if limited is None:  # the key's own in-flight limits, before its body is read
             limited = request.app[PIPELINE].key_refusal(agent, request.content_length or 0)

@@ -2,7 +2,7 @@
 
 Environment (`DISPATCH_BRIDGE_HOST`, `DISPATCH_BRIDGE_PORT`, `DISPATCH_API_URL`,
 `DISPATCH_GATEWAY_TOKEN`, `DISPATCH_AGENT_KEYS`, ...) over the TOML tables `[bridge]`,
-`[retry]` (see dispatch_client) and `[[agents]]`. Agent keys are configured as sha256
+`[retry]` (see dispatch_client), `[oauth]` (bridge/_oauth_settings.py) and `[[agents]]`. Agent keys are configured as sha256
 digests, never in clear.
 """
 
@@ -18,6 +18,7 @@ from dispatch_client import PolicyError, RetryConfig, parse_retry_config
 from settings import Schema, Secret, SettingsError, build_settings, fields_of, read_config
 from tools import ROLES, catalog
 
+from ._oauth_settings import OAuthSettings
 from ._origins import DEFAULT_ALLOWED_ORIGINS, OriginError, OriginPolicy
 
 _AGENT_ID = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
@@ -58,6 +59,11 @@ class BridgeSettings:
     gateway_token: Secret | None = None
     #: `id:role:sha256` entries (DISPATCH_AGENT_KEYS, comma-separated); see also [[agents]].
     agent_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Off: agent keys are refused (OAuth only), without removing them from the config.
+    static_keys: bool = True
+    #: The URL agents reach the bridge at: the OAuth resource and its metadata's address.
+    public_url: str = ""
+    oauth: OAuthSettings = field(default_factory=OAuthSettings)
     #: The body limit of calls to tools that carry content inline (evidence.attach).
     max_body_bytes: int = field(
         default=8 * 1024 * 1024, metadata={"env": "DISPATCH_BRIDGE_MAX_BODY_BYTES"}
@@ -127,6 +133,21 @@ class BridgeSettings:
             OriginPolicy(self.mcp_allowed_origins)
         except OriginError as exc:
             check(False, "DISPATCH_MCP_ALLOWED_ORIGINS", str(exc))
+        check(
+            self.public_url == "" or self.public_url.startswith(("http://", "https://")),
+            "DISPATCH_PUBLIC_URL",
+            "must be an http(s) URL",
+        )
+        check(
+            self.public_url != "" or not self.oauth.enabled,
+            "DISPATCH_PUBLIC_URL",
+            "is required with DISPATCH_OAUTH_ISSUER (it names the resource tokens are for)",
+        )
+        check(
+            self.static_keys or self.oauth.enabled,
+            "DISPATCH_STATIC_KEYS",
+            "off needs DISPATCH_OAUTH_ISSUER, or no agent could ever authenticate",
+        )
         agents = self.agents  # parse now, so a bad key stops start-up
         ids = [a.id for a in agents]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -152,6 +173,9 @@ class BridgeSettings:
             "drain_timeout_s": self.drain_timeout_s,
             "drain_delay_s": self.drain_delay_s,
             "agents": [{"id": a.id, "role": a.role} for a in self.agents],
+            "static_keys": self.static_keys,
+            "public_url": self.public_url or None,
+            "oauth": self.oauth.describe(),
             "mcp_allowed_origins": list(self.mcp_allowed_origins),
             "retry": self.retry.describe(),
         }
@@ -167,8 +191,16 @@ def load_bridge_settings(
         raise SettingsError(f"{config_file}: [bridge] must be a table, [[agents]] a list")
     specs = [_agent_spec(a, i) for i, a in enumerate(agents_raw)]
     retry = _retry(raw.get("retry"))
+    oauth_table = raw.get("oauth", {})
+    if not isinstance(oauth_table, Mapping):
+        raise SettingsError(f"{config_file}: [oauth] must be a table")
+    oauth = build_settings(OAuthSettings, env, oauth_table, where=f"{config_file} [oauth]")
     settings = build_settings(
-        BridgeSettings, env, table, where=f"{config_file} [bridge]", retry=retry, **overrides
+        BridgeSettings,
+        env,
+        table,
+        where=f"{config_file} [bridge]",
+        **{"retry": retry, "oauth": oauth, **overrides},
     )
     if specs:
         settings = replace(settings, agent_keys=(*settings.agent_keys, *specs))
@@ -186,7 +218,8 @@ def _retry(raw: Any) -> RetryConfig:
 
 #: The bridge's tables of the configuration file, for the one check of the whole file.
 TABLES: Schema = {
-    "bridge": fields_of(BridgeSettings) - {"retry"},
+    "bridge": fields_of(BridgeSettings) - {"retry", "oauth"},
+    "oauth": fields_of(OAuthSettings),
     "retry": _retry,
     "agents": fields_of(AgentKey),
 }
