@@ -63,7 +63,9 @@ INSTRUCTIONS = (
 CAPABILITIES = {"tools": {"listChanged": False}}
 #: Declared (capabilities.extensions) when OAuth is on: unattended agents get their tokens
 #: with the client-credentials grant (ext-auth `oauth-client-credentials`).
-OAUTH_EXTENSIONS: dict[str, dict[str, Any]] = {"io.modelcontextprotocol/oauth-client-credentials": {}}
+OAUTH_EXTENSIONS: dict[str, dict[str, Any]] = {
+    "io.modelcontextprotocol/oauth-client-credentials": {}
+}
 #: JSON-RPC error code of a tools/call refused for a missing scope (HTTP 403, step-up).
 FORBIDDEN = -32003
 #: tools/list depends on the caller's role: cacheable, but never across credentials.

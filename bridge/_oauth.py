@@ -164,7 +164,8 @@ class TokenVerifier:
 
 
 def _scopes(claims: dict[str, Any]) -> frozenset[str]:
-    raw = claims.get("scope", claims.get("scp", ""))
+    raw = claims.get("scope")
+    if raw is None:
+        raw = claims.get("scp", "")
     items = raw.split() if isinstance(raw, str) else raw if isinstance(raw, list) else []
     return frozenset(s for s in items[:100] if isinstance(s, str))
-

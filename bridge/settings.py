@@ -2,8 +2,8 @@
 
 Environment (`DISPATCH_BRIDGE_HOST`, `DISPATCH_BRIDGE_PORT`, `DISPATCH_API_URL`,
 `DISPATCH_GATEWAY_TOKEN`, `DISPATCH_AGENT_KEYS`, ...) over the TOML tables `[bridge]`,
-`[retry]` (see dispatch_client), `[oauth]` (bridge/_oauth_settings.py) and `[[agents]]`. Agent keys are configured as sha256
-digests, never in clear.
+`[retry]` (see dispatch_client), `[oauth]` (bridge/_oauth_settings.py) and `[[agents]]`.
+Agent keys are configured as sha256 digests, never in clear.
 """
 
 from __future__ import annotations

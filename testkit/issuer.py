@@ -103,7 +103,9 @@ class Issuer:
     async def _post(
         self, path: str, form: dict[str, str] | None = None, headers: dict[str, str] | None = None
     ) -> Any:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(self.url + path, data=form or {}, headers=headers) as resp:
-                assert resp.status == 200, await resp.text()
-                return await resp.json()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.url + path, data=form or {}, headers=headers) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+            return await resp.json()

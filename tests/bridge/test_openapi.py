@@ -6,6 +6,7 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from bridge import create_bridge_app
+from bridge._oauth_settings import OAuthSettings
 from bridge._pipeline import TOOL_CALL_ID
 from bridge.settings import BridgeSettings
 from schemas import openapi_document
@@ -15,7 +16,14 @@ from tools import HTTP_STATUS, catalog
 
 from .conftest import Bridge
 
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+PUBLIC = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/.well-known/oauth-protected-resource",
+    "/.well-known/oauth-protected-resource/mcp",
+}
 INVOKE = "/v1/tools/{name}/invoke"
 
 
@@ -30,7 +38,12 @@ def test_the_document_is_valid_openapi_3_1(document: Document) -> None:
 
 
 def test_every_route_is_documented_and_every_documented_route_exists(document: Document) -> None:
-    served = served_routes(create_bridge_app(BridgeSettings(gateway_token=Secret("unused"))))
+    # With OAuth on: every route the bridge can serve (the metadata documents only then).
+    oauth = OAuthSettings(issuer="https://login.example")
+    settings = BridgeSettings(
+        gateway_token=Secret("unused"), public_url="https://bridge.example", oauth=oauth
+    )
+    served = served_routes(create_bridge_app(settings))
     documented = {(method, path) for method, path, _ in operations(document)}
 
     assert served - documented == set(), "served but missing from schemas/openapi/bridge.json"

@@ -30,6 +30,11 @@ SAMPLES: dict[tuple[str, str], Any] = {
     ("", "evidence_content_types"): ["image/png", "text/plain"],
     ("", "templates_file"): "templates.json",
     ("bridge", "gateway_token"): "gateway-token",
+    # OAuth on needs an issuer and the public URL; then agent keys may be off.
+    ("bridge", "public_url"): "https://bridge.example",
+    ("bridge", "static_keys"): False,
+    ("oauth", "issuer"): "https://login.example",
+    ("oauth", "audience"): "api://dispatch-bridge",
     ("tracing", "otlp_endpoint"): "http://otel-collector:4318/v1/traces",
     # Shifting the default (1.0) would leave the allowed range.
     ("tracing", "sampling_ratio"): 0.5,
@@ -115,7 +120,7 @@ def _plain(value: Any) -> Any:
 def test_the_readme_documents_the_tables_of_both_services() -> None:
     tables = {table for table, _ in documented_keys()}
 
-    assert tables == {"", "server", "logging", "tracing", "bridge"}
+    assert tables == {"", "server", "logging", "tracing", "bridge", "oauth"}
     assert {"retry", "agents"} <= set(tomllib.loads(_documented_block()))
 
 
@@ -135,6 +140,7 @@ def test_a_file_with_every_documented_table_and_key_loads_and_each_value_takes_e
         "logging": config.logging,
         "tracing": config.tracing,
         "bridge": bridge,
+        "oauth": bridge.oauth,
     }
     for (table, key), value in keys.items():
         assert _plain(getattr(owners[table], key)) == value, (table, key)
