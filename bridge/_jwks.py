@@ -66,31 +66,35 @@ class IssuerKeys:
         self._keys: list[SigningKey] = []
         self._fetched_at: float | None = None
         self._last_try: float | None = None
-        self._lock = asyncio.Lock()  # one fetch at a time; waiters then use its result
-        #: Requests sent to the issuer, for tests and the curious.
-        self.fetches = 0
+        #: The fetch under way: every caller awaits this one (single flight).
+        self._inflight: asyncio.Task[None] | None = None
 
     async def key(self, kid: str | None) -> SigningKey | None:
         """The issuer's key `kid` (without a kid: its only key), or None when the issuer
         has no such key. Raises IssuerUnavailable when no keys could ever be fetched."""
-        async with self._lock:
+        if self._inflight is None:
             now = self._clock()
             stale = self._fetched_at is None or now - self._fetched_at >= self._age_limit()
-            found = self._find(kid)
-            if (stale or found is None) and self._may_try(now):
+            if (stale or self._find(kid) is None) and self._may_try(now):
                 self._last_try = now
-                try:
-                    self._keys = await self._fetch_keys()
-                    self._fetched_at = now
-                except IssuerUnavailable:
-                    if self._fetched_at is None:
-                        raise
-                    # Keep the keys we have: an issuer blip must not lock every agent out.
-                    _log.warning("the OAuth issuer's keys could not be refreshed", exc_info=True)
-                found = self._find(kid)
-            if self._fetched_at is None:
-                raise IssuerUnavailable("the issuer's keys could not be fetched yet")
-            return found
+                self._inflight = asyncio.create_task(self._refresh(now))
+        if self._inflight is not None:
+            # Shielded: an agent hanging up must not cancel the fetch every caller awaits
+            # (a cancelled first fetch would leave no keys until the next allowed try).
+            await asyncio.shield(self._inflight)
+        if self._fetched_at is None:
+            raise IssuerUnavailable("the issuer's keys could not be fetched yet")
+        return self._find(kid)
+
+    async def _refresh(self, now: float) -> None:
+        try:
+            self._keys = await self._fetch_keys()
+            self._fetched_at = now
+        except IssuerUnavailable:
+            # Keep the keys we have: an issuer blip must not lock every agent out.
+            _log.warning("the OAuth issuer's keys could not be fetched", exc_info=True)
+        finally:
+            self._inflight = None
 
     def _age_limit(self) -> float:
         return self._settings.jwks_max_age_s
@@ -131,7 +135,6 @@ class IssuerKeys:
         raise IssuerUnavailable("; ".join(failures))
 
     async def _get(self, url: str) -> dict[str, Any]:
-        self.fetches += 1
         timeout = aiohttp.ClientTimeout(total=self._settings.fetch_timeout_s)
         try:
             async with self._session.get(url, timeout=timeout, allow_redirects=False) as resp:

@@ -1,8 +1,8 @@
 """The one loader of the configuration: `DISPATCH_*` variables over the `--config` TOML file.
 
 It knows every table the README documents — dispatch-api's top-level keys, `[server]`,
-`[logging]`, `[tracing]`, and the bridge's `[bridge]`, `[retry]` (with its sub-tables) and
-`[[agents]]` — and refuses any other table or key before a command does anything.
+`[logging]`, `[tracing]`, and the bridge's `[bridge]`, `[retry]` (with its sub-tables),
+`[oauth]` and `[[agents]]` — and refuses any other table or key before a command does anything.
 """
 
 from __future__ import annotations

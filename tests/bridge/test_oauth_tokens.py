@@ -4,6 +4,7 @@ on loopback. End-to-end behaviour with a real authorization server: test_oauth_e
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -58,6 +59,10 @@ class Issuer:
     jwks: dict[str, Any] = field(default_factory=dict)
     hits: int = 0
     down: bool = False
+    #: Cleared: the keys are not served until it is set again.
+    serving: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set once the keys have been asked for.
+    keys_asked: asyncio.Event = field(default_factory=asyncio.Event)
     metadata_issuer: str | None = None
 
     def claims(self, **extra: Any) -> dict[str, Any]:
@@ -77,6 +82,7 @@ class Issuer:
 @pytest.fixture
 async def issuer() -> AsyncIterator[Issuer]:
     state = Issuer(jwks={"keys": [public_jwk(RSA_KEY, "rsa-1"), public_jwk(EC_KEY, "ec-1")]})
+    state.serving.set()
 
     async def metadata(request: web.Request) -> web.Response:
         state.hits += 1
@@ -85,6 +91,8 @@ async def issuer() -> AsyncIterator[Issuer]:
 
     async def keys(request: web.Request) -> web.Response:
         state.hits += 1
+        state.keys_asked.set()
+        await state.serving.wait()
         if state.down:
             return web.Response(status=503)
         return web.json_response(state.jwks)
@@ -155,6 +163,25 @@ async def test_a_flood_of_unknown_key_ids_costs_the_issuer_one_fetch_per_interva
     assert issuer.hits == 3  # one refetch per 30 s interval, whatever the flood
     assert {e.code for e in refused + later} == {"unauthenticated"}
     assert "is not one of the issuer's keys" in refused[0].message
+
+
+async def test_concurrent_first_tokens_share_one_fetch_that_a_hang_up_does_not_cancel(
+    verifier: Verifier, issuer: Issuer
+) -> None:
+    issuer.serving.clear()
+    token = sign(issuer.claims())
+    impatient = asyncio.create_task(verifier.check.agent(token))
+    patient = [asyncio.create_task(verifier.check.agent(token)) for _ in range(50)]
+    async with asyncio.timeout(10):
+        await issuer.keys_asked.wait()  # discovery answered, the keys request is held
+    impatient.cancel()  # as aiohttp cancels the handler of an agent that hung up
+
+    issuer.serving.set()
+    agents = await asyncio.gather(*patient)
+
+    assert {a.id for a in agents} == {"fleet-7"}
+    assert issuer.hits == 2
+    assert impatient.cancelled()
 
 
 async def test_an_hmac_token_keyed_with_the_issuers_public_key_is_refused(
