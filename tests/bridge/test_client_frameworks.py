@@ -104,11 +104,13 @@ async def drive_typescript_sdk(url: str, key: str, plan: list[Call]) -> Session:
 
 
 async def drive_openai_agents(url: str, key: str, plan: list[Call]) -> Session:
-    from agents import Agent, RunContextWrapper
+    from agents import Agent, RunContextWrapper, set_tracing_disabled
     from agents.mcp import MCPServerStreamableHttp, MCPUtil
     from agents.tool import FunctionTool
     from agents.tool_context import ToolContext
 
+    # The SDK's own tracing would export to OpenAI's platform: nothing may leave loopback.
+    set_tracing_disabled(True)
     async with MCPServerStreamableHttp(
         {"url": url, "headers": {"Authorization": f"Bearer {key}"}}, name="dispatch-bridge"
     ) as server:
