@@ -58,12 +58,13 @@ class TokenVerifier:
         self,
         keys: IssuerKeys,
         settings: OAuthSettings,
-        audience: str,
+        audiences: tuple[str, ...],
         static_ids: frozenset[str] = frozenset(),
     ) -> None:
         self._keys = keys
         self._settings = settings
-        self._audience = audience
+        #: The first is the resource; a token for any of them is for this bridge.
+        self._audiences = audiences
         #: Agent-key ids: a token's subject may not take one over (one namespace of actors).
         self._static_ids = static_ids
 
@@ -117,7 +118,7 @@ class TokenVerifier:
                 token,
                 key,
                 algorithms=[alg],
-                audience=self._audience,
+                audience=list(self._audiences),
                 issuer=self._settings.issuer,
                 leeway=self._settings.leeway_s,
                 options={"require": ["exp", "iss", "aud"]},
@@ -130,7 +131,7 @@ class TokenVerifier:
             raise _refused("it is not valid yet (nbf or iat is in the future)") from None
         except InvalidAudienceError:
             raise _refused(
-                f"it is not for this resource; its audience (aud) must be {self._audience}"
+                f"it is not for this resource; its audience (aud) must be {self._audiences[0]}"
             ) from None
         except InvalidIssuerError:
             raise _refused(f"it was not issued by {self._settings.issuer}") from None

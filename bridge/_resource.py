@@ -5,6 +5,8 @@ missing scope), and the issuer's key cache, opened with the app.
 One resource identifier serves REST and MCP: the audience (DISPATCH_OAUTH_AUDIENCE, default
 DISPATCH_PUBLIC_URL). Both the root document and its `/mcp` path form name it, so a client
 that discovers from the MCP endpoint URL asks its issuer for a token this resource accepts.
+With the default, a token for `<public URL>/mcp` is accepted too: clients that do not read
+the metadata take the MCP endpoint's URL as the resource (MCP authorization, RFC 8707).
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ REALM = 'Bearer realm="dispatch-bridge"'
 
 def audience(settings: BridgeSettings) -> str:
     return settings.oauth.audience or settings.public_url
+
+
+def audiences(settings: BridgeSettings) -> tuple[str, ...]:
+    """What a token's `aud` may name: the resource, and with the default (the public URL)
+    also the MCP endpoint's URL."""
+    if settings.oauth.audience:
+        return (settings.oauth.audience,)
+    return (settings.public_url, settings.public_url.rstrip("/") + "/mcp")
 
 
 def metadata_url(settings: BridgeSettings, path: str) -> str:
@@ -77,7 +87,7 @@ def issuer_keys(
             keys = IssuerKeys(session, settings.oauth, clock)
             static = frozenset(a.id for a in settings.agents) if settings.static_keys else None
             app[VERIFIER] = TokenVerifier(
-                keys, settings.oauth, audience(settings), static or frozenset()
+                keys, settings.oauth, audiences(settings), static or frozenset()
             )
             yield
 

@@ -102,10 +102,13 @@ async def test_a_client_credentials_token_calls_a_tool_as_its_client_without_bei
     bridge: Bridge, issuer: Issuer
 ) -> None:
     bearer = await token(issuer)
+    for_the_mcp_endpoint = await token(issuer, resource=f"{PUBLIC_URL}/mcp")
 
     created = await invoke(bridge, bearer, "ticket.create", COMPLETE_TICKET)
+    listed = await mcp(bridge, for_the_mcp_endpoint, "tools/list", {})
 
     assert created.status == 200, created.raw
+    assert listed.status == 200  # the MCP endpoint's URL as resource names this bridge too
     ticket_id = created.body["result"]["ticket"]["id"]
     [event] = await bridge.api.timeline(ticket_id)
     assert (event["actor_type"], event["actor_id"], event["role"]) == (

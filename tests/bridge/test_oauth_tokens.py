@@ -123,7 +123,7 @@ async def verifier(issuer: Issuer) -> AsyncIterator[Verifier]:
     async with aiohttp.ClientSession() as session:
         keys = IssuerKeys(session, settings, clock)
         yield Verifier(
-            TokenVerifier(keys, settings, AUDIENCE, frozenset({"agent-sup"})), keys, clock
+            TokenVerifier(keys, settings, (AUDIENCE,), frozenset({"agent-sup"})), keys, clock
         )
 
 
