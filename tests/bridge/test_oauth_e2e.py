@@ -4,20 +4,32 @@ real dispatch-api on real PostgreSQL, accepts or refuses them. No test signs a t
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestServer
 
+from bridge import create_bridge_app
 from bridge._oauth_settings import OAuthSettings
-from testkit.api import COMPLETE_TICKET, Reply
+from bridge.settings import BridgeSettings
+from settings import Secret
+from testkit.api import COMPLETE_TICKET, Api, Reply
 from testkit.issuer import Client, Issuer
+from testkit.processes import free_port
 
 from .conftest import Bridge
 
 PUBLIC_URL = "http://bridge.test"
+EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "examples" / "clients" / "agent_client_credentials.py"
+)
 BOTH = ("dispatch:read", "dispatch:write")
 CLIENTS = {
     "fleet-dispatcher": Client("secret-1", "dispatcher", BOTH),
@@ -324,3 +336,46 @@ class TestOAuthOff:
         assert metadata.status == 404
         assert "extensions" not in initialized.body["result"]["capabilities"]
         assert by_key.status == 200
+
+
+async def test_the_official_sdk_client_credentials_example_finds_the_issuer_and_lists_tools(
+    api: Api, issuer: Issuer
+) -> None:
+    # examples/clients/agent_client_credentials.py as a user runs it: the official `mcp`
+    # SDK reads the 401's resource_metadata, the metadata's authorization server, asks the
+    # real issuer for a token for this resource, and lists the tools. The public URL must
+    # be the real one here, so the bridge listens on a port chosen up front.
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    settings = BridgeSettings(
+        api_url=api.url,
+        gateway_token=Secret(api.tokens["gateway"]),
+        public_url=public,
+        static_keys=False,
+        oauth=OAuthSettings(issuer=issuer.url),
+    )
+    server = TestServer(create_bridge_app(settings), host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(EXAMPLE),
+            env={
+                **os.environ,
+                "DISPATCH_BRIDGE_URL": public,
+                "DISPATCH_OAUTH_ISSUER": issuer.url,
+                "DISPATCH_CLIENT_ID": "fleet-reader",
+                "DISPATCH_CLIENT_SECRET": CLIENTS["fleet-reader"].secret,
+                "DISPATCH_SCOPES": "dispatch:read",
+            },
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            out, err = await process.communicate()
+    finally:
+        await server.close()
+
+    assert process.returncode == 0, err.decode()[-2000:]
+    # A dispatcher holding dispatch:read: the four tools that only read.
+    assert out.decode().startswith("4 tools:"), out
