@@ -287,6 +287,7 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
     try:
         require_scope(request, agent, pipeline.resolve(name))
     except ToolError as error:  # 403 with the step-up challenge, as MCP authorization asks
+        pipeline.count_refusal(name, error.code)
         raise rpc.RpcError(FORBIDDEN, error.message, error.details, http_status=403) from None
     raw_meta = params.get("_meta")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}

@@ -252,7 +252,9 @@ async def test_a_rotated_key_verifies_and_a_retired_key_no_longer_does(
     assert new_after_retirement.status == 200
 
 
-async def test_an_unsigned_alg_none_token_is_refused(bridge: Bridge, issuer: Issuer) -> None:
+async def test_an_unsigned_alg_none_token_is_refused(
+    bridge: Bridge, issuer: Issuer, log_lines: list[bytes]
+) -> None:
     # A real token with its header swapped for alg none and its signature dropped.
     _, payload, _ = (await token(issuer)).split(".")
     header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
@@ -261,6 +263,8 @@ async def test_an_unsigned_alg_none_token_is_refused(bridge: Bridge, issuer: Iss
 
     assert_refused(reply, says="its algorithm 'none' is not accepted")
     assert await tickets(bridge) == 0
+    assert log_lines
+    assert all(payload[:40].encode() not in line and len(line) < 4096 for line in log_lines)
 
 
 async def test_the_protected_resource_metadata_names_the_issuer_and_the_scopes(
