@@ -145,7 +145,10 @@ async def test_one_idempotency_key_names_one_call_over_rest_and_mcp_alone_or_wit
         assert result["_meta"] == {META_REPLAYED: True}
         assert result["structuredContent"] == first.body["result"]
     assert [line["request_id"] for line in bridge_lines(log_lines, "/mcp")] == [request_id] * 2
-    assert await stored_events(bridge, ticket["id"]) == [("created", ANY), ("scheduled", request_id)]
+    assert await stored_events(bridge, ticket["id"]) == [
+        ("created", ANY),
+        ("scheduled", request_id),
+    ]
 
 
 async def test_two_different_call_ids_for_one_call_are_refused_and_nothing_is_done(
@@ -246,7 +249,9 @@ async def test_a_call_whose_client_hung_up_mid_write_is_finished_and_replayed_wh
     headers = {**mcp_headers("ticket_schedule"), "Content-Length": str(len(body))}
     headers["Authorization"] = f"Bearer {bridge.keys['supervisor']}"
     url = bridge.session._base_url
-    assert url is not None and url.host is not None and url.port is not None
+    assert url is not None
+    assert url.host is not None
+    assert url.port is not None
     request = (
         "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -258,7 +263,7 @@ async def test_a_call_whose_client_hung_up_mid_write_is_finished_and_replayed_wh
         agent.write(request)
         await agent.drain()
         # dispatch-api has the write and waits on the ticket's row: the call is mid-write.
-        while await writes_waiting_on_a_lock(locker) == 0:
+        while await writes_waiting_on_a_lock(locker) == 0:  # noqa: ASYNC110 (PostgreSQL's)
             await asyncio.sleep(0.01)
         agent.close()  # the client hangs up: MCP 2026-07-28 reads it as a cancellation
         await agent.wait_closed()

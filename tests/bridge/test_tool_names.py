@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bridge.settings import load_bridge_settings
 from settings import SettingsError
@@ -24,7 +25,9 @@ DOTTED = {"mcp_tool_names": "dotted"}
 
 async def mcp(bridge: Bridge, method: str, params: dict[str, Any]) -> dict[str, Any]:
     body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": params}
-    reply = await bridge.request("POST", "/mcp", data=json.dumps(body).encode(), headers=MCP_HEADERS)
+    reply = await bridge.request(
+        "POST", "/mcp", data=json.dumps(body).encode(), headers=MCP_HEADERS
+    )
     assert reply.status == 200, reply.raw
     result: dict[str, Any] = reply.body["result"]
     return result
@@ -54,9 +57,7 @@ async def test_every_listing_names_tools_as_openai_and_anthropic_accept_them_by_
         assert [n for n in names(tools) if not SAFE_NAME.fullmatch(n)] == [], where
     for where in ("tools/list", "mcp"):
         assert [t["title"] for t in shown[where]] == [t.name for t in SUPERVISOR]
-        assert [t["annotations"]["title"] for t in shown[where]] == [
-            t.title for t in SUPERVISOR
-        ]
+        assert [t["annotations"]["title"] for t in shown[where]] == [t.title for t in SUPERVISOR]
 
 
 @pytest.mark.parametrize("bridge_overrides", [DOTTED])
@@ -72,8 +73,9 @@ async def test_dotted_mcp_names_list_dotted_on_mcp_while_openai_and_anthropic_st
 
 
 async def test_a_call_by_the_safe_name_is_logged_counted_and_stored_under_the_dotted_name(
-    bridge: Bridge, log_lines: list[bytes]
+    bridge: Bridge, log_lines: list[bytes], spans: InMemorySpanExporter
 ) -> None:
+    spans.clear()
     over_mcp = await mcp(
         bridge, "tools/call", {"name": "ticket_create", "arguments": COMPLETE_TICKET}
     )
@@ -95,6 +97,16 @@ async def test_a_call_by_the_safe_name_is_logged_counted_and_stored_under_the_do
     series, _ = await scrape(bridge)
     counted = by_labels(series, "tool_invocations_total", "tool", "code")
     assert counted == {("ticket.create", "ok"): 2.0}
+    named = [
+        (span.name, (span.attributes or {}).get("gen_ai.tool.name"))
+        for span in spans.get_finished_spans()
+        if span.name.startswith(("tools/call", "execute_tool"))
+    ]
+    assert sorted(named) == [
+        ("execute_tool ticket.create", "ticket.create"),
+        ("execute_tool ticket.create", "ticket.create"),
+        ("tools/call ticket.create", "ticket.create"),
+    ]
 
 
 def test_mcp_tool_names_are_read_from_the_environment_and_toml(tmp_path: Any) -> None:
