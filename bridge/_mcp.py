@@ -25,6 +25,7 @@ from tools import HTTP_STATUS, ToolError, mcp_tool
 
 from . import _jsonrpc as rpc
 from ._agents import Agent
+from ._call_ids import IDEMPOTENCY_KEY, agent_call_id
 from ._edge import (
     RefusedRequest,
     authenticate,
@@ -258,7 +259,10 @@ async def _dispatch(
         case "ping" if version not in MODERN_VERSIONS:
             return {}
         case "tools/list":
-            listed: dict[str, Any] = {"tools": [mcp_tool(t) for t in pipeline.visible(agent)]}
+            names = request.app[SETTINGS].listed_names
+            listed: dict[str, Any] = {
+                "tools": [mcp_tool(t, names) for t in pipeline.visible(agent)]
+            }
             if version in MODERN_VERSIONS:
                 listed.update(ttlMs=TOOLS_TTL_MS, cacheScope="private")
             return listed
@@ -277,40 +281,53 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
     params = message.params
     name = params.get("name")
     pipeline = request.app[PIPELINE]
-    if not isinstance(name, str) or pipeline.resolve(name) is None:
+    tool = pipeline.resolve(name) if isinstance(name, str) else None
+    if tool is None:
         pipeline.count_refusal(str(name)[:128], "unknown_tool")
+        names = request.app[SETTINGS].listed_names
         raise rpc.RpcError(
             rpc.INVALID_PARAMS,
             f"Unknown tool: {str(name)[:64]}",
-            {"available": [t.name for t in pipeline.visible(agent)]},
+            {"available": [mcp_tool(t, names)["name"] for t in pipeline.visible(agent)]},
         )
     try:
-        require_scope(request, agent, pipeline.resolve(name))
+        require_scope(request, agent, tool)
     except ToolError as error:  # 403 with the step-up challenge, as MCP authorization asks
-        pipeline.count_refusal(name, error.code)
+        pipeline.count_refusal(tool.name, error.code)
         raise rpc.RpcError(FORBIDDEN, error.message, error.details, http_status=403) from None
     raw_meta = params.get("_meta")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     cid = request[CORRELATION_ID]
     limited = rate_limit(request, agent)
     if limited is not None:
-        pipeline.count_refusal(name, "rate_limited")
-        return _tool_result(Outcome(name, None, cid, None, error=limited))
+        pipeline.count_refusal(tool.name, "rate_limited")
+        return _tool_result(Outcome(tool.name, None, cid, None, error=limited))
+    try:
+        call_id = agent_call_id(
+            meta.get(META_TOOL_CALL_ID),
+            f"params._meta[{META_TOOL_CALL_ID!r}]",
+            request.headers.get(IDEMPOTENCY_KEY),
+        )
+    except RefusedRequest as exc:  # as a tool result the model can act on, nothing done
+        pipeline.count_refusal(tool.name, "invalid_arguments")
+        refused = ToolError("invalid_arguments", exc.message, details=exc.details)
+        return _tool_result(Outcome(tool.name, None, cid, None, error=refused))
     # Trace context in _meta continues the caller's trace (as the HTTP header would). Only
     # string values are propagation headers: the propagators raise on anything else.
     carrier = {k: v for k in _TRACE_KEYS if isinstance(v := meta.get(k), str)}
     parent = propagate.extract(carrier) if "traceparent" in carrier else None
+    # Spans, like logs and metrics, name the tool canonically, whichever spelling was called.
     with _tracer.start_as_current_span(
-        f"tools/call {name}",
+        f"tools/call {tool.name}",
         context=parent,
         kind=SpanKind.SERVER if parent is not None else SpanKind.INTERNAL,
-        attributes={"mcp.method.name": "tools/call", "gen_ai.tool.name": name},
+        attributes={"mcp.method.name": "tools/call", "gen_ai.tool.name": tool.name},
     ):
         outcome = await pipeline.invoke(
             agent,
-            name,
+            tool.name,
             params.get("arguments", {}),
-            meta.get(META_TOOL_CALL_ID),
+            call_id,
             cid,
             request.content.total_bytes,  # the body that carried the call, for the key's cap
         )

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from dispatch_client import CallContext, DispatchClient, DispatchError
 from telemetry import current_ids
-from tools import HTTP_STATUS, Tool, ToolError, from_dispatch_error
+from tools import HTTP_STATUS, Tool, ToolError, from_dispatch_error, name_index
 
 from ._agents import Agent
 from ._fairness import KeyAdmission
@@ -94,7 +94,9 @@ class Pipeline:
         #: Per-agent-key limits (calls and body bytes in flight); None: only the global cap.
         self._per_key = per_key
         self._in_flight = 0
-        self._by_name = {n: t for t in self.tools for n in (t.name, t.alias)}
+        # Both spellings of every name (ValueError, stopping start-up, when one is ambiguous).
+        canonical = {t.name: t for t in self.tools}
+        self._by_name = {s: canonical[n] for s, n in name_index(canonical).items()}
         self._client = client
         self._inflight = inflight
         self._clock = clock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import orjson
@@ -9,8 +10,9 @@ from aiohttp import web
 
 from schemas import MAX_JSON_DEPTH, too_deep
 from telemetry import current_ids, log_context
-from tools import FORMATS, HTTP_STATUS, MAX_ERRORS, ToolError
+from tools import FORMATS, HTTP_STATUS, MAX_ERRORS, ToolError, mcp_tool
 
+from ._call_ids import IDEMPOTENCY_KEY, agent_call_id
 from ._edge import RefusedRequest, authenticate, body_limit, rate_limit, read_body, require_scope
 from ._keys import AGENT, CORRELATION_ID, INFLIGHT, PIPELINE, SETTINGS
 from ._pipeline import Outcome
@@ -71,6 +73,8 @@ async def list_tools(request: web.Request) -> web.Response:
             f"format must be one of {', '.join(FORMATS)}",
             details={"errors": [{"path": "format", "expected": "mcp, openai or anthropic"}]},
         )
+    if fmt == "mcp":  # as tools/list names them (OpenAI and Anthropic: always safe names)
+        render = partial(mcp_tool, names=request.app[SETTINGS].listed_names)
     tools = request.app[PIPELINE].visible(request[AGENT])
     return json_response({"format": fmt, "tools": [render(t) for t in tools]})
 
@@ -88,6 +92,9 @@ async def invoke(request: web.Request) -> web.Response:
         if limited is not None:
             raise limited
         body = await _read_invocation(request, name)
+        call_id = agent_call_id(
+            body.get("tool_call_id"), "tool_call_id", request.headers.get(IDEMPOTENCY_KEY)
+        )
     except (ToolError, RefusedRequest) as exc:
         error, status = tool_error(exc)
         request.app[PIPELINE].count_refusal(name, error.code)
@@ -95,7 +102,7 @@ async def invoke(request: web.Request) -> web.Response:
         return _envelope(outcome, status)
     arguments = body.get("arguments", {})
     outcome = await request.app[PIPELINE].invoke(
-        agent, name, arguments, body.get("tool_call_id"), cid, request.content.total_bytes
+        agent, name, arguments, call_id, cid, request.content.total_bytes
     )
     log_context(request).update(
         actor_type="agent",

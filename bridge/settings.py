@@ -16,7 +16,7 @@ from typing import Any
 
 from dispatch_client import PolicyError, RetryConfig, parse_retry_config
 from settings import Schema, Secret, SettingsError, build_settings, fields_of, read_config
-from tools import ROLES, catalog
+from tools import ROLES, TOOL_NAMES, ToolNames, catalog
 
 from ._oauth_settings import OAuthSettings
 from ._origins import DEFAULT_ALLOWED_ORIGINS, OriginError, OriginPolicy
@@ -99,6 +99,10 @@ class BridgeSettings:
     mcp_allowed_origins: tuple[str, ...] = field(
         default=DEFAULT_ALLOWED_ORIGINS, metadata={"env": "DISPATCH_MCP_ALLOWED_ORIGINS"}
     )
+    #: What MCP tools/list (and ?format=mcp) names a tool: `safe` (`tech_complete`, what
+    #: OpenAI- and Anthropic-backed agents accept) or `dotted` (`tech.complete`). Calls
+    #: accept both either way.
+    mcp_tool_names: str = "safe"
 
     def __post_init__(self) -> None:
         def check(ok: bool, variable: str, message: str) -> None:
@@ -129,6 +133,11 @@ class BridgeSettings:
         )
         check(self.drain_timeout_s >= 0, "DISPATCH_DRAIN_TIMEOUT_S", "must not be negative")
         check(self.drain_delay_s >= 0, "DISPATCH_DRAIN_DELAY_S", "must not be negative")
+        check(
+            self.mcp_tool_names in TOOL_NAMES,
+            "DISPATCH_MCP_TOOL_NAMES",
+            f"must be one of {', '.join(TOOL_NAMES)}",
+        )
         try:
             OriginPolicy(self.mcp_allowed_origins)
         except OriginError as exc:
@@ -156,6 +165,11 @@ class BridgeSettings:
         check(len(set(digests)) == len(digests), "DISPATCH_AGENT_KEYS", "two agents share a key")
 
     @property
+    def listed_names(self) -> ToolNames:
+        """mcp_tool_names, typed (checked in __post_init__)."""
+        return "dotted" if self.mcp_tool_names == "dotted" else "safe"
+
+    @property
     def agents(self) -> tuple[AgentKey, ...]:
         return tuple(parse_agent(spec, "DISPATCH_AGENT_KEYS") for spec in self.agent_keys)
 
@@ -177,6 +191,7 @@ class BridgeSettings:
             "public_url": self.public_url or None,
             "oauth": self.oauth.describe(),
             "mcp_allowed_origins": list(self.mcp_allowed_origins),
+            "mcp_tool_names": self.mcp_tool_names,
             "retry": self.retry.describe(),
         }
 

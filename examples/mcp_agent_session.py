@@ -7,7 +7,8 @@ Run it against `make run`, from the repository root:
     .venv/bin/python examples/mcp_agent_session.py
 
 It finds the bridge and its key in `$DISPATCH_DATA_DIR/dev-credentials.json` (default
-`.dispatch/`).
+`.dispatch/`). Tools are called by the names `tools/list` gives (`tech_complete`); the
+timeline names each tool canonically (`tech.complete`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ async def main() -> None:
 
         ticket = (
             await call(
-                "ticket.create",
+                "ticket_create",
                 {
                     "customer_name": "Ada Lovelace",
                     "contact_phone": "+44 20 7946 0000",
@@ -57,7 +58,7 @@ async def main() -> None:
             )
         )["ticket"]["id"]
         await call(
-            "ticket.schedule",
+            "ticket_schedule",
             {
                 "ticket_id": ticket,
                 "technician_id": "tech-dev-1",
@@ -65,15 +66,15 @@ async def main() -> None:
                 "window_end": "2030-01-07T15:00:00Z",
             },
         )
-        await call("ticket.dispatch", {"ticket_id": ticket})
-        await call("tech.arrive", {"ticket_id": ticket})
+        await call("ticket_dispatch", {"ticket_id": ticket})
+        await call("tech_arrive", {"ticket_id": ticket})
 
-        refused = await call("tech.complete", {"ticket_id": ticket})
+        refused = await call("tech_complete", {"ticket_id": ticket})
         print(f"    -> {refused['error']['message']}")
         for item in refused["error"]["details"]["missing_evidence"]:
             content = f"{item['kind']} {item['tag']} for ticket {ticket}".encode()
             await call(
-                "evidence.attach",
+                "evidence_attach",
                 {
                     "ticket_id": ticket,
                     "kind": item["kind"],
@@ -82,11 +83,11 @@ async def main() -> None:
                     "content_base64": base64.b64encode(content).decode(),
                 },
             )
-        done = await call("tech.complete", {"ticket_id": ticket, "reason": "leak fixed"})
+        done = await call("tech_complete", {"ticket_id": ticket, "reason": "leak fixed"})
         print(f"    -> ticket {ticket} is {done['ticket']['state']}")
 
         print("timeline:")
-        timeline = await call("ticket.timeline", {"ticket_id": ticket})
+        timeline = await call("ticket_timeline", {"ticket_id": ticket})
         for event in timeline["events"]:
             print(
                 f"  {event['seq']:>2} {event['type']:<20} {event['from_state'] or '-':>17} ->"

@@ -156,8 +156,8 @@ def test_the_mcp_example_session_runs_against_the_product(
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "tech.complete      isError: evidence_missing" in out
-    assert out.count("evidence.attach    ok") == 3
+    assert "tech_complete      isError: evidence_missing" in out  # called by its listed name
+    assert out.count("evidence_attach    ok") == 3
     assert "is COMPLETED" in out
     assert re.search(r"5 completion_rejected .* via tech.complete", out)
     assert re.search(r"9 completed .* via tech.complete", out)
@@ -186,7 +186,8 @@ async def test_the_mcp_client_config_snippet_reaches_the_bridge(
     ):
         tools = await client.list_tools()
 
-    assert "tech.complete" in [tool.name for tool in tools.tools]
+    listed = {tool.name: tool.title for tool in tools.tools}
+    assert listed["tech_complete"] == "tech.complete"
 
 
 def test_every_test_the_guarantees_section_names_exists() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._names import ToolNames
 from ._tool import Tool
 
 #: Keywords OpenAI strict mode does not accept, and documentation-only ones.
@@ -14,10 +15,13 @@ _STRICT_DROP = frozenset(
 )
 
 
-def mcp_tool(tool: Tool) -> dict[str, Any]:
+def mcp_tool(tool: Tool, names: ToolNames = "safe") -> dict[str, Any]:
+    """The MCP tool under its safe name (or its dotted one, `names="dotted"`). `title` is the
+    canonical dotted name, which logs, metrics and the timeline use; the human title stays in
+    `annotations.title`."""
     return {
-        "name": tool.name,
-        "title": tool.title,
+        "name": tool.alias if names == "safe" else tool.name,
+        "title": tool.name,
         "description": tool.description,
         "inputSchema": tool.input_schema,
         "outputSchema": tool.output_schema,

@@ -8,6 +8,7 @@ from typing import Any
 
 from dispatch_client import CallContext, DispatchClient
 
+from ._names import safe_name
 from ._schemas import ArgumentValidator, input_schema, output_schema
 
 #: A handler gets the client, the call's context and validated arguments (nulls dropped),
@@ -34,6 +35,7 @@ class Tool:
     validator: ArgumentValidator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        safe_name(self.name)  # ValueError: a tool every model can call, or none
         unknown = self.roles - ROLES
         if unknown:
             raise ValueError(f"{self.name}: unknown roles {sorted(unknown)}")
@@ -44,8 +46,9 @@ class Tool:
 
     @property
     def alias(self) -> str:
-        """The name without dots, for OpenAI and Anthropic (`tech.complete` -> `tech_complete`)."""
-        return self.name.replace(".", "_")
+        """The safe name (no dots), for OpenAI, Anthropic and MCP (`tech.complete` ->
+        `tech_complete`); see _names.py."""
+        return safe_name(self.name)
 
     @property
     def ticket_argument(self) -> str | None:

@@ -224,7 +224,10 @@ def create_app(
         client_max_size=settings.max_body_bytes,
         # Bodies are taken in identity coding only (web/_body.py answers 415 to any other):
         # aiohttp's decoder would spend CPU on a body we refuse, and log its errors itself.
-        handler_args={"auto_decompress": False},
+        # A request whose caller hangs up still runs to its end, under every runner (the
+        # test server would cancel it): a write already sent commits with its outcome stored
+        # under the Idempotency-Key, so the caller's re-sent request gets the replay.
+        handler_args={"auto_decompress": False, "handler_cancellation": False},
     )
     app[METRICS] = ApiMetrics(new_registry())
     app[DRAINING] = asyncio.Event()

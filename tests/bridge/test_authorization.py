@@ -111,14 +111,14 @@ async def test_every_tool_for_every_role_is_listed_and_callable_exactly_when_all
         ]
         where = f"{role} {tool.name}: {codes}"
         if tool.allowed(role):
-            assert tool.name in shown["mcp"], where
-            assert tool.name in shown["tools/list"], where
+            assert tool.alias in shown["mcp"], where  # MCP lists the safe name by default
+            assert tool.alias in shown["tools/list"], where
             assert tool.alias in shown["openai"] & shown["anthropic"], where
             # Business outcomes (invalid_transition, evidence_missing ...) are fine; being
             # refused for the role, or for arguments taken from the tool's own example, is not.
             assert not {"forbidden", "invalid_arguments", "unknown_tool"} & set(codes), where
         else:
-            assert tool.name not in shown["mcp"] | shown["tools/list"], where
+            assert tool.alias not in shown["mcp"] | shown["tools/list"], where
             assert tool.alias not in shown["openai"] | shown["anthropic"], where
             assert codes == ["forbidden"] * 3, where
             assert (rest.status, alias.status) == (403, 403), where

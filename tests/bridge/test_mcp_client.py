@@ -1,5 +1,6 @@
 """Agents call tools over MCP with the official Python SDK client, in both eras: the
-`initialize` handshake (legacy, 2025-11-25) and the stateless 2026-07-28 revision (auto)."""
+`initialize` handshake (legacy, 2025-11-25) and the stateless 2026-07-28 revision (auto).
+Tools are called by the names tools/list gives (`tech_complete`), as agents do."""
 
 from __future__ import annotations
 
@@ -105,12 +106,12 @@ async def test_a_technician_neither_sees_nor_can_call_ticket_cancel(
     async with mcp_client(bridge, "technician", mode) as client:
         names = [t.name for t in (await client.list_tools()).tools]
         result = await client.call_tool(
-            "ticket.cancel",
+            "ticket_cancel",
             {"ticket_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "reason": "no longer needed"},
         )
 
-    assert "ticket.cancel" not in names
-    assert "tech.complete" in names
+    assert "ticket_cancel" not in names
+    assert "tech_complete" in names
     error = tool_error(result)
     assert error["code"] == "forbidden"
     assert error["details"] == {
@@ -128,13 +129,13 @@ async def test_rb2_completion_over_mcp_is_refused_until_the_evidence_is_attached
         mcp_client(bridge, "supervisor", mode) as supervisor,
         mcp_client(bridge, "technician", mode) as technician,
     ):
-        created = succeeded(await supervisor.call_tool("ticket.create", COMPLETE_TICKET))
+        created = succeeded(await supervisor.call_tool("ticket_create", COMPLETE_TICKET))
         tid: str = created["ticket"]["id"]
-        succeeded(await supervisor.call_tool("ticket.schedule", {"ticket_id": tid, **WINDOW}))
-        succeeded(await supervisor.call_tool("ticket.dispatch", {"ticket_id": tid}))
-        succeeded(await technician.call_tool("tech.arrive", {"ticket_id": tid}))
+        succeeded(await supervisor.call_tool("ticket_schedule", {"ticket_id": tid, **WINDOW}))
+        succeeded(await supervisor.call_tool("ticket_dispatch", {"ticket_id": tid}))
+        succeeded(await technician.call_tool("tech_arrive", {"ticket_id": tid}))
 
-        refused = await technician.call_tool("tech.complete", {"ticket_id": tid})
+        refused = await technician.call_tool("tech_complete", {"ticket_id": tid})
 
         error = tool_error(refused)
         assert error["code"] == "evidence_missing"
@@ -147,7 +148,7 @@ async def test_rb2_completion_over_mcp_is_refused_until_the_evidence_is_attached
         ]
         for kind, tag in (("photo", "before"), ("photo", "after"), ("signature", "customer")):
             attached = await technician.call_tool(
-                "evidence.attach",
+                "evidence_attach",
                 {
                     "ticket_id": tid,
                     "kind": kind,
@@ -157,7 +158,7 @@ async def test_rb2_completion_over_mcp_is_refused_until_the_evidence_is_attached
                 },
             )
             succeeded(attached)
-        done = succeeded(await technician.call_tool("tech.complete", {"ticket_id": tid}))
+        done = succeeded(await technician.call_tool("tech_complete", {"ticket_id": tid}))
 
     assert done["ticket"]["state"] == "COMPLETED"
     events = await bridge.api.timeline(tid)
@@ -180,7 +181,7 @@ async def test_invalid_arguments_are_a_tool_error_with_paths_and_reach_nothing(
 ) -> None:
     async with mcp_client(bridge, "supervisor", mode) as client:
         result = await client.call_tool(
-            "ticket.create", {**COMPLETE_TICKET, "priority": "P9", "colour": "red"}
+            "ticket_create", {**COMPLETE_TICKET, "priority": "P9", "colour": "red"}
         )
 
     error = tool_error(result)
@@ -202,7 +203,7 @@ async def test_a_traceparent_in_meta_reaches_the_timeline(bridge: Bridge, mode: 
     meta = cast(RequestParamsMeta, {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
     async with mcp_client(bridge, "supervisor", mode) as client:
         with trace.use_span(NonRecordingSpan(remote)):
-            result = await client.call_tool("ticket.create", COMPLETE_TICKET, meta=meta)
+            result = await client.call_tool("ticket_create", COMPLETE_TICKET, meta=meta)
 
     created = succeeded(result)
     assert created["event"]["trace_id"] == TRACE_ID
@@ -215,10 +216,10 @@ async def test_an_unknown_tool_is_a_jsonrpc_invalid_params_error_not_a_tool_resu
 ) -> None:
     async with mcp_client(bridge, "technician", mode) as client:
         with pytest.raises(MCPError) as raised:
-            await client.call_tool("ticket.teleport", {})
+            await client.call_tool("ticket_teleport", {})
 
     assert raised.value.code == -32602
-    assert "ticket.teleport" in raised.value.message
-    assert "tech.complete" in raised.value.data["available"]
-    assert "ticket.cancel" not in raised.value.data["available"]
+    assert "ticket_teleport" in raised.value.message
+    assert "tech_complete" in raised.value.data["available"]  # the names tools/list gives
+    assert "ticket_cancel" not in raised.value.data["available"]
     assert bridge.proxy.requests == 0

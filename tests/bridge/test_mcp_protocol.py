@@ -25,7 +25,7 @@ META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-SUPERVISOR_TOOLS = [t.name for t in catalog() if t.allowed("supervisor")]
+SUPERVISOR_TOOLS = [t.alias for t in catalog() if t.allowed("supervisor")]
 #: Arguments ticket.create refuses before anything reaches dispatch-api.
 BAD_CREATE = {**COMPLETE_TICKET, "priority": "P9"}
 
@@ -431,8 +431,8 @@ async def test_a_modern_tools_list_carries_ttl_private_cache_scope_and_result_ty
     assert result["cacheScope"] == "private"
     assert result["resultType"] == "complete"
     technician_tools = [t["name"] for t in rpc_result(technician)["tools"]]
-    assert technician_tools == [t.name for t in catalog() if t.allowed("technician")]
-    assert "ticket.cancel" not in technician_tools
+    assert technician_tools == [t.alias for t in catalog() if t.allowed("technician")]
+    assert "ticket_cancel" not in technician_tools
 
 
 async def test_a_modern_tool_call_is_a_complete_tool_result(bridge: Bridge) -> None:
@@ -569,7 +569,7 @@ async def test_an_unknown_tool_is_32602_listing_the_callers_tools(bridge: Bridge
     for reply in (legacy, stateless):
         error = rpc_error(reply, 200, 1)
         assert error["code"] == -32602
-        assert error["data"]["available"] == [t.name for t in catalog() if t.allowed("technician")]
+        assert error["data"]["available"] == [t.alias for t in catalog() if t.allowed("technician")]
     assert bridge.proxy.requests == 0
 
 

@@ -231,8 +231,8 @@ async def test_a_role_without_permission_neither_sees_nor_calls_a_tool(bridge: B
         "ticket.cancel", {"ticket_id": str(uuid.uuid4()), "reason": "x"}, as_="technician"
     )
 
-    assert "ticket.cancel" not in names
-    assert "tech.complete" in names
+    assert "ticket_cancel" not in names
+    assert "tech_complete" in names
     assert reply.status == 403
     assert reply.body["error"]["code"] == "forbidden"
     assert bridge.proxy.requests == 0
@@ -244,7 +244,8 @@ async def test_tools_are_listed_for_mcp_openai_and_anthropic(bridge: Bridge) -> 
     anthropic = await bridge.request("GET", "/v1/tools?format=anthropic")
     bad = await bridge.request("GET", "/v1/tools?format=yaml")
 
-    assert [t["name"] for t in mcp.body["tools"]][:2] == ["ticket.create", "ticket.get"]
+    assert [t["name"] for t in mcp.body["tools"]][:2] == ["ticket_create", "ticket_get"]
+    assert [t["title"] for t in mcp.body["tools"]][:2] == ["ticket.create", "ticket.get"]
     assert openai.body["tools"][0]["function"]["name"] == "ticket_create"
     assert anthropic.body["tools"][0]["name"] == "ticket_create"
     assert bad.status == 422

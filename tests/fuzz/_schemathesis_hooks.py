@@ -2,7 +2,8 @@
 
 Two things an OpenAPI document cannot say, and that a real client knows:
 
-- Idempotency keys and tool call ids must be new for each new request. Schemathesis draws
+- Idempotency keys and tool call ids must be new for each new request (and, on a bridge
+  call that carries both, equal). Schemathesis draws
   them from a schema, so two different requests often carry the same well-formed key (the
   coverage phase sends "0" everywhere) and are, correctly, refused as a conflict. A
   well-formed key is replaced by a fresh UUID before the call; malformed ones are sent as
@@ -72,6 +73,10 @@ def before_call(context: HookContext, case: Case[Any], kwargs: dict[str, Any]) -
         call_id = body.get("tool_call_id")
         if isinstance(call_id, str) and _CALL_ID.fullmatch(call_id):
             body["tool_call_id"] = f"fuzz-{uuid.uuid4()}"
+            if headers is not None and "Idempotency-Key" in headers:
+                # One call, one id: a client naming its call twice names it the same (two
+                # different ids are refused, a rule between header and body).
+                headers["Idempotency-Key"] = body["tool_call_id"]
 
 
 @schemathesis.check

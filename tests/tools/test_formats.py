@@ -196,17 +196,26 @@ def test_mcp_export_has_names_schemas_and_boolean_hints(tool: Tool) -> None:
         "outputSchema",
         "annotations",
     }
-    assert exported["name"] == tool.name
-    assert exported["title"] == tool.title
+    assert exported["name"] == tool.alias
+    assert OPENAI_NAME.fullmatch(exported["name"])
+    assert exported["title"] == tool.name  # the canonical dotted name
     assert exported["description"] == tool.description
     assert exported["inputSchema"] == tool.input_schema
     assert exported["outputSchema"] == tool.output_schema
     hints = exported["annotations"]
     for hint in ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"):
         assert type(hints[hint]) is bool, hint
-    assert hints["title"] == tool.title
+    assert hints["title"] == tool.title  # the human title
     assert hints["openWorldHint"] is False
     json.dumps(exported)
+
+
+@each_tool
+def test_mcp_export_with_dotted_names_differs_only_in_the_name(tool: Tool) -> None:
+    safe, dotted = mcp_tool(tool), mcp_tool(tool, "dotted")
+
+    assert dotted["name"] == tool.name
+    assert {**dotted, "name": safe["name"]} == safe
 
 
 @each_tool
