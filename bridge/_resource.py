@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from tools import ToolError
+
 from ._jwks import IssuerKeys
 from ._keys import REQUIRED_SCOPE, SETTINGS, VERIFIER
 from ._oauth import TokenVerifier
@@ -46,8 +48,14 @@ def metadata_url(settings: BridgeSettings, path: str) -> str:
 
 
 async def protected_resource(request: web.Request) -> web.Response:
-    """GET /.well-known/oauth-protected-resource[/mcp]: RFC 9728 metadata."""
+    """GET /.well-known/oauth-protected-resource[/mcp]: RFC 9728 metadata; 404 while OAuth
+    is off."""
     settings = request.app[SETTINGS]
+    if not settings.oauth.enabled:
+        raise ToolError(
+            "not_found",
+            "this bridge takes agent keys only: OAuth is off (no DISPATCH_OAUTH_ISSUER)",
+        )
     body = {
         "resource": audience(settings),
         "authorization_servers": [settings.oauth.issuer],
