@@ -22,11 +22,16 @@ from ..domain import (
     Actor,
     AttachEvidence,
     Command,
+    Dispatch,
     EvidenceKind,
     IncidentTemplate,
+    Rejected,
     Role,
+    Schedule,
     SlaState,
     SlaTargets,
+    Ticket,
+    WindowPolicy,
     advance,
     create,
     decide,
@@ -51,11 +56,17 @@ from ..store import (
 )
 from ..store import _evidence as evidence_store
 from ..store import _sla as sla_store
+from ._scheduling import ScheduleRules
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
 Clock = Callable[[], datetime]
 
-_REJECTION_STATUS = {"invalid_transition": 409, "evidence_limit_reached": 409}
+_REJECTION_STATUS = {
+    "invalid_transition": 409,
+    "evidence_limit_reached": 409,
+    "schedule_conflict": 409,
+    "technician_not_found": 404,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +101,9 @@ class TicketService:
         metrics: ApiMetrics | None = None,
         targets: SlaTargets | None = None,
         max_evidence_per_ticket: int | None = None,
+        window_policy: WindowPolicy | None = None,
     ) -> None:
+        self._rules = ScheduleRules(window_policy or WindowPolicy())
         self._targets = targets or SlaTargets.defaults()
         self._max_evidence = max_evidence_per_ticket
         self._pool = pool
@@ -336,6 +349,8 @@ class TicketService:
         before = record.ticket
         template = self._templates.get(before.incident_type or "")
         decision = decide(before, command, template)
+        if isinstance(decision, Accepted) and isinstance(command, Schedule):
+            decision = await self._rules.review(conn, before, command, now) or decision
         seq = record.last_seq + 1
         reason = getattr(command, "reason", None)
         if isinstance(decision, Accepted):
@@ -345,7 +360,12 @@ class TicketService:
             )
             event = replace(event, details={**decision.details, **extra_details})
             sla = advance(record.sla, before, after, now, record.created_at, self._targets)
-            await tickets.save(conn, record, after, sla, event)
+            if isinstance(command, Schedule | Dispatch) and after.window_start is not None:
+                refused = await self._rules.save(conn, record, after, sla, event)
+                if refused is not None:
+                    return await self._reject(conn, caller, before, refused, seq, now, reason)
+            else:
+                await tickets.save(conn, record, after, sla, event)
             changed = before.state is not after.state
             # The view shows the newest items: the one just attached joins them.
             evidence = (record.evidence + ((new_evidence,) if new_evidence else ()))[
@@ -365,6 +385,18 @@ class TicketService:
                 return _ok(201, {**result, "evidence": evidence_view(new_evidence, before.id)})
             transition = (str(before.state), str(after.state)) if changed else None
             return StoredResponse(200, orjson.dumps(result), transition=transition)
+        return await self._reject(conn, caller, before, decision, seq, now, reason)
+
+    async def _reject(
+        self,
+        conn: asyncpg.Connection,
+        caller: Caller,
+        before: Ticket,
+        decision: Rejected,
+        seq: int,
+        now: datetime,
+        reason: str | None,
+    ) -> StoredResponse:
         details = {"action": str(decision.action), "code": decision.code, **decision.details}
         event = self._event(
             caller, before.id, seq, now, decision.event_type, before.state, before.state, reason

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..domain import EvidenceKind, allowed_actions, remaining_s
+from ..domain import EvidenceKind, allowed_actions, allowed_tools, remaining_s
 from ..store import Event, EvidenceRecord, TicketRecord
 
 
@@ -90,6 +90,7 @@ def ticket_view(record: TicketRecord) -> dict[str, Any]:
         "hold": hold,
         "missing_fields": t.missing_fields,
         "allowed_actions": allowed_actions(t),
+        "allowed_tools": allowed_tools(t),
         "evidence": [evidence_view(e, t.id) for e in record.evidence],
         "evidence_summary": evidence_summary(record),
         "created_at": _iso(record.created_at),

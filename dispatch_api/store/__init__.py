@@ -1,5 +1,6 @@
 """dispatch-api's database adapter: asyncpg pool, migrations and the SQL of each aggregate."""
 
+from . import _bookings as bookings
 from . import _idempotency as idempotency
 from . import _principals as principals
 from . import _templates as templates
@@ -21,6 +22,7 @@ __all__ = [
     "StoredResponse",
     "TicketFilter",
     "TicketRecord",
+    "bookings",
     "connect",
     "connection",
     "create_pool",

@@ -1,0 +1,66 @@
+"""What a schedule decision needs to know: the technician, their other active assignments
+around the window, and who else could take it. Backed by the technicians primary key and the
+exclusion constraint's GiST index (migration 0005), so each query stays index-bound."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from ..domain import Booking, Technician
+
+_ASSIGNED = "('SCHEDULED', 'DISPATCHED', 'ON_SITE')"
+#: Bookings looked at to find the earliest free window; a technician's diary beyond this
+#: many visits ahead is not searched (the answer then is after the last one seen).
+MAX_BOOKINGS = 200
+#: Other technicians suggested in a refusal.
+MAX_CANDIDATES = 5
+
+
+async def technician(conn: asyncpg.Connection, technician_id: str) -> Technician | None:
+    row = await conn.fetchrow(
+        "SELECT id, active, skills FROM technicians WHERE id = $1", technician_id
+    )
+    if row is None:
+        return None
+    return Technician(row["id"], row["active"], frozenset(row["skills"] or ()))
+
+
+async def bookings(
+    conn: asyncpg.Connection, technician_id: str, start: datetime, ticket_id: str
+) -> list[Booking]:
+    """The technician's other active assignments that end after `start`, earliest first."""
+    rows = await conn.fetch(
+        "SELECT id, window_start, window_end FROM tickets"
+        " WHERE technician_id = $1 AND id <> $2 AND window_start IS NOT NULL"
+        f" AND state IN {_ASSIGNED}"
+        " AND tstzrange(window_start, window_end) && tstzrange($3, NULL)"
+        " ORDER BY window_start, id LIMIT $4",
+        technician_id,
+        uuid.UUID(ticket_id),
+        start,
+        MAX_BOOKINGS,
+    )
+    return [Booking(str(r["id"]), r["window_start"], r["window_end"]) for r in rows]
+
+
+async def candidates(
+    conn: asyncpg.Connection, skill: str | None, start: datetime, end: datetime, exclude: str
+) -> list[str]:
+    """Active technicians with `skill` (any, when None) and no assignment in the window."""
+    rows = await conn.fetch(
+        "SELECT t.id FROM technicians t"
+        " WHERE t.active AND t.id <> $4 AND ($1::text IS NULL OR $1 = ANY (t.skills))"
+        " AND NOT EXISTS (SELECT 1 FROM tickets k WHERE k.technician_id = t.id"
+        f"  AND k.window_start IS NOT NULL AND k.state IN {_ASSIGNED}"
+        "  AND tstzrange(k.window_start, k.window_end) && tstzrange($2, $3))"
+        " ORDER BY t.id LIMIT $5",
+        skill,
+        start,
+        end,
+        exclude,
+        MAX_CANDIDATES,
+    )
+    return [r["id"] for r in rows]
