@@ -44,6 +44,7 @@ from ._model import (
 )
 from ._permissions import ROLE_ACTIONS, may_access, may_perform
 from ._sla import SlaState, SlaTargets, advance, remaining_s
+from ._technicians import Technician
 from ._templates import TemplateError, parse_templates, template_to_json
 
 __all__ = [
@@ -79,6 +80,7 @@ __all__ = [
     "SlaState",
     "SlaTargets",
     "State",
+    "Technician",
     "TemplateError",
     "Ticket",
     "Update",
