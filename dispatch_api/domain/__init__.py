@@ -55,6 +55,7 @@ from ._scheduling import (
     review,
 )
 from ._sla import SlaState, SlaTargets, advance, remaining_s
+from ._technicians import Technician
 from ._templates import TemplateError, parse_templates, template_to_json
 from ._tool_names import ACTION_TOOLS
 

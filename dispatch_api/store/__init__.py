@@ -3,6 +3,7 @@
 from . import _bookings as bookings
 from . import _idempotency as idempotency
 from . import _principals as principals
+from . import _technicians as technicians
 from . import _templates as templates
 from . import _tickets as tickets
 from ._embedded import start_embedded
@@ -31,6 +32,7 @@ __all__ = [
     "migration_files",
     "principals",
     "start_embedded",
+    "technicians",
     "templates",
     "tickets",
     "transaction",
