@@ -48,7 +48,6 @@ from ._scheduling import (
     ASSIGNED_STATES,
     Availability,
     Booking,
-    Technician,
     WindowPolicy,
     conflict,
     earliest_free,

@@ -16,6 +16,7 @@ from typing import Any
 
 from ._machine import Rejected, Schedule, allowed_actions, allowed_tools
 from ._model import Action, State, Ticket
+from ._technicians import Technician
 
 #: States in which a ticket holds its technician's time: at most one per technician at once.
 ASSIGNED_STATES = frozenset({State.SCHEDULED, State.DISPATCHED, State.ON_SITE})
@@ -28,13 +29,6 @@ class WindowPolicy:
 
     grace: timedelta = timedelta(minutes=5)
     max_window: timedelta = timedelta(hours=12)
-
-
-@dataclass(frozen=True, slots=True)
-class Technician:
-    id: str
-    active: bool
-    skills: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from ..domain import (
     conflict,
     review,
 )
-from ..store import Event, TicketRecord, bookings, tickets
+from ..store import Event, TicketRecord, bookings, technicians, tickets
 
 
 class ScheduleRules:
@@ -32,7 +32,7 @@ class ScheduleRules:
 
         Candidates are looked up only for a refusal: the happy path costs two indexed reads.
         """
-        technician = await bookings.technician(conn, command.technician_id)
+        technician = await technicians.get(conn, command.technician_id)
         diary: list[Booking] = []
         if technician is not None:
             diary = await bookings.bookings(conn, technician.id, command.window_start, ticket.id)

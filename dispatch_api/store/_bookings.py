@@ -1,6 +1,6 @@
-"""What a schedule decision needs to know: the technician, their other active assignments
-around the window, and who else could take it. Backed by the technicians primary key and the
-exclusion constraint's GiST index (migration 0005), so each query stays index-bound."""
+"""What a schedule decision needs beyond the technician: their other active assignments
+around the window, and who else could take it. The assignment queries have the shape of the
+exclusion constraint's GiST index (migration 0005), so each stays index-bound."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
-from ..domain import Booking, Technician
+from ..domain import Booking
 
 _ASSIGNED = "('SCHEDULED', 'DISPATCHED', 'ON_SITE')"
 #: Bookings looked at to find the earliest free window; a technician's diary beyond this
@@ -17,15 +17,6 @@ _ASSIGNED = "('SCHEDULED', 'DISPATCHED', 'ON_SITE')"
 MAX_BOOKINGS = 200
 #: Other technicians suggested in a refusal.
 MAX_CANDIDATES = 5
-
-
-async def technician(conn: asyncpg.Connection, technician_id: str) -> Technician | None:
-    row = await conn.fetchrow(
-        "SELECT id, active, skills FROM technicians WHERE id = $1", technician_id
-    )
-    if row is None:
-        return None
-    return Technician(row["id"], row["active"], frozenset(row["skills"] or ()))
 
 
 async def bookings(
@@ -52,7 +43,7 @@ async def candidates(
     """Active technicians with `skill` (any, when None) and no assignment in the window."""
     rows = await conn.fetch(
         "SELECT t.id FROM technicians t"
-        " WHERE t.active AND t.id <> $4 AND ($1::text IS NULL OR $1 = ANY (t.skills))"
+        " WHERE t.active AND t.id <> $4 AND ($1::text IS NULL OR t.skills @> ARRAY[$1::text])"
         " AND NOT EXISTS (SELECT 1 FROM tickets k WHERE k.technician_id = t.id"
         f"  AND k.window_start IS NOT NULL AND k.state IN {_ASSIGNED}"
         "  AND tstzrange(k.window_start, k.window_end) && tstzrange($2, $3))"

@@ -282,7 +282,13 @@ def _database(dsn: str):  # type: ignore[no-untyped-def]
         known = await templates.load(pool)
         app[TEMPLATES] = known
         app[SERVICE] = TicketService(
-            pool, known, app[CLOCK], app[METRICS], s.targets, s.max_evidence_per_ticket
+            pool,
+            known,
+            app[CLOCK],
+            app[METRICS],
+            s.targets,
+            s.max_evidence_per_ticket,
+            s.window_policy,
         )
         try:
             yield
