@@ -69,7 +69,7 @@ def review(
         return _reject(
             ticket,
             "invalid_window",
-            message,
+            f"{path.removeprefix('/')} {message}",
             {
                 "invalid_fields": [{"field": path, "message": message}],
                 "not_before": (now - policy.grace).isoformat(),
