@@ -30,6 +30,7 @@ from ..domain import (
     Schedule,
     SlaState,
     SlaTargets,
+    State,
     Ticket,
     WindowPolicy,
     advance,
@@ -51,6 +52,7 @@ from ..store import (
     TicketRecord,
     connection,
     idempotency,
+    technicians,
     tickets,
     transaction,
 )
@@ -211,11 +213,12 @@ class TicketService:
             where = replace(where, technician_id=caller.actor.id)
         async with connection(self._pool) as conn:
             records = await tickets.list_page(conn, where, after, limit + 1)
-        more = len(records) > limit
-        records = records[:limit]
+            more = len(records) > limit
+            records = records[:limit]
+            matching = await _matching_technicians(conn, records)
         cursor = (records[-1].created_at, uuid.UUID(records[-1].ticket.id)) if more else None
         now = self._clock()
-        return [queue_view(r, now) for r in records], cursor
+        return [queue_view(r, now, matching.get(r.ticket.id)) for r in records], cursor
 
     async def sla(
         self, caller: Caller, status: str, at_risk: timedelta, limit: int
@@ -440,6 +443,22 @@ class TicketService:
             trace_id=caller.trace_id,
             details={},
         )
+
+
+async def _matching_technicians(
+    conn: asyncpg.Connection, records: list[TicketRecord]
+) -> dict[str, int]:
+    """Ticket id -> active technicians skilled for it, for the page's READY_TO_SCHEDULE
+    tickets: one statement for the whole page (an index probe per distinct type)."""
+    ready = {
+        r.ticket.id: r.ticket.incident_type
+        for r in records
+        if r.ticket.state is State.READY_TO_SCHEDULE and r.ticket.incident_type is not None
+    }
+    if not ready:
+        return {}
+    counts = await technicians.count_matching_many(conn, list(ready.values()))
+    return {tid: counts.get(kind, 0) for tid, kind in ready.items()}
 
 
 def _ok(status: int, body: dict[str, Any]) -> StoredResponse:

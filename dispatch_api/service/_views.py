@@ -109,9 +109,12 @@ def ticket_view(record: TicketRecord) -> dict[str, Any]:
     }
 
 
-def queue_view(record: TicketRecord, now: datetime) -> dict[str, Any]:
+def queue_view(
+    record: TicketRecord, now: datetime, matching_technicians: int | None = None
+) -> dict[str, Any]:
     """A ticket as a queue row: everything RB1 needs in one request — how long it has
-    waited, how long its targets have left (negative: late), what was done to it last."""
+    waited, how long its targets have left (negative: late), what was done to it last, and
+    for a ticket ready to schedule, how many active technicians could take it."""
     sla = record.sla
     response_left = (
         None if sla.responded_at else remaining_s(sla.response_due_at, now, sla.paused_since)
@@ -133,6 +136,7 @@ def queue_view(record: TicketRecord, now: datetime) -> dict[str, Any]:
             "role": last.get("role"),
             "tool_name": last.get("tool_name"),
         },
+        "matching_technicians": matching_technicians,
     }
 
 

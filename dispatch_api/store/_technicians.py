@@ -65,10 +65,12 @@ async def list_rows(
     active: bool | None = None,
     skill: str | None = None,
     available: tuple[datetime, datetime] | None = None,
+    only_id: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> builtins.list[asyncpg.Record]:
-    """Technicians ordered by id, after `cursor` (an id), at most `limit`.
+    """Technicians ordered by id, after `cursor` (an id), at most `limit`; `only_id`: that
+    technician alone, if it passes the other filters.
 
     `available` (start, end) leaves out technicians holding a ticket in SCHEDULED,
     DISPATCHED or ON_SITE whose window overlaps [start, end).
@@ -80,6 +82,8 @@ async def list_rows(
         args.append(value)
         return f"${len(args)}"
 
+    if only_id is not None:
+        clauses.append(f"id = {arg(only_id)}")
     if active is not None:
         clauses.append(f"active = {arg(active)}")
     if skill is not None:
