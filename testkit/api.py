@@ -162,11 +162,16 @@ ALL_SKILLS = ("water_leak", "no_heat", "lockout", "electrical_hazard", "general"
 #: Technicians every test database holds (ids of the technician principals below).
 TECHNICIANS = ("tech-1", "tech-2")
 
-def window(n: int = 0, technician_id: str = "tech-1") -> dict[str, str]:
-    """The n-th of back-to-back 2-hour windows from 2026-11-27 13:00 UTC (after FakeClock's
-    start), for `technician_id`: tests booking one technician several times at once take
-    different n, as the technician cannot be in two places (no double booking)."""
-    start = datetime(2026, 11, 27, 13, 0, tzinfo=UTC) + timedelta(hours=2 * n)
+
+def window(
+    n: int = 0, technician_id: str = "tech-1", first: datetime | None = None
+) -> dict[str, str]:
+    """The n-th of back-to-back 2-hour windows from `first` (default 2026-11-27 13:00 UTC,
+    after FakeClock's start), for `technician_id`: tests booking one technician several times
+    at once take different n, as the technician cannot be in two places (no double booking).
+    Tests on the wall clock pass a `first` in its future."""
+    first = first or datetime(2026, 11, 27, 13, 0, tzinfo=UTC)
+    start = first + timedelta(hours=2 * n)
     return {
         "technician_id": technician_id,
         "window_start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -226,8 +231,19 @@ def parsed_logs(lines: list[bytes]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def test_technicians() -> tuple[str, ...]:
+    """Technicians the `api` fixture creates; a test that stages its own directory
+    parametrizes this to ()."""
+    return TECHNICIANS
+
+
+@pytest.fixture
 async def api(
-    database_url: str, clock: FakeClock, api_settings: ApiSettings, log_lines: list[bytes]
+    database_url: str,
+    clock: FakeClock,
+    api_settings: ApiSettings,
+    log_lines: list[bytes],
+    test_technicians: tuple[str, ...],
 ) -> AsyncIterator[Api]:
     conn = await connect(database_url)
     tokens = {}
@@ -237,7 +253,7 @@ async def api(
             await principals.upsert(conn, pid, role, tokens[name], trusted_gateway=gateway)
     finally:
         await conn.close()
-    await ensure_technicians(database_url, *TECHNICIANS)
+    await ensure_technicians(database_url, *test_technicians)
     log = JsonLog("dispatch-api", sink=log_lines.append)
     app = create_app(api_settings, database_url, clock=clock, log=log)
     server = TestServer(app, host="127.0.0.1")

@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from dispatch_api.store import connect
 from dispatch_bridge._ops import queue, sla, tools, why
 from dispatch_bridge.cli import _parser
-from testkit.api import COMPLETE_TICKET, WINDOW, FakeClock, Reply, parsed_logs
+from testkit.api import COMPLETE_TICKET, FakeClock, Reply, parsed_logs, window
 from tests.bridge import conftest as bridge_harness
 from tests.bridge.conftest import Bridge
 from tests.dispatch_bridge.conftest import operator_endpoints
@@ -191,6 +191,12 @@ async def act(bridge: Bridge, tool: str, tid: str, as_: str = "dispatcher", **ar
     return reply
 
 
+#: The services run on the wall clock here (below): a window tomorrow is in their future.
+WINDOW = window(
+    first=datetime.now(UTC).replace(hour=13, minute=0, second=0, microsecond=0) + timedelta(days=1)
+)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     """Real wall-clock time to start with, so the runbooks' `now() - interval` SQL windows
@@ -201,7 +207,11 @@ def clock() -> FakeClock:
 # --- RB1 ----------------------------------------------------------------------------------
 
 
-async def test_rb1_tickets_stuck_in_ready_to_schedule(bridge: Bridge, clock: FakeClock) -> None:
+# RB1 stages its own technician directory: none seeded.
+@pytest.mark.parametrize("test_technicians", [()])
+async def test_rb1_tickets_stuck_in_ready_to_schedule(
+    bridge: Bridge, clock: FakeClock, test_technicians: tuple[str, ...]
+) -> None:
     rb = Runbook.load("RB1")
     # The only water_leak technician is off duty; another is active but for lockouts only.
     for body in (
