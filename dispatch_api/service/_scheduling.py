@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 import asyncpg
@@ -13,12 +14,29 @@ from ..domain import (
     Rejected,
     Schedule,
     SlaState,
+    State,
     Ticket,
     WindowPolicy,
     conflict,
     review,
 )
 from ..store import Event, TicketRecord, bookings, technicians, tickets
+
+
+def release(after: Ticket, event: Event, refused: Rejected) -> tuple[Ticket, Event]:
+    """`after` back in READY_TO_SCHEDULE without its assignment, and its event saying which
+    assignment was released and what took its window."""
+    released = replace(
+        after, state=State.READY_TO_SCHEDULE, technician_id=None, window_start=None, window_end=None
+    )
+    window = {
+        "technician_id": after.technician_id,
+        "window_start": None if after.window_start is None else after.window_start.isoformat(),
+        "window_end": None if after.window_end is None else after.window_end.isoformat(),
+        "conflict": refused.details.get("conflict"),
+    }
+    details = {**event.details, "assignment_released": window}
+    return released, replace(event, to_state=str(released.state), details=details)
 
 
 class ScheduleRules:

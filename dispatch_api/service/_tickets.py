@@ -17,15 +17,16 @@ import asyncpg
 import orjson
 
 from ..domain import (
+    ASSIGNED_STATES,
     Accepted,
     Action,
     Actor,
     AttachEvidence,
     Command,
-    Dispatch,
     EvidenceKind,
     IncidentTemplate,
     Rejected,
+    Resume,
     Role,
     Schedule,
     SlaState,
@@ -58,7 +59,7 @@ from ..store import (
 )
 from ..store import _evidence as evidence_store
 from ..store import _sla as sla_store
-from ._scheduling import ScheduleRules
+from ._scheduling import ScheduleRules, release
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
 Clock = Callable[[], datetime]
@@ -363,9 +364,15 @@ class TicketService:
             )
             event = replace(event, details={**decision.details, **extra_details})
             sla = advance(record.sla, before, after, now, record.created_at, self._targets)
-            if isinstance(command, Schedule | Dispatch) and after.window_start is not None:
+            if after.state in ASSIGNED_STATES and after.window_start is not None:
                 refused = await self._rules.save(conn, record, after, sla, event)
-                if refused is not None:
+                if refused is not None and isinstance(command, Resume):
+                    # Another ticket took the window while this one was on hold: it resumes
+                    # unassigned, to be scheduled again, rather than stay stuck on hold.
+                    after, event = release(after, event, refused)
+                    sla = advance(record.sla, before, after, now, record.created_at, self._targets)
+                    await tickets.save(conn, record, after, sla, event)
+                elif refused is not None:
                     return await self._reject(conn, caller, before, refused, seq, now, reason)
             else:
                 await tickets.save(conn, record, after, sla, event)

@@ -264,3 +264,24 @@ async def test_the_migration_puts_old_double_bookings_on_hold_and_keeps_the_firs
     assert states == {older: "SCHEDULED", newer: "ON_HOLD", apart: "ON_HOLD"}
     assert tuple(held) == ("DISPATCHED", "provider", 2)
     assert (event["seq"], event["type"], event["actor_id"]) == (2, "held", "migration-0005")
+
+
+async def test_a_ticket_resumed_after_its_window_was_taken_returns_unassigned_to_be_scheduled(
+    api: Api,
+) -> None:
+    held, taker = await api.create_ticket(), await api.create_ticket()
+    assert (await api.act(held["id"], "schedule", WINDOW)).status == 200
+    hold = {"cause": "customer", "reason": "customer away"}
+    assert (await api.act(held["id"], "hold", hold)).status == 200
+    assert (await api.act(taker["id"], "schedule", WINDOW)).status == 200
+
+    reply = await api.act(held["id"], "resume", {})
+
+    assert reply.status == 200, reply.body
+    ticket = reply.body["ticket"]
+    assert (ticket["state"], ticket["assignment"]) == ("READY_TO_SCHEDULE", None)
+    released = reply.body["event"]["details"]["assignment_released"]
+    assert released["technician_id"] == "tech-1"
+    assert released["conflict"]["ticket_id"] == taker["id"]
+    booked = "SELECT count(*) FROM tickets WHERE technician_id = 'tech-1' AND state = 'SCHEDULED'"
+    assert await api.count(booked) == 1
