@@ -179,7 +179,11 @@ def catalog() -> tuple[Tool, ...]:
             "ticket.schedule",
             "Schedule a ticket",
             "Assign a technician and an arrival window to a READY_TO_SCHEDULE ticket, or"
-            " reschedule a SCHEDULED one. The ticket becomes SCHEDULED.",
+            " reschedule a SCHEDULED one. The ticket becomes SCHEDULED. The technician must"
+            " be active and skilled for the ticket's incident type (technician.list finds"
+            " who is free), the window must start now or later and must not overlap the"
+            " technician's other visits; a refusal names the clash, who could take it and"
+            " the technician's earliest free window.",
             DISPATCH,
             _action("schedule"),
             idempotent=True,

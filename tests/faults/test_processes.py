@@ -237,6 +237,7 @@ async def test_a_postgres_restart_mid_load_loses_no_write_doubles_none_and_stick
     # The gateway, as the bridge calls: its Idempotency-Key is the request_id the timeline
     # records, so each event is traced back to the key that made it.
     token = await new_token(url, "bridge", Role.GATEWAY, gateway=True)
+    await ensure_technicians(url, *TECHNICIANS)
     api = ApiProcess(url, tmp_path, env={"DISPATCH_DB_LOCK_TIMEOUT_MS": "3000"})
     acked: dict[str, str] = {}
     failures: Counter[int] = Counter()
