@@ -30,7 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from dispatch_api.store import connect
 from dispatch_bridge._ops import queue, sla, tools, why
 from dispatch_bridge.cli import _parser
-from testkit.api import COMPLETE_TICKET, FakeClock, Reply, parsed_logs, window
+from testkit.api import COMPLETE_TICKET, FakeClock, Reply, parsed_logs
+from testkit.api import window as window_from
 from tests.bridge import conftest as bridge_harness
 from tests.bridge.conftest import Bridge
 from tests.dispatch_bridge.conftest import operator_endpoints
@@ -192,7 +193,7 @@ async def act(bridge: Bridge, tool: str, tid: str, as_: str = "dispatcher", **ar
 
 
 #: The services run on the wall clock here (below): a window tomorrow is in their future.
-WINDOW = window(
+WINDOW = window_from(
     first=datetime.now(UTC).replace(hour=13, minute=0, second=0, microsecond=0) + timedelta(days=1)
 )
 
@@ -316,8 +317,10 @@ async def test_rb1_tickets_stuck_in_ready_to_schedule(
     assert activated.body["technician"]["active"] is True
     page = await api_get(rb, bridge, "/v1/tickets?state=READY_TO_SCHEDULE&priority=P1")
     assert [t["matching_technicians"] for t in page["items"]] == [1]
-    window = {"WINDOW_START": WINDOW["window_start"], "WINDOW_END": WINDOW["window_end"]}
-    free = await tool_call(rb, bridge, "technician.list", SKILL="water_leak", **window)
+    start, end = WINDOW["window_start"], WINDOW["window_end"]
+    free = await tool_call(
+        rb, bridge, "technician.list", SKILL="water_leak", WINDOW_START=start, WINDOW_END=end
+    )
     # jq -r '.result.items[] | [.id, .name, .region]'
     assert [[t["id"], t["name"], t["region"]] for t in free.body["result"]["items"]] == [
         ["tech-1", "Tech One", None]

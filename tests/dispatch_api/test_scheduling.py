@@ -36,8 +36,8 @@ async def refused(api: Api, body: dict[str, Any], status: int, code: str) -> dic
     assert [e["type"] for e in events] == ["created", "action_rejected"]
     assert events[-1]["details"]["code"] == code
     assert reply.body["event_seq"] == 2
-    body: dict[str, Any] = reply.body
-    return body
+    problem: dict[str, Any] = reply.body
+    return problem
 
 
 async def test_a_window_in_2020_is_refused_as_invalid_window_naming_the_earliest_start(
@@ -164,7 +164,7 @@ async def test_two_schedulers_racing_for_one_technician_book_exactly_once(
         "window_start": "2026-11-27T14:00:00Z",
         "window_end": "2026-11-27T16:00:00Z",
     }
-    replies: list[Reply] = await asyncio.gather(
+    replies: tuple[Reply, Reply] = await asyncio.gather(
         api.act(first["id"], "schedule", WINDOW, as_="dispatcher"),
         api.act(second["id"], "schedule", overlapping, as_="supervisor"),
     )
@@ -253,7 +253,7 @@ async def test_the_migration_puts_old_double_bookings_on_hold_and_keeps_the_firs
             insert, apart, "SCHEDULED", "2030-01-07T15:00Z", "2030-01-07T17:00Z", "2026-01-03"
         )
         await conn.execute(dict(migration_files())["0005_no_double_booking"])
-        states = dict(await conn.fetch("SELECT id, state FROM tickets"))
+        states = {r["id"]: r["state"] for r in await conn.fetch("SELECT id, state FROM tickets")}
         held = await conn.fetchrow(
             "SELECT state_before_hold, hold_cause, last_seq FROM tickets WHERE id = $1", newer
         )
@@ -262,6 +262,8 @@ async def test_the_migration_puts_old_double_bookings_on_hold_and_keeps_the_firs
         await conn.close()
     # `apart` overlaps only `newer` (now on hold) but was created after it: held too.
     assert states == {older: "SCHEDULED", newer: "ON_HOLD", apart: "ON_HOLD"}
+    assert held is not None
+    assert event is not None
     assert tuple(held) == ("DISPATCHED", "provider", 2)
     assert (event["seq"], event["type"], event["actor_id"]) == (2, "held", "migration-0005")
 
