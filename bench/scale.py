@@ -84,9 +84,10 @@ async def _schedule_checks(dsn: str, tickets: int, n: int) -> list[float]:
         tech = f"tech-{random.randrange(500)}"
         start = SLOT_ZERO + timedelta(hours=2 * random.randrange(slots), minutes=30)
         end = start + timedelta(hours=2)
-        assert await technicians.get(conn, tech) is not None
-        await bookings.bookings(conn, tech, start, ticket_id)
-        await bookings.candidates(conn, "water_leak", start, end, tech)
+        async with conn.transaction():  # as in the service: one transaction per call
+            assert await technicians.get(conn, tech) is not None
+            await bookings.bookings(conn, tech, start, ticket_id)
+            await bookings.candidates(conn, "water_leak", start, end, tech)
 
     try:
         return await _timed(check, n)

@@ -41,17 +41,24 @@ async def candidates(
     conn: asyncpg.Connection, skill: str | None, start: datetime, end: datetime, exclude: str
 ) -> list[str]:
     """Active technicians with `skill` (any, when None) and no assignment in the window."""
+    # One statement text per case: an `$1 IS NULL OR ...` would leave the prepared
+    # statement's generic plan unable to use the skills index.
+    skilled = "" if skill is None else " AND t.skills @> ARRAY[$5::text]"
+    # The prepared statement's generic plan hashes every active assignment (~10 ms at a
+    # million tickets); planned for these values it probes the GiST index per technician
+    # and stops at the LIMIT. LOCAL: it ends with the caller's transaction.
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     rows = await conn.fetch(
         "SELECT t.id FROM technicians t"
-        " WHERE t.active AND t.id <> $4 AND ($1::text IS NULL OR t.skills @> ARRAY[$1::text])"
+        f" WHERE t.active AND t.id <> $3{skilled}"
         " AND NOT EXISTS (SELECT 1 FROM tickets k WHERE k.technician_id = t.id"
         f"  AND k.window_start IS NOT NULL AND k.state IN {_ASSIGNED}"
-        "  AND tstzrange(k.window_start, k.window_end) && tstzrange($2, $3))"
-        " ORDER BY t.id LIMIT $5",
-        skill,
+        "  AND tstzrange(k.window_start, k.window_end) && tstzrange($1, $2))"
+        " ORDER BY t.id LIMIT $4",
         start,
         end,
         exclude,
         MAX_CANDIDATES,
+        *(() if skill is None else (skill,)),
     )
     return [r["id"] for r in rows]
