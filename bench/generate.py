@@ -17,8 +17,8 @@ import asyncpg
 
 TICKETS = """
 INSERT INTO tickets (id, state, priority, customer_name, contact_phone, site_address,
-    incident_type, technician_id, created_at, updated_at, state_entered_at, last_seq,
-    response_due_at, resolution_due_at, responded_at, resolved_at)
+    incident_type, technician_id, window_start, window_end, created_at, updated_at,
+    state_entered_at, last_seq, response_due_at, resolution_due_at, responded_at, resolved_at)
 SELECT gen_random_uuid(),
        (ARRAY['COMPLETED','COMPLETED','COMPLETED','COMPLETED','COMPLETED','COMPLETED',
               'CANCELLED','READY_TO_SCHEDULE','SCHEDULED','ON_SITE'])[1 + (g % 10)],
@@ -26,6 +26,9 @@ SELECT gen_random_uuid(),
        'Customer ' || g, '+4420790' || (g % 100000), g || ' Generated Street',
        (ARRAY['water_leak','no_heat','lockout','electrical_hazard'])[1 + (g % 4)],
        'tech-' || (g % 500),
+       -- One-hour visits two hours apart: each technician's (g / 500)-th slot, never two
+       -- at once (the exclusion constraint of migration 0005 holds).
+       w.start, w.start + interval '1 hour',
        c.created_at, c.created_at, c.created_at + interval '10 minutes', $3,
        c.created_at + interval '4 hours', c.created_at + interval '24 hours',
        CASE WHEN g % 10 < 6 THEN c.created_at + interval '2 hours' END,
@@ -33,7 +36,18 @@ SELECT gen_random_uuid(),
 FROM generate_series($1::bigint, $2::bigint) AS g,
      -- history is months old; the live queue (the last three of ten) is from the last two days
      LATERAL (SELECT now() - make_interval(secs => CASE WHEN g % 10 >= 7
-                  THEN (g % 172800) ELSE 172800 + (g % 8000000) END) AS created_at) AS c
+                  THEN (g % 172800) ELSE 172800 + (g % 8000000) END) AS created_at) AS c,
+     LATERAL (SELECT timestamptz '2027-01-01 00:00Z' + (g / 500) * interval '2 hours'
+                  AS start) AS w
+"""
+
+#: The 500 technicians the tickets name, each skilled for every generated incident type.
+TECHNICIANS = """
+INSERT INTO technicians (id, name, skills)
+SELECT 'tech-' || i, 'Technician ' || i,
+       ARRAY['water_leak','no_heat','lockout','electrical_hazard']
+FROM generate_series(0, 499) AS i
+ON CONFLICT (id) DO NOTHING
 """
 
 EVENTS = """
@@ -54,6 +68,7 @@ async def generate(dsn: str, tickets: int, per_ticket: int, batch: int = 100_000
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SET synchronous_commit = off")
+        await conn.execute(TECHNICIANS)
         started = time.perf_counter()
         for first in range(1, tickets + 1, batch):
             last = min(first + batch - 1, tickets)
@@ -64,7 +79,7 @@ async def generate(dsn: str, tickets: int, per_ticket: int, batch: int = 100_000
         for offset in range(0, tickets, batch):
             await conn.execute(EVENTS, batch, offset, per_ticket)
         print(f"{tickets * per_ticket} events in {time.perf_counter() - started:.1f}s", flush=True)
-        await conn.execute("ANALYZE tickets; ANALYZE timeline_events")
+        await conn.execute("ANALYZE tickets; ANALYZE timeline_events; ANALYZE technicians")
     finally:
         await conn.close()
 

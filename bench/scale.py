@@ -2,7 +2,9 @@
 
 Starts its own embedded PostgreSQL (or uses DISPATCH_BENCH_DATABASE_URL's server), fills a
 fresh database with `bench/generate.py`, serves dispatch-api on loopback and measures:
-a ticket's timeline, a queue page, one SLA sweep, a /metrics scrape, bytes per event.
+a ticket's timeline, a queue page, one SLA sweep, a /metrics scrape, bytes per event, and
+the technician-overlap check of a schedule (the technician, their bookings around the
+window, who else is free: what a refused double booking reads).
 Writes bench/results/scale.json and scale.md.
 
     python bench/scale.py [--tickets 1000000]
@@ -20,6 +22,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,12 +35,28 @@ from bench.generate import generate
 from dispatch_api.domain import Role
 from dispatch_api.service import TicketService
 from dispatch_api.settings import ApiSettings
-from dispatch_api.store import connect, migrate, principals, start_embedded, templates
+from dispatch_api.store import (
+    bookings,
+    connect,
+    migrate,
+    principals,
+    start_embedded,
+    technicians,
+    templates,
+)
 from dispatch_api.web import create_app
 from telemetry import JsonLog
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS_MS = {"timeline": 5.0, "queue_page": 20.0, "sla_sweep": 1000.0, "metrics_scrape": 20.0}
+#: Where generate.py's first visit slot starts.
+SLOT_ZERO = datetime(2027, 1, 1, tzinfo=UTC)
+TARGETS_MS = {
+    "timeline": 5.0,
+    "queue_page": 20.0,
+    "sla_sweep": 1000.0,
+    "metrics_scrape": 20.0,
+    "schedule_check": 5.0,
+}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -52,6 +71,28 @@ async def _timed(coro_factory: Any, n: int) -> list[float]:
         await coro_factory()
         samples.append((time.perf_counter() - started) * 1000)
     return samples
+
+
+async def _schedule_checks(dsn: str, tickets: int, n: int) -> list[float]:
+    """The reads of a refused schedule, each over a window clashing with one of a random
+    technician's visits (generate.py's slots), on one connection as the service does."""
+    conn = await connect(dsn)
+    ticket_id = str(uuid.uuid4())
+    slots = max(1, tickets // 500)
+
+    async def check() -> None:
+        tech = f"tech-{random.randrange(500)}"
+        start = SLOT_ZERO + timedelta(hours=2 * random.randrange(slots), minutes=30)
+        end = start + timedelta(hours=2)
+        async with conn.transaction():  # as in the service: one transaction per call
+            assert await technicians.get(conn, tech) is not None
+            await bookings.bookings(conn, tech, start, ticket_id)
+            await bookings.candidates(conn, "water_leak", start, end, tech)
+
+    try:
+        return await _timed(check, n)
+    finally:
+        await conn.close()
 
 
 async def run(tickets: int) -> dict[str, Any]:
@@ -116,6 +157,7 @@ async def run(tickets: int) -> dict[str, Any]:
         # The application's state holds its service; found by type, not by a private key.
         service = next(v for v in app.values() if isinstance(v, TicketService))
         results["sla_sweep"] = await _timed(service.sweep_sla, 5)
+        results["schedule_check"] = await _schedule_checks(dsn, tickets, 300)
     finally:
         await runner.cleanup()
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -172,7 +172,12 @@ async def soak(minutes: float, share: float, fault_rate: float) -> dict[str, Any
         tries_before = api_link.requests
 
         agents = functools.partial(
-            run_agents, http, endpoint, agents=AGENTS, timeout_s=timeout_s
+            run_agents,
+            http,
+            endpoint,
+            agents=AGENTS,
+            timeout_s=timeout_s,
+            technician_id="tech-dev-1",  # seeded by `up`
         )  # the same agents in every phase; each phase its own seed
         capacity_calls = await agents(seconds=capacity_s, seed=SEED)
         capacity = _rate(capacity_calls)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from settings import Secret, SettingsError, build_settings, env_name, read_config, top_level
 
-from .domain import Priority, SlaTargets
+from .domain import Priority, SlaTargets, WindowPolicy
 
 # Secret and SettingsError appear in this module's signatures: importable from here too.
 __all__ = [
@@ -54,6 +55,10 @@ class ApiSettings:
     evidence_content_types: tuple[str, ...] = DEFAULT_EVIDENCE_TYPES
     #: Evidence items one ticket may hold; an attach beyond answers 409 evidence_limit_reached.
     max_evidence_per_ticket: int = 200
+    #: How many minutes in the past a schedule window may start (clock skew, a slow call).
+    schedule_grace_minutes: float = 5.0
+    #: The longest window one schedule may book, in hours.
+    schedule_max_window_hours: float = 12.0
     idempotency_retention_hours: int = 24
     idempotency_purge_interval_s: float = 600.0
     templates_file: Path | None = None
@@ -84,6 +89,8 @@ class ApiSettings:
         _check(self.max_json_bytes >= 1024, "max_json_bytes", "must be at least 1024")
         _check(self.evidence_max_bytes >= 1, "evidence_max_bytes", "must be positive")
         _check(self.max_evidence_per_ticket >= 1, "max_evidence_per_ticket", "must be positive")
+        _check(self.schedule_grace_minutes >= 0, "schedule_grace_minutes", "must not be negative")
+        _check(self.schedule_max_window_hours > 0, "schedule_max_window_hours", "must be positive")
         _check(
             self.idempotency_retention_hours >= 24,
             "idempotency_retention_hours",
@@ -131,6 +138,13 @@ class ApiSettings:
         if missing:
             raise SettingsError(f"DISPATCH_SLA_TARGETS: no targets for {', '.join(missing)}")
         return SlaTargets(response, resolution)
+
+    @property
+    def window_policy(self) -> WindowPolicy:
+        return WindowPolicy(
+            grace=timedelta(minutes=self.schedule_grace_minutes),
+            max_window=timedelta(hours=self.schedule_max_window_hours),
+        )
 
     @property
     def max_body_bytes(self) -> int:

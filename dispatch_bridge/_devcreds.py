@@ -13,11 +13,13 @@ from pathlib import Path
 
 import orjson
 
-from dispatch_api.domain import Role
+from dispatch_api.domain import Role, Technician
 from dispatch_api.settings import ApiSettings
-from dispatch_api.store import connect, principals
+from dispatch_api.store import connect, principals, technicians, templates
 
 FILE_NAME = "dev-credentials.json"
+#: The technicians `up` seeds (the walkthroughs schedule tech-dev-1, which has a principal).
+DEV_TECHNICIANS = (("tech-dev-1", "Dev Technician One"), ("tech-dev-2", "Dev Technician Two"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,19 @@ async def register_dev_principals(creds: DevCredentials, dsn: str) -> None:
         await principals.upsert(conn, creds.technician_id, Role.TECHNICIAN, creds.technician_token)
         await principals.upsert(
             conn, "dev-bridge", Role.GATEWAY, creds.gateway_token, trusted_gateway=True
+        )
+    finally:
+        await conn.close()
+
+
+async def register_dev_technicians(dsn: str) -> None:
+    """Seed DEV_TECHNICIANS, active and skilled for every incident template in the database,
+    unless they exist: a later `up` leaves them (and an operator's changes) alone."""
+    conn = await connect(dsn)
+    try:
+        skills = tuple(await templates.load(conn))
+        await technicians.ensure(
+            conn, [Technician(tid, name, skills) for tid, name in DEV_TECHNICIANS]
         )
     finally:
         await conn.close()

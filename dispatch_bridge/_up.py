@@ -29,6 +29,7 @@ from ._devcreds import (
     DevCredentials,
     dev_credentials,
     register_dev_principals,
+    register_dev_technicians,
     write_dev_credentials,
 )
 from ._errors import CommandError
@@ -55,6 +56,7 @@ async def up_command(config: Config, args: argparse.Namespace) -> int:
     dsn = url.reveal() if url is not None else embedded_database(settings)
     await prepare(settings, dsn)
     await register_dev_principals(creds, dsn)
+    await register_dev_technicians(dsn)
     path = settings.data_dir / FILE_NAME
     level = config.logging.level
 

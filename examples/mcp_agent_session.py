@@ -62,8 +62,8 @@ async def main() -> None:
             {
                 "ticket_id": ticket,
                 "technician_id": "tech-dev-1",
-                "window_start": "2030-01-07T13:00:00Z",
-                "window_end": "2030-01-07T15:00:00Z",
+                "window_start": "2030-01-09T13:00:00Z",
+                "window_end": "2030-01-09T15:00:00Z",
             },
         )
         await call("ticket_dispatch", {"ticket_id": ticket})

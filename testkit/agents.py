@@ -18,12 +18,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 
-from testkit.api import COMPLETE_TICKET, WINDOW
+from testkit.api import COMPLETE_TICKET, window
 
 from .history import Call
 
@@ -157,8 +158,13 @@ class Agent:
         interval_s: float | None,
         first_at: float,
         clock: Callable[[], float] = time.monotonic,
+        slot: int = 0,
+        technician_id: str = "tech-1",
     ) -> None:
         self.name = name
+        #: This agent's own window of its technician (agents working at once never double-book), in
+        #: the future of FakeClock and of the wall clock (soak runs real processes).
+        self._window = window(slot, technician_id, first=FUTURE)
         self._recorder = recorder
         self._rng = rng
         self._mcp_share = mcp_share
@@ -191,6 +197,8 @@ class Agent:
         if state == "ON_SITE" and not self._followed:
             return "customer.follow_up", {**about, "channel": "phone", "outcome": "reached"}
         tool, extra = _NEXT[state]
+        if tool == "ticket.schedule":
+            extra = self._window
         return tool, {**about, **extra}
 
     def _learn(self, ticket: dict[str, Any]) -> None:
@@ -256,9 +264,11 @@ class Agent:
         self._next_at = now + self._interval
 
 
+FUTURE = datetime(2030, 1, 7, 13, 0, tzinfo=UTC)
+
 #: After a successful step, the next call by state (hold and follow-up are added once).
 _NEXT: dict[str, tuple[str, dict[str, Any]]] = {
-    "READY_TO_SCHEDULE": ("ticket.schedule", dict(WINDOW)),
+    "READY_TO_SCHEDULE": ("ticket.schedule", {}),  # the agent's own window
     "SCHEDULED": ("ticket.dispatch", {}),
     "ON_HOLD": ("ticket.resume", {}),
     "DISPATCHED": ("tech.arrive", {}),
@@ -288,6 +298,7 @@ async def run_agents(
     mcp_share: float = 0.25,
     rate_per_s: float | None = None,
     calls: list[Call] | None = None,
+    technician_id: str = "tech-1",
 ) -> list[Call]:
     """Run `agents` agents for `seconds` (each finishes the call it is in), recording into
     `calls`. With `rate_per_s`, the agents together start about that many calls per second;
@@ -307,6 +318,9 @@ async def run_agents(
             interval_s=interval,
             # Paced agents start spread over one interval, not all at once.
             first_at=now + (interval or 0.0) * i / agents,
+            # Runs with other seeds may leave tickets booked: their slots differ too.
+            slot=(seed % 1000) * agents + i,
+            technician_id=technician_id,
         )
         for i in range(agents)
     ]

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from dispatch_api.domain import Role
+from dispatch_api.domain import Role, Technician
 from dispatch_api.service import TicketService
 from dispatch_api.settings import ApiSettings
-from dispatch_api.store import connect, principals
+from dispatch_api.store import connect, principals, technicians
 from dispatch_api.web import create_app
 from dispatch_api.web._keys import SERVICE
 from telemetry import JsonLog
@@ -133,6 +133,13 @@ class Api:
             await conn.close()
         return [str(r["id"]) for r in sorted(rows, key=lambda r: (r["captured_at"], r["id"]))]
 
+    async def ensure_technician(
+        self, technician_id: str, skills: tuple[str, ...] | None = None, active: bool = True
+    ) -> None:
+        """Make `technician_id` a technician (skilled for every seeded template unless told),
+        so a test may schedule it; one that exists already is left as it is."""
+        await ensure_technicians(self.database_url, technician_id, skills=skills, active=active)
+
     async def count(self, sql: str, *args: Any) -> int:
         conn = await connect(self.database_url)
         try:
@@ -150,11 +157,48 @@ COMPLETE_TICKET: dict[str, Any] = {
     "priority": "P2",
 }
 
-WINDOW = {
-    "technician_id": "tech-1",
-    "window_start": "2026-11-27T13:00:00Z",
-    "window_end": "2026-11-27T15:00:00Z",
-}
+#: Every seeded incident template: what the test technicians can take.
+ALL_SKILLS = ("water_leak", "no_heat", "lockout", "electrical_hazard", "general")
+#: Technicians every test database holds (ids of the technician principals below).
+TECHNICIANS = ("tech-1", "tech-2")
+
+
+def window(
+    n: int = 0, technician_id: str = "tech-1", first: datetime | None = None
+) -> dict[str, str]:
+    """The n-th of back-to-back 2-hour windows from `first` (default 2026-11-27 13:00 UTC,
+    after FakeClock's start), for `technician_id`: tests booking one technician several times
+    at once take different n, as the technician cannot be in two places (no double booking).
+    Tests on the wall clock pass a `first` in its future."""
+    first = first or datetime(2026, 11, 27, 13, 0, tzinfo=UTC)
+    start = first + timedelta(hours=2 * n)
+    return {
+        "technician_id": technician_id,
+        "window_start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "window_end": (start + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+#: A window in the future of FakeClock's start, for the technician `tech-1`.
+WINDOW = window(0)
+
+
+async def ensure_technicians(
+    database_url: str,
+    *ids: str,
+    skills: tuple[str, ...] | None = None,
+    active: bool = True,
+) -> None:
+    """Create the technicians `ids` that do not exist yet in the database at `database_url`."""
+    conn = await connect(database_url)
+    try:
+        await technicians.ensure(
+            conn,
+            [Technician(i, f"Technician {i}", skills or ALL_SKILLS, active=active) for i in ids],
+        )
+    finally:
+        await conn.close()
+
 
 PRINCIPALS = {
     "supervisor": ("sup-1", Role.SUPERVISOR, False),
@@ -187,8 +231,19 @@ def parsed_logs(lines: list[bytes]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def test_technicians() -> tuple[str, ...]:
+    """Technicians the `api` fixture creates; a test that stages its own directory
+    parametrizes this to ()."""
+    return TECHNICIANS
+
+
+@pytest.fixture
 async def api(
-    database_url: str, clock: FakeClock, api_settings: ApiSettings, log_lines: list[bytes]
+    database_url: str,
+    clock: FakeClock,
+    api_settings: ApiSettings,
+    log_lines: list[bytes],
+    test_technicians: tuple[str, ...],
 ) -> AsyncIterator[Api]:
     conn = await connect(database_url)
     tokens = {}
@@ -198,6 +253,7 @@ async def api(
             await principals.upsert(conn, pid, role, tokens[name], trusted_gateway=gateway)
     finally:
         await conn.close()
+    await ensure_technicians(database_url, *test_technicians)
     log = JsonLog("dispatch-api", sink=log_lines.append)
     app = create_app(api_settings, database_url, clock=clock, log=log)
     server = TestServer(app, host="127.0.0.1")

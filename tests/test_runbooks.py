@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from dispatch_api.store import connect
 from dispatch_bridge._ops import queue, sla, tools, why
 from dispatch_bridge.cli import _parser
-from testkit.api import COMPLETE_TICKET, WINDOW, FakeClock, Reply, parsed_logs
+from testkit.api import COMPLETE_TICKET, FakeClock, Reply, parsed_logs
+from testkit.api import window as window_from
 from tests.bridge import conftest as bridge_harness
 from tests.bridge.conftest import Bridge
 from tests.dispatch_bridge.conftest import operator_endpoints
@@ -191,6 +192,12 @@ async def act(bridge: Bridge, tool: str, tid: str, as_: str = "dispatcher", **ar
     return reply
 
 
+#: The services run on the wall clock here (below): a window tomorrow is in their future.
+WINDOW = window_from(
+    first=datetime.now(UTC).replace(hour=13, minute=0, second=0, microsecond=0) + timedelta(days=1)
+)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     """Real wall-clock time to start with, so the runbooks' `now() - interval` SQL windows
@@ -201,8 +208,19 @@ def clock() -> FakeClock:
 # --- RB1 ----------------------------------------------------------------------------------
 
 
-async def test_rb1_tickets_stuck_in_ready_to_schedule(bridge: Bridge, clock: FakeClock) -> None:
+# RB1 stages its own technician directory: none seeded.
+@pytest.mark.parametrize("test_technicians", [()])
+async def test_rb1_tickets_stuck_in_ready_to_schedule(
+    bridge: Bridge, clock: FakeClock, test_technicians: tuple[str, ...]
+) -> None:
     rb = Runbook.load("RB1")
+    # The only water_leak technician is off duty; another is active but for lockouts only.
+    for body in (
+        {"id": "tech-1", "name": "Tech One", "skills": ["water_leak"], "active": False},
+        {"id": "tech-9", "name": "Tech Nine", "skills": ["lockout"]},
+    ):
+        added = await bridge.api.request("POST", "/v1/technicians", json=body)
+        assert added.status == 201, added.body
     p2 = await create(bridge)
     p1 = await create(bridge, priority="P1")
     new = await create(bridge, contact_phone=None)
@@ -226,17 +244,31 @@ async def test_rb1_tickets_stuck_in_ready_to_schedule(bridge: Bridge, clock: Fak
     assert rows[p2][3:5] == ["45m00s", "3h15m"]
     assert rows[p2][-1] == "action_rejected by agent-disp"
     page = await api_get(rb, bridge, "/v1/tickets?state=READY_TO_SCHEDULE&priority=P1")
-    # jq -r '.items[] | [.id, .time_in_state_s, .response_remaining_s, .last_event.type]'
+    # jq -r '.items[] | [.id, .time_in_state_s, .response_remaining_s, .last_event.type,
+    #   .incident_type, .matching_technicians]'
     assert [
-        [t["id"], t["time_in_state_s"], t["response_remaining_s"], t["last_event"]["type"]]
+        [
+            t["id"],
+            t["time_in_state_s"],
+            t["response_remaining_s"],
+            t["last_event"]["type"],
+            t["incident_type"],
+            t["matching_technicians"],
+        ]
         for t in page["items"]
-    ] == [[p1, 2700.0, 4500.0, "created"]]
+    ] == [[p1, 2700.0, 4500.0, "created", "water_leak", 0]]
     metrics = await scrape(bridge)
     oldest = sample(metrics, "tickets_oldest_in_state_seconds", state="READY_TO_SCHEDULE")
     assert oldest == 2700.0  # > 1800: the alert's condition holds
     assert sample(metrics, "tickets_in_state", state="READY_TO_SCHEDULE") == 2
 
     # 2. see why: missing fields (in NEW), the last change, the story, the scheduler's calls
+    # nobody can take it: who has the skill, active or not
+    skilled = await api_get(rb, bridge, "/v1/technicians?skill=", SKILL="water_leak")
+    # jq -r '.items[] | [.id, .name, .active, .region]'
+    assert [[t["id"], t["name"], t["active"], t["region"]] for t in skilled["items"]] == [
+        ["tech-1", "Tech One", False, None]
+    ]
     waiting = table(await operator(rb, bridge, "dispatch-bridge queue --state NEW"))
     assert waiting[new][1] == "NEW"
     assert waiting[new][6] == "contact"
@@ -274,6 +306,25 @@ async def test_rb1_tickets_stuck_in_ready_to_schedule(bridge: Bridge, clock: Fak
     updated = await tool_call(rb, bridge, "ticket.update", TICKET=new, PHONE="+44 20 7946 0001")
     assert updated.body["result"]["ticket"]["state"] == "READY_TO_SCHEDULE"
     assert updated.body["result"]["ticket"]["missing_fields"] == []
+    # a technician back on duty, then who is free in the window
+    [patch] = re.findall(
+        r'curl -sS -X PATCH "\$API(/v1/technicians/\$TECH)".*?--data \'([^\']*)\'', rb.text, re.S
+    )
+    activated = await bridge.api.request(
+        "PATCH", fill(patch[0], {"TECH": "tech-1"}), json=orjson.loads(patch[1])
+    )
+    assert activated.status == 200, activated.body
+    assert activated.body["technician"]["active"] is True
+    page = await api_get(rb, bridge, "/v1/tickets?state=READY_TO_SCHEDULE&priority=P1")
+    assert [t["matching_technicians"] for t in page["items"]] == [1]
+    start, end = WINDOW["window_start"], WINDOW["window_end"]
+    free = await tool_call(
+        rb, bridge, "technician.list", SKILL="water_leak", WINDOW_START=start, WINDOW_END=end
+    )
+    # jq -r '.result.items[] | [.id, .name, .region]'
+    assert [[t["id"], t["name"], t["region"]] for t in free.body["result"]["items"]] == [
+        ["tech-1", "Tech One", None]
+    ]
     scheduled = await tool_call(
         rb,
         bridge,
@@ -713,6 +764,7 @@ def test_every_runbook_has_its_sections_and_well_formed_commands() -> None:
     placeholders = {
         "TICKET": str(uuid.uuid4()),
         "TECH": "tech-1",
+        "SKILL": "water_leak",
         "PHONE": "+44 20 7946 0001",
         "WINDOW_START": WINDOW["window_start"],
         "WINDOW_END": WINDOW["window_end"],

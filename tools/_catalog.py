@@ -10,7 +10,9 @@ from functools import cache
 from typing import Any
 
 from dispatch_client import CallContext, DispatchClient
+from schemas import parse_datetime
 
+from ._errors import ToolError
 from ._tool import Handler, Tool
 
 DISPATCH = frozenset({"dispatcher", "supervisor"})
@@ -54,6 +56,40 @@ async def _queue(client: DispatchClient, call: CallContext, args: dict[str, Any]
     params += [("priority", p) for p in args.get("priority", [])]
     params += [(k, str(args[k])) for k in ("technician_id", "limit", "cursor") if k in args]
     return await client.list_tickets(call, params)
+
+
+def _check_window(args: dict[str, Any]) -> None:
+    """Both ends or neither, the end after the start (a null counts as absent: the schema
+    lets `{"window_start": ..., "window_end": null}` through)."""
+    start, end = args.get("window_start"), args.get("window_end")
+    if start is None and end is None:
+        return
+    if start is None or end is None:
+        missing = "window_start" if start is None else "window_end"
+        path, expected, received = f"/{missing}", "a date-time", "nothing"
+    elif parse_datetime(end) <= parse_datetime(start):
+        path, expected, received = "/window_end", "a date-time after window_start", end
+    else:
+        return
+    raise ToolError(
+        "invalid_arguments",
+        "Invalid arguments for technician.list: give window_start and window_end together,"
+        " the end after the start. Fix them and call again.",
+        details={"errors": [{"path": path, "expected": expected, "received": received[:80]}]},
+    )
+
+
+async def _technicians(client: DispatchClient, call: CallContext, args: dict[str, Any]) -> Any:
+    _check_window(args)
+    # Agents schedule from this list, so only active technicians are shown.
+    params = [("active", "true")]
+    params += [(k, str(args[k])) for k in ("skill", "limit", "cursor") if k in args]
+    params += [
+        (api, str(args[tool]))
+        for tool, api in (("window_start", "available_from"), ("window_end", "available_to"))
+        if tool in args
+    ]
+    return await client.call(call, "GET", "/v1/technicians", params=params)
 
 
 async def _sla(client: DispatchClient, call: CallContext, args: dict[str, Any]) -> Any:
@@ -128,10 +164,26 @@ def catalog() -> tuple[Tool, ...]:
             idempotent=True,
         ),
         Tool(
+            "technician.list",
+            "Find technicians",
+            "List active technicians who could take a job: `skill` is the ticket's"
+            " incident_type; `window_start`/`window_end` keep only those free for that whole"
+            " window (no other scheduled, dispatched or on-site job overlapping it). Pass an"
+            " `id` from the result as technician_id to ticket.schedule. Changes nothing.",
+            DISPATCH,
+            _technicians,
+            read_only=True,
+            idempotent=True,
+        ),
+        Tool(
             "ticket.schedule",
             "Schedule a ticket",
             "Assign a technician and an arrival window to a READY_TO_SCHEDULE ticket, or"
-            " reschedule a SCHEDULED one. The ticket becomes SCHEDULED.",
+            " reschedule a SCHEDULED one. The ticket becomes SCHEDULED. The technician must"
+            " be active and skilled for the ticket's incident type (technician.list finds"
+            " who is free), the window must start now or later and must not overlap the"
+            " technician's other visits; a refusal names the clash, who could take it and"
+            " the technician's earliest free window.",
             DISPATCH,
             _action("schedule"),
             idempotent=True,

@@ -147,6 +147,40 @@ def _translate(exc: DispatchError, tool: str) -> ToolError:
     return ToolError("internal", f"Unexpected failure calling the dispatch system ({tool}).")
 
 
+#: dispatch-api's scheduling refusals and the closed tool code each becomes: a double booking
+#: is "the ticket refuses that now" (invalid_transition), the rest name a wrong argument.
+_SCHEDULE_REFUSALS = {
+    "schedule_conflict": "invalid_transition",
+    "technician_not_found": "not_found",
+    "technician_inactive": "invalid_arguments",
+    "technician_lacks_skill": "invalid_arguments",
+    "invalid_window": "invalid_arguments",
+}
+
+
+def _schedule_refusal(
+    p: dict[str, Any], code: str, detail: str, details: dict[str, Any]
+) -> ToolError:
+    """A refused ticket.schedule, said so the model can pick what to try next."""
+    message = f"Not scheduled: {detail.rstrip('.')}."
+    free = p.get("earliest_free_window")
+    if code == "schedule_conflict" and isinstance(free, dict):
+        message += (
+            f" The same technician is free from {free.get('window_start')} to"
+            f" {free.get('window_end')}."
+        )
+    candidates = p.get("candidates")
+    if isinstance(candidates, list) and candidates:
+        shown = ", ".join(str(c) for c in candidates)
+        message += f" Technicians who could take it in this window: {shown}."
+    elif code != "invalid_window":
+        message += " Find another technician with technician.list."
+    if code == "invalid_window":
+        message += f" Earliest allowed start: {p.get('not_before')}."
+    message += " Call ticket.schedule again with the corrected arguments."
+    return ToolError(_SCHEDULE_REFUSALS[code], message, details=details)
+
+
 def _from_problem(exc: ProblemResponse, tool: str) -> ToolError:
     p = exc.problem
     detail = str(p.get("detail") or exc.code)
@@ -185,6 +219,8 @@ def _from_problem(exc: ProblemResponse, tool: str) -> ToolError:
             retry_after_ms=retry_ms or 1000,
             details=details,
         )
+    if code in _SCHEDULE_REFUSALS:
+        return _schedule_refusal(p, code, detail, details)
     if code == "evidence_limit_reached":
         # A rule of the ticket, not of its state; invalid_transition is the closed code
         # that says "this ticket refuses that action now, do not retry".

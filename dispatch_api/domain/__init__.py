@@ -24,6 +24,7 @@ from ._machine import (
     Schedule,
     Update,
     allowed_actions,
+    allowed_tools,
     create,
     decide,
 )
@@ -43,11 +44,24 @@ from ._model import (
     Ticket,
 )
 from ._permissions import ROLE_ACTIONS, may_access, may_perform
+from ._scheduling import (
+    ASSIGNED_STATES,
+    Availability,
+    Booking,
+    WindowPolicy,
+    conflict,
+    earliest_free,
+    review,
+)
 from ._sla import SlaState, SlaTargets, advance, remaining_s
+from ._technicians import Technician
 from ._templates import TemplateError, parse_templates, template_to_json
+from ._tool_names import ACTION_TOOLS
 
 __all__ = [
+    "ACTION_TOOLS",
     "ACTIVE_STATES",
+    "ASSIGNED_STATES",
     "EDITABLE_FIELDS",
     "NON_TERMINAL_STATES",
     "ROLE_ACTIONS",
@@ -59,6 +73,8 @@ __all__ = [
     "ActorType",
     "Arrive",
     "AttachEvidence",
+    "Availability",
+    "Booking",
     "Cancel",
     "Command",
     "Complete",
@@ -79,17 +95,23 @@ __all__ = [
     "SlaState",
     "SlaTargets",
     "State",
+    "Technician",
     "TemplateError",
     "Ticket",
     "Update",
+    "WindowPolicy",
     "advance",
     "allowed_actions",
+    "allowed_tools",
+    "conflict",
     "create",
     "decide",
+    "earliest_free",
     "may_access",
     "may_perform",
     "parse_templates",
     "remaining_s",
+    "review",
     "template_to_json",
     "unmet_requirements",
 ]

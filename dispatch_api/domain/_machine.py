@@ -23,6 +23,7 @@ from ._model import (
     State,
     Ticket,
 )
+from ._tool_names import tools_for
 
 ACTIVE_STATES = frozenset(
     {State.NEW, State.READY_TO_SCHEDULE, State.SCHEDULED, State.DISPATCHED, State.ON_SITE}
@@ -225,6 +226,11 @@ def allowed_actions(ticket: Ticket) -> list[str]:
     return sorted(str(a) for a in actions)
 
 
+def allowed_tools(ticket: Ticket) -> list[str]:
+    """The tools an agent calls for `allowed_actions(ticket)`, in the same order."""
+    return tools_for(allowed_actions(ticket))
+
+
 def decide(ticket: Ticket, command: Command, template: IncidentTemplate | None) -> Decision:
     """Apply `command` to `ticket` under the rules of DESIGN section 4."""
     action = command.action
@@ -261,6 +267,7 @@ def decide(ticket: Ticket, command: Command, template: IncidentTemplate | None) 
                         "missing_evidence": missing,
                         "incident_type": ticket.incident_type,
                         "allowed_actions": allowed_actions(ticket),
+                        "allowed_tools": allowed_tools(ticket),
                     },
                 )
             return _accept(ticket, action, replace(ticket, state=State.COMPLETED), {})
@@ -292,6 +299,7 @@ def decide(ticket: Ticket, command: Command, template: IncidentTemplate | None) 
                         "limit": limit,
                         "count": ticket.evidence_count,
                         "allowed_actions": allowed_actions(ticket),
+                        "allowed_tools": allowed_tools(ticket),
                     },
                 )
             attached = replace(ticket, evidence=(*ticket.evidence, EvidenceSummary(kind, tag)))
@@ -341,7 +349,11 @@ def _dispatch(ticket: Ticket, command: Dispatch) -> Decision:
             ticket.state,
             code,
             "the emergency bypass needs a bypass_reason and a technician_id",
-            {"invalid_fields": problems, "allowed_actions": allowed_actions(ticket)},
+            {
+                "invalid_fields": problems,
+                "allowed_actions": allowed_actions(ticket),
+                "allowed_tools": allowed_tools(ticket),
+            },
         )
     dispatched = replace(ticket, state=State.DISPATCHED, technician_id=command.technician_id)
     return _accept(
@@ -374,7 +386,7 @@ def _invalid(ticket: Ticket, action: Action, message: str) -> Rejected:
         ticket.state,
         "invalid_transition",
         message,
-        {"allowed_actions": allowed_actions(ticket)},
+        {"allowed_actions": allowed_actions(ticket), "allowed_tools": allowed_tools(ticket)},
     )
 
 

@@ -1,5 +1,6 @@
 """dispatch-api use cases: transactions that tie the domain to the store."""
 
+from ._technicians import TechnicianFilter, TechnicianService, technician_view
 from ._tickets import Caller, Clock, EvidenceUpload, TicketService
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
@@ -7,9 +8,12 @@ __all__ = [
     "Caller",
     "Clock",
     "EvidenceUpload",
+    "TechnicianFilter",
+    "TechnicianService",
     "TicketService",
     "event_view",
     "evidence_view",
     "queue_view",
+    "technician_view",
     "ticket_view",
 ]

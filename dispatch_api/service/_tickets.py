@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from ..domain import (
+    ASSIGNED_STATES,
     Accepted,
     Action,
     Actor,
@@ -24,9 +25,15 @@ from ..domain import (
     Command,
     EvidenceKind,
     IncidentTemplate,
+    Rejected,
+    Resume,
     Role,
+    Schedule,
     SlaState,
     SlaTargets,
+    State,
+    Ticket,
+    WindowPolicy,
     advance,
     create,
     decide,
@@ -46,16 +53,23 @@ from ..store import (
     TicketRecord,
     connection,
     idempotency,
+    technicians,
     tickets,
     transaction,
 )
 from ..store import _evidence as evidence_store
 from ..store import _sla as sla_store
+from ._scheduling import ScheduleRules, release
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
 Clock = Callable[[], datetime]
 
-_REJECTION_STATUS = {"invalid_transition": 409, "evidence_limit_reached": 409}
+_REJECTION_STATUS = {
+    "invalid_transition": 409,
+    "evidence_limit_reached": 409,
+    "schedule_conflict": 409,
+    "technician_not_found": 404,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +104,9 @@ class TicketService:
         metrics: ApiMetrics | None = None,
         targets: SlaTargets | None = None,
         max_evidence_per_ticket: int | None = None,
+        window_policy: WindowPolicy | None = None,
     ) -> None:
+        self._rules = ScheduleRules(window_policy or WindowPolicy())
         self._targets = targets or SlaTargets.defaults()
         self._max_evidence = max_evidence_per_ticket
         self._pool = pool
@@ -198,11 +214,12 @@ class TicketService:
             where = replace(where, technician_id=caller.actor.id)
         async with connection(self._pool) as conn:
             records = await tickets.list_page(conn, where, after, limit + 1)
-        more = len(records) > limit
-        records = records[:limit]
+            more = len(records) > limit
+            records = records[:limit]
+            matching = await _matching_technicians(conn, records)
         cursor = (records[-1].created_at, uuid.UUID(records[-1].ticket.id)) if more else None
         now = self._clock()
-        return [queue_view(r, now) for r in records], cursor
+        return [queue_view(r, now, matching.get(r.ticket.id)) for r in records], cursor
 
     async def sla(
         self, caller: Caller, status: str, at_risk: timedelta, limit: int
@@ -336,6 +353,8 @@ class TicketService:
         before = record.ticket
         template = self._templates.get(before.incident_type or "")
         decision = decide(before, command, template)
+        if isinstance(decision, Accepted) and isinstance(command, Schedule):
+            decision = await self._rules.review(conn, before, command, now) or decision
         seq = record.last_seq + 1
         reason = getattr(command, "reason", None)
         if isinstance(decision, Accepted):
@@ -345,7 +364,18 @@ class TicketService:
             )
             event = replace(event, details={**decision.details, **extra_details})
             sla = advance(record.sla, before, after, now, record.created_at, self._targets)
-            await tickets.save(conn, record, after, sla, event)
+            if after.state in ASSIGNED_STATES and after.window_start is not None:
+                refused = await self._rules.save(conn, record, after, sla, event)
+                if refused is not None and isinstance(command, Resume):
+                    # Another ticket took the window while this one was on hold: it resumes
+                    # unassigned, to be scheduled again, rather than stay stuck on hold.
+                    after, event = release(after, event, refused)
+                    sla = advance(record.sla, before, after, now, record.created_at, self._targets)
+                    await tickets.save(conn, record, after, sla, event)
+                elif refused is not None:
+                    return await self._reject(conn, caller, before, refused, seq, now, reason)
+            else:
+                await tickets.save(conn, record, after, sla, event)
             changed = before.state is not after.state
             # The view shows the newest items: the one just attached joins them.
             evidence = (record.evidence + ((new_evidence,) if new_evidence else ()))[
@@ -365,6 +395,18 @@ class TicketService:
                 return _ok(201, {**result, "evidence": evidence_view(new_evidence, before.id)})
             transition = (str(before.state), str(after.state)) if changed else None
             return StoredResponse(200, orjson.dumps(result), transition=transition)
+        return await self._reject(conn, caller, before, decision, seq, now, reason)
+
+    async def _reject(
+        self,
+        conn: asyncpg.Connection,
+        caller: Caller,
+        before: Ticket,
+        decision: Rejected,
+        seq: int,
+        now: datetime,
+        reason: str | None,
+    ) -> StoredResponse:
         details = {"action": str(decision.action), "code": decision.code, **decision.details}
         event = self._event(
             caller, before.id, seq, now, decision.event_type, before.state, before.state, reason
@@ -408,6 +450,22 @@ class TicketService:
             trace_id=caller.trace_id,
             details={},
         )
+
+
+async def _matching_technicians(
+    conn: asyncpg.Connection, records: list[TicketRecord]
+) -> dict[str, int]:
+    """Ticket id -> active technicians skilled for it, for the page's READY_TO_SCHEDULE
+    tickets: one statement for the whole page (an index probe per distinct type)."""
+    ready = {
+        r.ticket.id: r.ticket.incident_type
+        for r in records
+        if r.ticket.state is State.READY_TO_SCHEDULE and r.ticket.incident_type is not None
+    }
+    if not ready:
+        return {}
+    counts = await technicians.count_matching_many(conn, list(ready.values()))
+    return {tid: counts.get(kind, 0) for tid, kind in ready.items()}
 
 
 def _ok(status: int, body: dict[str, Any]) -> StoredResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..domain import EvidenceKind, allowed_actions, remaining_s
+from ..domain import EvidenceKind, allowed_actions, allowed_tools, remaining_s
 from ..store import Event, EvidenceRecord, TicketRecord
 
 
@@ -90,6 +90,7 @@ def ticket_view(record: TicketRecord) -> dict[str, Any]:
         "hold": hold,
         "missing_fields": t.missing_fields,
         "allowed_actions": allowed_actions(t),
+        "allowed_tools": allowed_tools(t),
         "evidence": [evidence_view(e, t.id) for e in record.evidence],
         "evidence_summary": evidence_summary(record),
         "created_at": _iso(record.created_at),
@@ -108,9 +109,12 @@ def ticket_view(record: TicketRecord) -> dict[str, Any]:
     }
 
 
-def queue_view(record: TicketRecord, now: datetime) -> dict[str, Any]:
+def queue_view(
+    record: TicketRecord, now: datetime, matching_technicians: int | None = None
+) -> dict[str, Any]:
     """A ticket as a queue row: everything RB1 needs in one request — how long it has
-    waited, how long its targets have left (negative: late), what was done to it last."""
+    waited, how long its targets have left (negative: late), what was done to it last, and
+    for a ticket ready to schedule, how many active technicians could take it."""
     sla = record.sla
     response_left = (
         None if sla.responded_at else remaining_s(sla.response_due_at, now, sla.paused_since)
@@ -132,6 +136,7 @@ def queue_view(record: TicketRecord, now: datetime) -> dict[str, Any]:
             "role": last.get("role"),
             "tool_name": last.get("tool_name"),
         },
+        "matching_technicians": matching_technicians,
     }
 
 

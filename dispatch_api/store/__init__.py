@@ -1,7 +1,9 @@
 """dispatch-api's database adapter: asyncpg pool, migrations and the SQL of each aggregate."""
 
+from . import _bookings as bookings
 from . import _idempotency as idempotency
 from . import _principals as principals
+from . import _technicians as technicians
 from . import _templates as templates
 from . import _tickets as tickets
 from ._embedded import start_embedded
@@ -21,6 +23,7 @@ __all__ = [
     "StoredResponse",
     "TicketFilter",
     "TicketRecord",
+    "bookings",
     "connect",
     "connection",
     "create_pool",
@@ -29,6 +32,7 @@ __all__ = [
     "migration_files",
     "principals",
     "start_embedded",
+    "technicians",
     "templates",
     "tickets",
     "transaction",

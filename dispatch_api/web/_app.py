@@ -27,11 +27,11 @@ from telemetry import (
 from ..domain import template_to_json
 from ..errors import Unavailable
 from ..metrics import ApiMetrics
-from ..service import Clock, TicketService
+from ..service import Clock, TechnicianService, TicketService
 from ..settings import ApiSettings
 from ..store import Principal, connection, create_pool, idempotency, templates
 from ..store import _sla as sla_store
-from . import _evidence, _tickets
+from . import _evidence, _technicians, _tickets
 from ._context import (
     authenticate,
     caller_for,
@@ -52,6 +52,7 @@ from ._keys import (
     REQUEST_ID,
     SERVICE,
     SETTINGS,
+    TECHNICIANS,
     TEMPLATES,
     VALIDATORS,
 )
@@ -266,6 +267,10 @@ def _add_routes(app: web.Application) -> None:
     r.add_get("/v1/tickets/{ticket_id}/evidence/{evidence_id}/content", _evidence.download_evidence)
     r.add_get("/v1/tickets/{ticket_id}/timeline", _tickets.get_timeline)
     r.add_get("/v1/sla", _tickets.list_sla)
+    r.add_get("/v1/technicians", _technicians.list_technicians)
+    r.add_post("/v1/technicians", _technicians.create_technician)
+    r.add_get("/v1/technicians/{technician_id}", _technicians.get_technician)
+    r.add_patch("/v1/technicians/{technician_id}", _technicians.patch_technician)
 
 
 def _database(dsn: str):  # type: ignore[no-untyped-def]
@@ -282,8 +287,15 @@ def _database(dsn: str):  # type: ignore[no-untyped-def]
         known = await templates.load(pool)
         app[TEMPLATES] = known
         app[SERVICE] = TicketService(
-            pool, known, app[CLOCK], app[METRICS], s.targets, s.max_evidence_per_ticket
+            pool,
+            known,
+            app[CLOCK],
+            app[METRICS],
+            s.targets,
+            s.max_evidence_per_ticket,
+            s.window_policy,
         )
+        app[TECHNICIANS] = TechnicianService(pool, app[CLOCK])
         try:
             yield
         finally:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..domain import IncidentTemplate
 from ..metrics import ApiMetrics
-from ..service import Caller, Clock, TicketService
+from ..service import Caller, Clock, TechnicianService, TicketService
 from ..settings import ApiSettings
 from ._principal_cache import PrincipalCache
 from ._validation import BodyValidators
@@ -18,6 +18,7 @@ SETTINGS = web.AppKey("settings", ApiSettings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 POOL = web.AppKey("pool", asyncpg.Pool)
 SERVICE = web.AppKey("service", TicketService)
+TECHNICIANS = web.AppKey("technicians", TechnicianService)
 TEMPLATES: web.AppKey[dict[str, IncidentTemplate]] = web.AppKey("templates")
 VALIDATORS = web.AppKey("validators", BodyValidators)
 PRINCIPALS = web.AppKey("principals", PrincipalCache)
@@ -41,6 +42,7 @@ __all__ = [
     "REQUEST_ID",
     "SERVICE",
     "SETTINGS",
+    "TECHNICIANS",
     "TEMPLATES",
     "VALIDATORS",
 ]

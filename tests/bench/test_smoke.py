@@ -44,4 +44,10 @@ async def test_the_scale_harness_runs_and_writes_its_table(tmp_path: Path) -> No
     report = json.loads((tmp_path / "scale.json").read_text())
     assert report["tickets"] == 2000
     assert report["timeline_events"] == 20000
-    assert set(report["scenarios"]) == {"timeline", "queue_page", "metrics_scrape", "sla_sweep"}
+    assert set(report["scenarios"]) == {
+        "timeline",
+        "queue_page",
+        "metrics_scrape",
+        "sla_sweep",
+        "schedule_check",
+    }

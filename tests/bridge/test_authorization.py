@@ -43,6 +43,7 @@ PATH_VALUES = {
     "{name}": "ticket.get",
     "{ticket_id}": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
     "{evidence_id}": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+    "{technician_id}": "tech-1",
 }
 
 

@@ -56,6 +56,8 @@ async def test_every_tool_runs_end_to_end_and_honours_its_output_schema(bridge: 
         "queue.view", {"state": ["COMPLETED", "CANCELLED"], "cursor": page["next_cursor"]}
     )
     assert {page["items"][0]["id"], rest["items"][0]["id"]} == {tid, other}
+    technicians = await ok("technician.list", {"skill": "water_leak"})
+    assert technicians["next_cursor"] is None
     sla = await ok("sla.status", {"status": "at_risk"})
     assert (sla["available"], sla["status"]) == (True, "at_risk")
 

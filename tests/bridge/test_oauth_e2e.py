@@ -155,7 +155,13 @@ async def test_over_mcp_a_token_lists_and_calls_only_the_tools_of_its_scopes(
     assert "io.modelcontextprotocol/oauth-client-credentials" in extensions
     listed = {t["title"] for t in read_tools.body["result"]["tools"]}  # the dotted names
     everything = {t["title"] for t in all_tools.body["result"]["tools"]}
-    assert listed == {"ticket.get", "ticket.timeline", "queue.view", "sla.status"}
+    assert listed == {
+        "ticket.get",
+        "ticket.timeline",
+        "queue.view",
+        "technician.list",
+        "sla.status",
+    }
     assert "ticket.create" in everything
     assert listed < everything
     assert refused.status == 403

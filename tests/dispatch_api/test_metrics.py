@@ -21,7 +21,7 @@ from dispatch_api.settings import ApiSettings
 from dispatch_api.store import connect
 from dispatch_api.web import create_app
 from telemetry import LATENCY_BUCKETS_MS, JsonLog
-from testkit.api import COMPLETE_TICKET, WINDOW, Api, Reply
+from testkit.api import COMPLETE_TICKET, WINDOW, Api, Reply, window
 
 PROMTOOL = "/usr/bin/promtool"
 #: promtool's only complaint DESIGN section 6 imposes: the name must say milliseconds ("_ms").
@@ -308,10 +308,10 @@ async def test_tickets_in_state_is_the_database_truth_on_every_replica_and_after
             await other.act(first["id"], "schedule", WINDOW),
             await api.act(first["id"], "dispatch"),
             await other.act(first["id"], "arrive"),
-            await api.act(second["id"], "schedule", WINDOW),
+            await api.act(second["id"], "schedule", window(1)),
             await other.act(second["id"], "hold", {"cause": "customer", "reason": "away"}),
             await api.act(third["id"], "cancel", {"reason": "duplicate"}),
-            await other.act(fourth["id"], "schedule", WINDOW),
+            await other.act(fourth["id"], "schedule", window(2)),
         ]
         assert [r.status for r in replies] == [200] * len(replies), [r.body for r in replies]
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from dispatch_api.store import connect, technicians
+from dispatch_bridge._devcreds import register_dev_technicians
 from testkit.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +122,39 @@ def test_up_serves_the_agents_of_dispatch_agent_keys_besides_the_dev_agent(
     assert planner[0] == 200
     assert dev[0] == 200
     assert len(planner[1]["tools"]) < len(dev[1]["tools"])  # a dispatcher, not a supervisor
+
+
+def test_up_seeds_two_active_technicians_skilled_for_every_incident_template(
+    product: dict[str, Any],
+) -> None:
+    creds = product["creds"]
+
+    status, page = _get(creds["api_url"] + "/v1/technicians?active=true", creds["api_token"])
+    _, listing = _get(creds["api_url"] + "/v1/templates", creds["api_token"])
+
+    assert status == 200
+    assert [t["id"] for t in page["items"]] == ["tech-dev-1", "tech-dev-2"]
+    names = {t["name"] for t in listing["templates"]}
+    assert names
+    assert all(set(t["skills"]) == names for t in page["items"])
+    # The walkthrough's technician reads its own record with its own token.
+    own = _get(creds["api_url"] + "/v1/technicians/tech-dev-1", creds["technician_token"])
+    assert own[0] == 200
+
+
+async def test_seeding_the_dev_technicians_again_keeps_them_and_an_operators_changes(
+    database_url: str,
+) -> None:
+    await register_dev_technicians(database_url)
+    conn = await connect(database_url)
+    try:
+        await technicians.patch(conn, "tech-dev-2", {"active": False})
+        await register_dev_technicians(database_url)
+        rows = await conn.fetch("SELECT id, active FROM technicians ORDER BY id")
+    finally:
+        await conn.close()
+
+    assert [(r["id"], r["active"]) for r in rows] == [("tech-dev-1", True), ("tech-dev-2", False)]
 
 
 def test_a_second_up_on_a_taken_port_exits_2_and_leaves_the_credentials_alone(

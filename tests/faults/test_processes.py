@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pytest
 
 from dispatch_api.domain import Role
 from dispatch_api.store import connect
-from testkit.api import COMPLETE_TICKET, WINDOW
+from testkit.api import COMPLETE_TICKET, TECHNICIANS, ensure_technicians, window
 from testkit.fault_proxy import FaultProxy
 from testkit.processes import ApiProcess, BridgeProcess, RestartablePostgres, new_token
 
@@ -80,6 +81,18 @@ async def proxied(database_url: str, tmp_path: Path) -> AsyncIterator[Proxied]:
     finally:
         proxy.release()  # a test failing with a reply held must not hang the teardown
         await proxy.close()
+
+
+#: The processes run on the wall clock: a window tomorrow is in their future.
+WINDOW = window(
+    first=datetime.now(UTC).replace(hour=13, minute=0, second=0, microsecond=0) + timedelta(days=1)
+)
+
+
+@pytest.fixture(autouse=True)
+async def technicians_on_duty(database_url: str) -> None:
+    """The technicians WINDOW books exist (scheduling refuses unknown ones)."""
+    await ensure_technicians(database_url, *TECHNICIANS)
 
 
 @pytest.fixture
@@ -224,6 +237,7 @@ async def test_a_postgres_restart_mid_load_loses_no_write_doubles_none_and_stick
     # The gateway, as the bridge calls: its Idempotency-Key is the request_id the timeline
     # records, so each event is traced back to the key that made it.
     token = await new_token(url, "bridge", Role.GATEWAY, gateway=True)
+    await ensure_technicians(url, *TECHNICIANS)
     api = ApiProcess(url, tmp_path, env={"DISPATCH_DB_LOCK_TIMEOUT_MS": "3000"})
     acked: dict[str, str] = {}
     failures: Counter[int] = Counter()

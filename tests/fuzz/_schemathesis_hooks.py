@@ -38,6 +38,11 @@ _API_RULES = {
         "sha256_mismatch",
         "evidence_missing",
         "bypass_reason_required",
+        # scheduling rules: a window in the past or too long, a technician who is inactive
+        # or lacks the incident's skill (the directory is data, not an enum)
+        "invalid_window",
+        "technician_inactive",
+        "technician_lacks_skill",
         "validation_failed",  # only for the cross-field rules below
     },
 }

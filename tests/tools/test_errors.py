@@ -428,3 +428,44 @@ def test_the_evidence_limit_is_a_final_refusal_naming_the_limit() -> None:
     assert "Do not retry" in error.message
     assert error.details["upstream_code"] == "evidence_limit_reached"
     assert (error.details["limit"], error.details["count"]) == (200, 200)
+
+
+def test_a_double_booking_names_the_clash_the_free_window_and_who_else_could_go() -> None:
+    error = _translate(
+        409,
+        "schedule_conflict",
+        "technician 'tech-1' is already booked on ticket t-a in that window",
+        conflict={"ticket_id": "t-a", "window_start": "A", "window_end": "B"},
+        candidates=["tech-2", "tech-3"],
+        earliest_free_window={"window_start": "2030-01-07T15:00:00+00:00", "window_end": "E"},
+    )
+
+    assert (error.code, error.retryable) == ("invalid_transition", False)
+    assert "already booked on ticket t-a" in error.message
+    assert "free from 2030-01-07T15:00:00+00:00 to E" in error.message
+    assert "tech-2, tech-3" in error.message
+    assert error.details["conflict"]["ticket_id"] == "t-a"
+    assert error.to_json()["details"]["outcome"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "tool_code"),
+    [
+        (404, "technician_not_found", "not_found"),
+        (422, "technician_inactive", "invalid_arguments"),
+        (422, "technician_lacks_skill", "invalid_arguments"),
+        (422, "invalid_window", "invalid_arguments"),
+    ],
+)
+def test_scheduling_refusals_map_to_closed_codes_that_say_what_to_try(
+    status: int, code: str, tool_code: str
+) -> None:
+    error = _translate(status, code, "refused", candidates=[], not_before="2030-01-07T12:55Z")
+
+    assert (error.code, error.retryable) == (tool_code, False)
+    assert "ticket.schedule again" in error.message
+    if code == "invalid_window":
+        assert "2030-01-07T12:55Z" in error.message
+    else:
+        assert "technician.list" in error.message
+    assert error.details["upstream_code"] == code

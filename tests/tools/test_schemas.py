@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dispatch_api.domain import EvidenceKind, EvidenceSummary, HoldCause, Priority, State, Ticket
-from dispatch_api.service import event_view, evidence_view, ticket_view
+from dispatch_api.service import event_view, evidence_view, technician_view, ticket_view
 from dispatch_api.store import Event, EvidenceRecord, TicketRecord
 from schemas import Validator
 from tools import Tool, ToolError, catalog
@@ -157,6 +157,7 @@ def test_the_tools_taking_a_ticket_id_are_the_ticket_scoped_ones() -> None:
     assert {t.name for t in TOOLS if t.ticket_argument is None} == {
         "ticket.create",
         "queue.view",
+        "technician.list",
         "sla.status",
     }
 
@@ -305,6 +306,16 @@ ON_HOLD = _record(
 )
 COMPLETED = _record(_with(ON_SITE.ticket, state=State.COMPLETED), REFERENCED_PHOTO, seq=8)
 CANCELLED = _record(_with(NEW.ticket, state=State.CANCELLED), seq=2)
+TECHNICIAN = {
+    "id": "tech-042",
+    "name": "Sam Okafor",
+    "skills": ["water_leak", "no_heat"],
+    "active": True,
+    "region": "north",
+    "hours": {"days": [1, 2, 3, 4, 5], "start": "08:00", "end": "17:00", "tz": "Europe/London"},
+    "created_at": CREATED,
+    "updated_at": NOW,
+}
 RECORDS = [NEW, READY, SCHEDULED, BYPASS_DISPATCHED, ON_SITE, ON_HOLD, COMPLETED, CANCELLED]
 
 
@@ -412,6 +423,11 @@ def _realistic_output(tool: str) -> dict[str, Any]:
             }
         case "queue.view":
             return {"items": [ticket_view(r) for r in RECORDS], "next_cursor": "WyIyMDI2Il0"}
+        case "technician.list":
+            return {
+                "items": [technician_view(TECHNICIAN), {**technician_view(TECHNICIAN), "id": "t2"}],
+                "next_cursor": "dDI",
+            }
         case "evidence.attach":
             return {
                 "ticket": ticket_view(ON_SITE),
