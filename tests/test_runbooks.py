@@ -306,8 +306,14 @@ async def test_rb1_tickets_stuck_in_ready_to_schedule(bridge: Bridge, clock: Fak
     assert activated.body["technician"]["active"] is True
     page = await api_get(rb, bridge, "/v1/tickets?state=READY_TO_SCHEDULE&priority=P1")
     assert [t["matching_technicians"] for t in page["items"]] == [1]
-    window = {"WINDOW_START": WINDOW["window_start"], "WINDOW_END": WINDOW["window_end"]}
-    free = await tool_call(rb, bridge, "technician.list", SKILL="water_leak", **window)
+    free = await tool_call(
+        rb,
+        bridge,
+        "technician.list",
+        SKILL="water_leak",
+        WINDOW_START=WINDOW["window_start"],
+        WINDOW_END=WINDOW["window_end"],
+    )
     # jq -r '.result.items[] | [.id, .name, .region]'
     assert [[t["id"], t["name"], t["region"]] for t in free.body["result"]["items"]] == [
         ["tech-1", "Tech One", None]
