@@ -203,8 +203,9 @@ def create_bridge_app(
     r.add_get("/v1/config", _rest.show_config)
     if settings.oauth.enabled:
         app.cleanup_ctx.append(_resource.issuer_keys(clock))
-        r.add_get(_resource.WELL_KNOWN, _resource.protected_resource)
-        r.add_get(_resource.WELL_KNOWN + "/mcp", _resource.protected_resource)
+    # Routed either way (404 without OAuth), so another method gets 405 as on every route.
+    r.add_get(_resource.WELL_KNOWN, _resource.protected_resource)
+    r.add_get(_resource.WELL_KNOWN + "/mcp", _resource.protected_resource)
     r.add_get("/v1/ops/inflight", _rest.inflight)
     return app
 

@@ -46,8 +46,11 @@ def metadata_url(settings: BridgeSettings, path: str) -> str:
 
 
 async def protected_resource(request: web.Request) -> web.Response:
-    """GET /.well-known/oauth-protected-resource[/mcp]: RFC 9728 metadata."""
+    """GET /.well-known/oauth-protected-resource[/mcp]: RFC 9728 metadata; 404 when the
+    bridge is not an OAuth resource server (there is nothing to publish)."""
     settings = request.app[SETTINGS]
+    if not settings.oauth.enabled:
+        raise web.HTTPNotFound()
     body = {
         "resource": audience(settings),
         "authorization_servers": [settings.oauth.issuer],

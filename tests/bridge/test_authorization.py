@@ -35,6 +35,11 @@ MCP_HEADERS = {
 #: Routes anyone may call: probes, the scrape, and the API documents (they hold no secret,
 #: and are the same files the package ships).
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+#: Public too, and 404 here: the harness's bridge is no OAuth resource server.
+NOT_PUBLISHED = {
+    "/.well-known/oauth-protected-resource",
+    "/.well-known/oauth-protected-resource/mcp",
+}
 #: A value for each path parameter either service has.
 PATH_VALUES = {
     "{name}": "ticket.get",
@@ -159,6 +164,8 @@ async def test_every_route_but_probes_metrics_and_documents_needs_credentials(
                 where = f"{service} {method} {template} {credentials}"
                 if template in PUBLIC:
                     assert status == 200, where
+                elif template in NOT_PUBLISHED:
+                    assert status == 404, where
                 else:
                     assert status == 401, where
                     assert challenge.startswith("Bearer realm="), where
@@ -183,7 +190,7 @@ async def test_every_authenticated_route_refuses_two_authorization_headers_with_
         twice.update(MCP_HEADERS)
         twice["Idempotency-Key"] = "dup-auth-1"
         for method, template in routes(app):
-            if template in PUBLIC:
+            if template in PUBLIC | NOT_PUBLISHED:
                 continue
             body = orjson.dumps(
                 {"jsonrpc": "2.0", "id": 1, "method": "ping"}
