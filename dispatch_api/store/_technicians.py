@@ -148,15 +148,18 @@ async def count_matching(conn: Conn, incident_type: str) -> int:
 
 
 async def count_matching_many(conn: Conn, incident_types: Sequence[str]) -> dict[str, int]:
-    """`count_matching` for several types in one statement: one index probe per distinct type
-    (a page of the queue asks once, however many rows it has)."""
+    """`count_matching` for several types in one statement (a page of the queue asks once,
+    however many rows it has): the technicians holding any of the types, found through the
+    GIN index when they are few, counted per type; types nobody has count 0."""
+    wanted = sorted(set(incident_types))
     rows = await conn.fetch(
-        "SELECT it AS incident_type, (SELECT count(*) FROM technicians"
-        " WHERE active AND skills @> ARRAY[it]) AS n"
-        " FROM unnest($1::text[]) AS it",
-        sorted(set(incident_types)),
+        "SELECT s AS incident_type, count(*) AS n FROM technicians, unnest(skills) AS s"
+        " WHERE active AND skills && $1::text[] AND s = ANY($1::text[]) GROUP BY s",
+        wanted,
     )
-    return {r["incident_type"]: int(r["n"]) for r in rows}
+    counts = dict.fromkeys(wanted, 0)
+    counts.update({r["incident_type"]: int(r["n"]) for r in rows})
+    return counts
 
 
 async def ensure(conn: Conn, technicians: Sequence[Technician]) -> None:

@@ -387,4 +387,4 @@ async def test_the_official_sdk_client_credentials_example_finds_the_issuer_and_
 
     assert process.returncode == 0, err.decode()[-2000:]
     # A dispatcher holding dispatch:read: the four tools that only read.
-    assert out.decode().startswith("4 tools:"), out
+    assert out.decode().startswith("5 tools:"), out

@@ -89,8 +89,11 @@ async def test_a_technician_agent_may_not_list_technicians(bridge: Bridge) -> No
 async def test_bad_technician_list_arguments_are_refused_naming_the_argument(
     bridge: Bridge, arguments: dict[str, Any], path: str
 ) -> None:
+    forwarded = bridge.proxy.requests
+
     reply = await bridge.invoke("technician.list", arguments, as_="dispatcher")
 
+    assert bridge.proxy.requests == forwarded  # refused before dispatch-api was asked
     assert reply.status == 422, reply.body
     error = reply.body["error"]
     assert error["code"] == "invalid_arguments"

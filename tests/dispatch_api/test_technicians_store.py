@@ -91,8 +91,14 @@ async def test_the_active_skill_lookup_can_be_answered_by_the_gin_index(
     # the query's shape, so it is taken once scanning is ruled out.
     await conn.execute("SET enable_seqscan = off")
 
-    rows = await conn.fetch(
+    one = await conn.fetch(
         "EXPLAIN SELECT count(*) FROM technicians WHERE active AND skills @> ARRAY['k7'::text]"
     )
+    # The queue's per-page statement (count_matching_many).
+    page = await conn.fetch(
+        "EXPLAIN SELECT s, count(*) FROM technicians, unnest(skills) AS s WHERE active"
+        " AND skills && ARRAY['k7', 'k8'] AND s = ANY(ARRAY['k7', 'k8']) GROUP BY s"
+    )
 
-    assert "technicians_active_skills" in "\n".join(r[0] for r in rows)
+    assert "technicians_active_skills" in "\n".join(r[0] for r in one)
+    assert "technicians_active_skills" in "\n".join(r[0] for r in page)
