@@ -19,6 +19,7 @@ import psutil
 
 from dispatch_api.domain import Role
 from dispatch_api.store import connect, migrate, principals, start_embedded, templates
+from testkit.api import ensure_technicians
 from testkit.image import ALLOCATOR_ENV
 from testkit.processes import free_port
 
@@ -56,6 +57,8 @@ class Product:
             )
         finally:
             await conn.close()
+        # The technicians `up` seeds: the soak's agents book tech-dev-1, as the walkthroughs do.
+        await ensure_technicians(self.dsn, "tech-dev-1", "tech-dev-2")
         api_port, bridge_port, proxy_port = free_port(), free_port(), free_port()
         # A caller may fix dispatch-api's port (the soak puts a fault proxy in front of it).
         api_port = int(self.extra_env.get("DISPATCH_API_PORT", api_port))

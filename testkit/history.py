@@ -45,8 +45,6 @@ from tools import catalog
 
 #: Tools that change something (everything else only reads).
 MUTATING = frozenset(t.name for t in catalog() if not t.read_only)
-#: Refusals dispatch-api records on the timeline (one event) and answers for good.
-RECORDED_REFUSALS = frozenset({"invalid_transition", "evidence_missing"})
 #: The outcome of a call that got no answer at all (reset, timeout on the agent's side).
 NO_ANSWER = "no_answer"
 
@@ -83,7 +81,15 @@ class Call:
     @property
     def acknowledged(self) -> bool:
         """Answered for good: the change happened, or was refused and recorded."""
-        return self.ok or self.outcome in RECORDED_REFUSALS
+        return self.ok or self.recorded_refusal
+
+    @property
+    def recorded_refusal(self) -> bool:
+        """Refused and recorded: dispatch-api appended the rejection event its details name
+        (`event_seq`), whatever the code (invalid_transition, evidence_missing, a scheduling
+        rule's not_found or invalid_arguments)."""
+        details = (self.error or {}).get("details") or {}
+        return not self.ok and "event_seq" in details
 
     @property
     def claims_nothing_applied(self) -> bool:
@@ -111,7 +117,7 @@ class Call:
             event = self.result["event"]
             return str(event["ticket_id"]), int(event["seq"])
         details = (self.error or {}).get("details") or {}
-        if self.outcome in RECORDED_REFUSALS and "event_seq" in details:
+        if self.recorded_refusal:
             return str(details["ticket_id"]), int(details["event_seq"])
         return None
 
