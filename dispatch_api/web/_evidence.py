@@ -17,7 +17,7 @@ from ._tickets import (
     MAX_PAGE,
     _decode_cursor,
     _encode_cursor,
-    _int_param,
+    int_param,
     json_response,
     mutation,
     stored_response,
@@ -88,7 +88,7 @@ async def attach_evidence(request: web.Request) -> web.Response:
 async def list_evidence(request: web.Request) -> web.Response:
     """GET /v1/tickets/{id}/evidence?limit=&cursor=: every item, oldest first, in pages."""
     tid = ticket_id(request)
-    limit = _int_param(request.query, "limit", 50, 1, MAX_PAGE)
+    limit = int_param(request.query, "limit", 50, 1, MAX_PAGE)
     after = _decode_cursor(request.query.get("cursor"))
     record, items, following = await request.app[SERVICE].evidence_page(
         request[CALLER], tid, after, limit

@@ -12,10 +12,18 @@ from aiohttp import web
 from schemas import parse_datetime
 from telemetry import SAFE_ID
 
-from ..errors import BadRequest, Unprocessable
+from ..errors import BadRequest
 from ..service import TechnicianFilter
 from ._keys import CALLER, TECHNICIANS, TEMPLATES
-from ._tickets import MAX_PAGE, _bad_query, _int_param, json_response, mutation, stored_response
+from ._tickets import (
+    MAX_PAGE,
+    bad_query,
+    check_incident_types,
+    int_param,
+    json_response,
+    mutation,
+    stored_response,
+)
 
 _BOOLEANS = {"true": True, "false": False}
 
@@ -35,20 +43,20 @@ async def list_technicians(request: web.Request) -> web.Response:
     query = request.query
     for name in ("active", "skill", "available_from", "available_to", "limit", "cursor"):
         if len(query.getall(name, ())) > 1:
-            raise _bad_query(name, "must be given at most once")
+            raise bad_query(name, "must be given at most once")
     active = query.get("active")
     if active is not None and active not in _BOOLEANS:
-        raise _bad_query("active", "must be true or false")
+        raise bad_query("active", "must be true or false")
     skill = query.get("skill")
     known = request.app[TEMPLATES]
     if skill is not None and skill not in known:
-        raise _bad_query("skill", f"must name an incident type: {sorted(known)}")
+        raise bad_query("skill", f"must name an incident type: {sorted(known)}")
     where = TechnicianFilter(
         active=None if active is None else _BOOLEANS[active],
         skill=skill,
         available=_window(query),
     )
-    limit = _int_param(query, "limit", 50, 1, MAX_PAGE)
+    limit = int_param(query, "limit", 50, 1, MAX_PAGE)
     after = _decode_cursor(query.get("cursor"))
     items, next_after = await request.app[TECHNICIANS].page(request[CALLER], where, after, limit)
     return json_response({"items": items, "next_cursor": _encode_cursor(next_after)})
@@ -74,20 +82,9 @@ async def patch_technician(request: web.Request) -> web.Response:
 
 
 def _check_skills(request: web.Request, body: dict[str, Any]) -> None:
-    templates = request.app[TEMPLATES]
-    unknown = [i for i, s in enumerate(body.get("skills", ())) if s not in templates]
-    if unknown:
-        raise Unprocessable(
-            "unknown_incident_type",
-            "skills must name incident types; see GET /v1/templates",
-            extensions={
-                "errors": [
-                    {"path": f"/skills/{i}", "message": "not a known template"}
-                    for i in unknown[:10]
-                ],
-                "allowed_values": sorted(templates),
-            },
-        )
+    skills = body.get("skills", ())
+    named = {f"/skills/{i}": s for i, s in enumerate(skills)}
+    check_incident_types(request, named, "skills must name incident types; see GET /v1/templates")
 
 
 def _window(query: Any) -> tuple[datetime, datetime] | None:
@@ -97,10 +94,10 @@ def _window(query: Any) -> tuple[datetime, datetime] | None:
         return None
     if raw_from is None or raw_to is None:
         missing = "available_from" if raw_from is None else "available_to"
-        raise _bad_query(missing, "is needed too: available_from and available_to go together")
+        raise bad_query(missing, "is needed too: available_from and available_to go together")
     start, end = _instant(raw_from, "available_from"), _instant(raw_to, "available_to")
     if end <= start:
-        raise _bad_query("available_to", "must be after available_from")
+        raise bad_query("available_to", "must be after available_from")
     return start, end
 
 
@@ -108,7 +105,7 @@ def _instant(raw: str, name: str) -> datetime:
     try:
         return parse_datetime(raw)
     except ValueError:
-        raise _bad_query(name, "must be an RFC 3339 date-time with an offset") from None
+        raise bad_query(name, "must be an RFC 3339 date-time with an offset") from None
 
 
 def _encode_cursor(after: str | None) -> str | None:
@@ -125,5 +122,5 @@ def _decode_cursor(raw: str | None) -> str | None:
     except (ValueError, binascii.Error):
         after = ""
     if not SAFE_ID.fullmatch(after):
-        raise _bad_query("cursor", "is not a cursor this API issued")
+        raise bad_query("cursor", "is not a cursor this API issued")
     return after

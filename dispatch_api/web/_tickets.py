@@ -89,13 +89,22 @@ async def mutation(
 
 def _check_incident_type(request: web.Request, body: dict[str, Any]) -> None:
     name = body.get("incident_type")
+    if name is not None:
+        message = f"unknown incident_type {name!r}; see GET /v1/templates"
+        check_incident_types(request, {"/incident_type": name}, message)
+
+
+def check_incident_types(request: web.Request, named: dict[str, Any], message: str) -> None:
+    """Unprocessable `unknown_incident_type` (`message`) naming, at most 10, the JSON
+    pointers in `named` whose value is no seeded template, with the templates there are."""
     templates = request.app[TEMPLATES]
-    if name is not None and name not in templates:
+    unknown = [path for path, name in named.items() if name not in templates]
+    if unknown:
         raise Unprocessable(
             "unknown_incident_type",
-            f"unknown incident_type {name!r}; see GET /v1/templates",
+            message,
             extensions={
-                "errors": [{"path": "/incident_type", "message": "not a known template"}],
+                "errors": [{"path": p, "message": "not a known template"} for p in unknown[:10]],
                 "allowed_values": sorted(templates),
             },
         )
@@ -183,8 +192,8 @@ async def list_tickets(request: web.Request) -> web.Response:
     priorities = _multi(query, "priority", {p.value for p in Priority})
     technician = query.get("technician_id")
     if technician is not None and not SAFE_ID.fullmatch(technician):
-        raise _bad_query("technician_id", "must be 1-128 characters of letters, digits and ._:@+=-")
-    limit = _int_param(query, "limit", 50, 1, MAX_PAGE)
+        raise bad_query("technician_id", "must be 1-128 characters of letters, digits and ._:@+=-")
+    limit = int_param(query, "limit", 50, 1, MAX_PAGE)
     after = _decode_cursor(query.get("cursor"))
     items, next_after = await request.app[SERVICE].page(
         request[CALLER], TicketFilter(states, priorities, technician), after, limit
@@ -194,13 +203,13 @@ async def list_tickets(request: web.Request) -> web.Response:
 
 async def get_timeline(request: web.Request) -> web.Response:
     tid = ticket_id(request)
-    after_seq = _int_param(request.query, "after_seq", 0, 0, 2**31 - 1)
-    limit = _int_param(request.query, "limit", 100, 1, 500)
+    after_seq = int_param(request.query, "after_seq", 0, 0, 2**31 - 1)
+    limit = int_param(request.query, "limit", 100, 1, 500)
     events, next_after = await request.app[SERVICE].timeline(request[CALLER], tid, after_seq, limit)
     return json_response({"ticket_id": str(tid), "events": events, "next_after_seq": next_after})
 
 
-def _bad_query(name: str, message: str) -> BadRequest:
+def bad_query(name: str, message: str) -> BadRequest:
     return BadRequest(
         "invalid_query", f"query parameter {name} {message}", extensions={"parameter": name}
     )
@@ -212,20 +221,20 @@ def _multi(query: Any, name: str, allowed: set[str]) -> list[str]:
     values = [v for raw in query.getall(name, []) for v in raw.split(",")]
     unknown = [v for v in values if v not in allowed]
     if unknown:
-        raise _bad_query(name, f"has unknown values {unknown[:5]}; allowed: {sorted(allowed)}")
+        raise bad_query(name, f"has unknown values {unknown[:5]}; allowed: {sorted(allowed)}")
     return values
 
 
-def _int_param(query: Any, name: str, default: int, low: int, high: int) -> int:
+def int_param(query: Any, name: str, default: int, low: int, high: int) -> int:
     raw = query.get(name)
     if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise _bad_query(name, "must be an integer") from None
+        raise bad_query(name, "must be an integer") from None
     if not low <= value <= high:
-        raise _bad_query(name, f"must be between {low} and {high}")
+        raise bad_query(name, f"must be between {low} and {high}")
     return value
 
 
@@ -244,15 +253,15 @@ def _decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
         # astimezone: a forged offset may push the instant out of datetime's range.
         return parse_datetime(created), uuid.UUID(ident)
     except (ValueError, TypeError, OverflowError, binascii.Error, orjson.JSONDecodeError):
-        raise _bad_query("cursor", "is not a cursor this API issued") from None
+        raise bad_query("cursor", "is not a cursor this API issued") from None
 
 
 async def list_sla(request: web.Request) -> web.Response:
     """GET /v1/sla?status=breached|at_risk: active tickets late, or due within the window."""
     status = request.query.get("status", "breached")
     if status not in ("breached", "at_risk"):
-        raise _bad_query("status", "must be breached or at_risk")
-    limit = _int_param(request.query, "limit", 100, 1, MAX_PAGE)
+        raise bad_query("status", "must be breached or at_risk")
+    limit = int_param(request.query, "limit", 100, 1, MAX_PAGE)
     window = timedelta(minutes=request.app[SETTINGS].sla_at_risk_minutes)
     items = await request.app[SERVICE].sla(request[CALLER], status, window, limit)
     return json_response(
