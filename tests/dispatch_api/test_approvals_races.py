@@ -149,3 +149,24 @@ async def test_a_call_resent_after_its_approval_expired_is_told_so_and_can_ask_a
     assert resent.body["code"] == "approval_expired"
     assert anew.status == 202
     assert await statuses(api) == ["expired", "pending"]
+
+
+async def test_approve_racing_the_agents_resend_runs_once_and_the_resend_learns_it(
+    api: Api,
+) -> None:
+    for _ in range(ROUNDS):
+        ticket = await api.create_ticket()
+        call = cancel_call(api, ticket["id"])
+        approval_id = (await call.send()).body["approval"]["id"]
+
+        approved, resent = await asyncio.gather(decide(api, approval_id, "approve"), call.send())
+        after = await call.send()
+
+        assert approved.status == 200, approved.body
+        # Before the approval: still pending; after: the replay; meanwhile: retry shortly.
+        assert resent.status in (200, 202, 409), resent.body
+        if resent.status == 409:
+            assert resent.body["code"] == "request_in_progress"
+        assert after.status == 200
+        assert after.headers["Idempotent-Replayed"] == "true"
+        assert (await event_types(api, ticket["id"])).count("cancelled") == 1
