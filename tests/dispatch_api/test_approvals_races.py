@@ -170,3 +170,18 @@ async def test_approve_racing_the_agents_resend_runs_once_and_the_resend_learns_
         assert after.status == 200
         assert after.headers["Idempotent-Replayed"] == "true"
         assert (await event_types(api, ticket["id"])).count("cancelled") == 1
+
+
+async def test_an_approved_call_counts_its_decision_wait_and_transition_once(api: Api) -> None:
+    _, approval_id = await pending_cancel(api)
+    api.clock.advance(minutes=5)
+
+    approved = await decide(api, approval_id, "approve")
+    again = await decide(api, approval_id, "approve")
+
+    assert (approved.status, again.status) == (200, 409)
+    decisions = await scrape(api, "approval_decisions_total")
+    assert decisions == {(("decision", "granted"), ("tool", "ticket.cancel")): 1}
+    assert (await scrape(api, "approval_wait_seconds_sum"))[(("tool", "ticket.cancel"),)] == 300
+    transitions = await scrape(api, "state_transitions_total")
+    assert transitions[(("from", "READY_TO_SCHEDULE"), ("to", "CANCELLED"))] == 1
