@@ -1,12 +1,15 @@
 """dispatch-api use cases: transactions that tie the domain to the store."""
 
+from ._dry_run import ApprovalCheck, DryRun
 from ._technicians import TechnicianFilter, TechnicianService, technician_view
 from ._tickets import Caller, Clock, EvidenceUpload, TicketService
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
 __all__ = [
+    "ApprovalCheck",
     "Caller",
     "Clock",
+    "DryRun",
     "EvidenceUpload",
     "TechnicianFilter",
     "TechnicianService",

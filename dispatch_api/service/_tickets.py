@@ -31,7 +31,6 @@ from ..domain import (
     Schedule,
     SlaState,
     SlaTargets,
-    State,
     Ticket,
     WindowPolicy,
     advance,
@@ -53,12 +52,13 @@ from ..store import (
     TicketRecord,
     connection,
     idempotency,
-    technicians,
     tickets,
     transaction,
 )
 from ..store import _evidence as evidence_store
 from ..store import _sla as sla_store
+from ._dry_run import ApprovalCheck, DryRun, no_approval, rehearse
+from ._matching import matching_technicians
 from ._scheduling import ScheduleRules, release
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
@@ -105,7 +105,9 @@ class TicketService:
         targets: SlaTargets | None = None,
         max_evidence_per_ticket: int | None = None,
         window_policy: WindowPolicy | None = None,
+        approval_check: ApprovalCheck = no_approval,
     ) -> None:
+        self._approval_check = approval_check  # asked by dry runs only
         self._rules = ScheduleRules(window_policy or WindowPolicy())
         self._targets = targets or SlaTargets.defaults()
         self._max_evidence = max_evidence_per_ticket
@@ -117,7 +119,7 @@ class TicketService:
     # --- mutations --------------------------------------------------------------------
 
     async def create(
-        self, caller: Caller, key: IdempotencyKey, fields: Mapping[str, Any]
+        self, caller: Caller, key: IdempotencyKey | DryRun, fields: Mapping[str, Any]
     ) -> StoredResponse:
         _require_role(caller.actor, Action.CREATE)
 
@@ -137,7 +139,7 @@ class TicketService:
     async def act(
         self,
         caller: Caller,
-        key: IdempotencyKey,
+        key: IdempotencyKey | DryRun,
         ticket_id: uuid.UUID,
         command: Command,
         details: Mapping[str, Any] | None = None,
@@ -157,7 +159,7 @@ class TicketService:
     async def attach_evidence(
         self,
         caller: Caller,
-        key: IdempotencyKey,
+        key: IdempotencyKey | DryRun,
         ticket_id: uuid.UUID,
         upload: EvidenceUpload,
         reason: str | None = None,
@@ -216,7 +218,7 @@ class TicketService:
             records = await tickets.list_page(conn, where, after, limit + 1)
             more = len(records) > limit
             records = records[:limit]
-            matching = await _matching_technicians(conn, records)
+            matching = await matching_technicians(conn, records)
         cursor = (records[-1].created_at, uuid.UUID(records[-1].ticket.id)) if more else None
         now = self._clock()
         return [queue_view(r, now, matching.get(r.ticket.id)) for r in records], cursor
@@ -301,10 +303,12 @@ class TicketService:
 
     async def _idempotent(
         self,
-        key: IdempotencyKey,
+        key: IdempotencyKey | DryRun,
         work: Callable[[asyncpg.Connection, datetime], Awaitable[StoredResponse]],
     ) -> StoredResponse:
         now = self._clock()
+        if isinstance(key, DryRun):  # no key claimed, nothing committed, nothing counted
+            return await rehearse(self._pool, now, key, work, self._approval_check)
         try:
             async with transaction(self._pool) as conn:
                 stored = await idempotency.claim(conn, key, now)
@@ -450,22 +454,6 @@ class TicketService:
             trace_id=caller.trace_id,
             details={},
         )
-
-
-async def _matching_technicians(
-    conn: asyncpg.Connection, records: list[TicketRecord]
-) -> dict[str, int]:
-    """Ticket id -> active technicians skilled for it, for the page's READY_TO_SCHEDULE
-    tickets: one statement for the whole page (an index probe per distinct type)."""
-    ready = {
-        r.ticket.id: r.ticket.incident_type
-        for r in records
-        if r.ticket.state is State.READY_TO_SCHEDULE and r.ticket.incident_type is not None
-    }
-    if not ready:
-        return {}
-    counts = await technicians.count_matching_many(conn, list(ready.values()))
-    return {tid: counts.get(kind, 0) for tid, kind in ready.items()}
 
 
 def _ok(status: int, body: dict[str, Any]) -> StoredResponse:
