@@ -95,6 +95,7 @@ async def ticket_mutation(
     """As `mutation`; with `?dry_run=true`, a DryRun instead of the key (none is needed)."""
     if not dry_run_requested(request):
         return await mutation(request, schema, limit)
+    idempotency_key(request)  # not needed, nor stored; but a malformed one is still 400
     caller: Caller = request[CALLER]
     body = await read_json(request, schema, limit or request.app[SETTINGS].max_json_bytes)
     log_context(request)["dry_run"] = True

@@ -173,3 +173,11 @@ async def test_a_route_without_a_dry_run_refuses_one_rather_than_write(api: Api)
     assert (reply.status, reply.body["code"]) == (400, "invalid_query")
     assert await api.count("SELECT count(*) FROM technicians WHERE id = 'tech-9'") == 0
     assert await counts(api) == before
+
+
+async def test_a_dry_run_with_a_malformed_idempotency_key_is_400_invalid_header(api: Api) -> None:
+    tid = (await api.create_ticket())["id"]
+    reply = await dry(
+        api, f"/v1/tickets/{tid}/cancel", {"reason": "x"}, headers={"Idempotency-Key": "a b"}
+    )
+    assert (reply.status, reply.body["code"]) == (400, "invalid_header")
