@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
+from dispatch_api.domain import Actor, ActorType, Cancel, Role, Ticket
+from dispatch_api.service import Caller, DryRun, TicketService
+from dispatch_api.store import Principal
+from dispatch_api.web._keys import POOL, TEMPLATES
 from testkit.api import WINDOW, Api, Reply
 
 TABLES = ("tickets", "timeline_events", "idempotency_keys", "evidence")
@@ -181,3 +189,37 @@ async def test_a_dry_run_with_a_malformed_idempotency_key_is_400_invalid_header(
         api, f"/v1/tickets/{tid}/cancel", {"reason": "x"}, headers={"Idempotency-Key": "a b"}
     )
     assert (reply.status, reply.body["code"]) == (400, "invalid_header")
+
+
+async def test_a_dry_run_asks_the_injected_approval_check_for_agent_calls_only(
+    api: Api,
+) -> None:
+    """The approval policy is injected (the service only knows the seam): an agent's dry
+    run through the gateway says which approval the call would need, a person's never."""
+    assert api.app is not None
+    asked: list[tuple[str, dict[str, Any], str | None]] = []
+    need = {"rule": "cancel", "rule_version": "0123456789ab", "approvers": ["supervisor"]}
+
+    def check(tool: str, arguments: Mapping[str, Any], ticket: Ticket | None) -> dict[str, Any]:
+        asked.append((tool, dict(arguments), None if ticket is None else str(ticket.state)))
+        return {**need, "expires_after_minutes": 60}
+
+    templates = api.app[TEMPLATES]
+    service = TicketService(api.app[POOL], templates, api.clock, approval_check=check)
+    tid = (await api.create_ticket())["id"]
+    body = {"reason": "duplicate"}
+    gateway = Principal("bridge", Role.GATEWAY, trusted_gateway=True)
+    agent = Caller(
+        gateway, Actor(ActorType.AGENT, "agent-1", Role.DISPATCHER, "ticket.cancel"), "r1"
+    )
+    person = Caller(gateway, Actor(ActorType.HUMAN, "disp-1", Role.DISPATCHER), "r2")
+    before = await counts(api)
+    for caller in (agent, person):
+        dry_run = DryRun(uuid.UUID(tid), body, caller.actor.type, caller.actor.tool_name)
+        stored = await service.act(caller, dry_run, uuid.UUID(tid), Cancel("duplicate"))
+        answer = orjson.loads(stored.body)
+        assert answer["transition"] == {"from": "READY_TO_SCHEDULE", "to": "CANCELLED"}
+        expected = {**need, "expires_after_minutes": 60} if caller is agent else None
+        assert answer["approval"] == expected
+    assert asked == [("ticket.cancel", body, "READY_TO_SCHEDULE")]
+    assert await counts(api) == before
