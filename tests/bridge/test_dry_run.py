@@ -9,6 +9,7 @@ from typing import Any, cast
 import orjson
 import pytest
 from mcp.types import RequestParamsMeta
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from testkit.api import WINDOW, Api, Reply, parsed_logs
 
@@ -154,17 +155,20 @@ async def test_a_read_only_tool_answers_a_dry_run_as_usual(bridge: Bridge) -> No
     assert reply.body["result"]["ticket"]["id"] == ticket["id"]
 
 
-async def test_logs_of_both_services_say_a_call_was_a_dry_run(
-    bridge: Bridge, log_lines: list[bytes]
+async def test_logs_of_both_services_and_the_tool_span_say_a_call_was_a_dry_run(
+    bridge: Bridge, log_lines: list[bytes], spans: InMemorySpanExporter
 ) -> None:
     tid = (await bridge.api.create_ticket())["id"]
     log_lines.clear()
+    spans.clear()
     await dry_invoke(bridge, "ticket.hold", {"ticket_id": tid, "cause": "customer", "reason": "x"})
     requests = [line for line in parsed_logs(log_lines) if line["event"] == "http_request"]
     assert sorted((line["service"], line.get("dry_run")) for line in requests) == [
         ("bridge", True),
         ("dispatch-api", True),
     ]
+    tool_spans = [s for s in spans.get_finished_spans() if s.name == "execute_tool ticket.hold"]
+    assert [dict(s.attributes or {}).get("dispatch_bridge.dry_run") for s in tool_spans] == [True]
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
