@@ -26,6 +26,7 @@ from tools import HTTP_STATUS, ToolError, mcp_tool
 from . import _jsonrpc as rpc
 from ._agents import Agent
 from ._call_ids import IDEMPOTENCY_KEY, agent_call_id
+from ._dry_run import META_DRY_RUN, dry_run_flag
 from ._edge import (
     RefusedRequest,
     authenticate,
@@ -308,6 +309,7 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
             f"params._meta[{META_TOOL_CALL_ID!r}]",
             request.headers.get(IDEMPOTENCY_KEY),
         )
+        dry_run = dry_run_flag(meta.get(META_DRY_RUN), f"params._meta[{META_DRY_RUN!r}]")
     except RefusedRequest as exc:  # as a tool result the model can act on, nothing done
         pipeline.count_refusal(tool.name, "invalid_arguments")
         refused = ToolError("invalid_arguments", exc.message, details=exc.details)
@@ -330,6 +332,7 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
             call_id,
             cid,
             request.content.total_bytes,  # the body that carried the call, for the key's cap
+            dry_run,
         )
     arguments = params.get("arguments")
     log_context(request).update(
@@ -340,6 +343,7 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
         request_id=outcome.request_id,
         ticket_id=arguments.get("ticket_id") if isinstance(arguments, dict) else None,
         error_code=None if outcome.error is None else outcome.error.code,
+        **({"dry_run": True} if dry_run else {}),
     )
     return _tool_result(outcome)
 
@@ -362,4 +366,6 @@ def _tool_result(outcome: Outcome) -> dict[str, Any]:
         }
     if outcome.replayed:
         result["_meta"] = {META_REPLAYED: True}
+    if outcome.dry_run:
+        result["_meta"] = {**result.get("_meta", {}), META_DRY_RUN: True}
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -15,6 +16,17 @@ from telemetry import LATENCY_BUCKETS_MS
 UNKNOWN_TOOL = "_unknown"
 
 
+def dry_run_outcome(result: dict[str, Any] | None, error_code: str | None) -> str:
+    """The `outcome` label: accepted or rejected (what dispatch-api says the call would do),
+    ok (a read-only tool's answer), or the tool error code of a refused dry run."""
+    if error_code is not None:
+        return error_code
+    accepted = (result or {}).get("accepted")
+    if accepted is None:
+        return "ok"
+    return "accepted" if accepted else "rejected"
+
+
 class BridgeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -22,6 +34,13 @@ class BridgeMetrics:
             "tool_invocations",
             "Tool calls by tool and outcome code (ok or a tool error code)",
             ["tool", "code"],
+            registry=registry,
+        )
+        self.dry_runs = Counter(
+            "tool_dry_runs",
+            "Dry runs by tool and outcome (accepted, rejected, ok for a read-only tool, or a"
+            " tool error code); never counted in tool_invocations",
+            ["tool", "outcome"],
             registry=registry,
         )
         self.latency_ms = Histogram(

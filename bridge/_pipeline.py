@@ -24,7 +24,7 @@ from tools import HTTP_STATUS, Tool, ToolError, from_dispatch_error, name_index
 from ._agents import Agent
 from ._fairness import KeyAdmission
 from ._inflight import InFlightCall, InFlightRegistry
-from ._metrics import UNKNOWN_TOOL, BridgeMetrics
+from ._metrics import UNKNOWN_TOOL, BridgeMetrics, dry_run_outcome
 from ._scopes import permits, scope_of
 
 _log = logging.getLogger("bridge")
@@ -48,6 +48,8 @@ class Outcome:
     #: dispatch-api answered from the stored outcome of an earlier request under this call's
     #: request_id (a re-delivery, or the bridge's own retry after a lost answer).
     replayed: bool = False
+    #: Asked as a dry run: what the call would do; nothing was changed.
+    dry_run: bool = False
 
     @property
     def ok(self) -> bool:
@@ -59,6 +61,8 @@ class Outcome:
 
     def envelope(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": self.ok, "tool": self.tool}
+        if self.dry_run:
+            body["dry_run"] = True
         if self.error is None:
             body["result"] = self.result
         else:
@@ -134,10 +138,12 @@ class Pipeline:
         tool_call_id: Any,
         correlation_id: str,
         body_bytes: int = 0,
+        dry_run: bool = False,
     ) -> Outcome:
         """Run one tool call for `agent`; never raises: every failure is in the Outcome.
 
-        `body_bytes`: the size of the request body that carried it (for the key's byte cap)."""
+        `body_bytes`: the size of the request body that carried it (for the key's byte cap).
+        `dry_run`: ask what it would do (see _dry_run.py); counted apart from real calls."""
         started = time.perf_counter()
         tool = self.resolve(name)
         if tool is None:
@@ -151,7 +157,9 @@ class Pipeline:
                 self._per_key.enter(agent.id, body_bytes)
             self._metrics.in_flight.labels(tool.name).inc()
             try:
-                outcome = await self._execute(agent, tool, arguments, tool_call_id, correlation_id)
+                outcome = await self._execute(
+                    agent, tool, arguments, tool_call_id, correlation_id, dry_run
+                )
             finally:
                 self._in_flight -= 1
                 if self._per_key is not None:
@@ -159,6 +167,10 @@ class Pipeline:
                 self._metrics.in_flight.labels(tool.name).dec()
         label = tool.name if tool is not None else UNKNOWN_TOOL
         code = "ok" if outcome.error is None else outcome.error.code
+        if dry_run:
+            error_code = None if outcome.error is None else code
+            self._metrics.dry_runs.labels(label, dry_run_outcome(outcome.result, error_code)).inc()
+            return replace(outcome, dry_run=True)
         self._metrics.invocations.labels(label, code).inc()
         self._metrics.latency_ms.labels(label).observe((time.perf_counter() - started) * 1000)
         return outcome
@@ -192,22 +204,39 @@ class Pipeline:
         )
 
     async def _execute(
-        self, agent: Agent, tool: Tool, arguments: Any, tool_call_id: Any, correlation_id: str
+        self,
+        agent: Agent,
+        tool: Tool,
+        arguments: Any,
+        tool_call_id: Any,
+        correlation_id: str,
+        dry_run: bool = False,
     ) -> Outcome:
-        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool.name}
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool.name,
+        }
+        if dry_run:
+            attributes["dispatch_bridge.dry_run"] = True
         if isinstance(tool_call_id, str) and TOOL_CALL_ID.fullmatch(tool_call_id):
             attributes["gen_ai.tool.call.id"] = tool_call_id
         with _tracer.start_as_current_span(
             f"execute_tool {tool.name}", kind=SpanKind.INTERNAL, attributes=attributes
         ) as span:
-            outcome = await self._run(agent, tool, arguments, tool_call_id, correlation_id)
+            outcome = await self._run(agent, tool, arguments, tool_call_id, correlation_id, dry_run)
             if outcome.error is not None:
                 span.set_attribute("error.type", "tool_error")
                 span.set_status(Status(StatusCode.ERROR, outcome.error.code))
             return outcome
 
     async def _run(
-        self, agent: Agent, tool: Tool, arguments: Any, tool_call_id: Any, correlation_id: str
+        self,
+        agent: Agent,
+        tool: Tool,
+        arguments: Any,
+        tool_call_id: Any,
+        correlation_id: str,
+        dry_run: bool = False,
     ) -> Outcome:
         trace_id = current_ids()[0]
         try:
@@ -243,6 +272,7 @@ class Pipeline:
             actor_type="agent",
             actor_id=agent.id,
             actor_role=agent.role,
+            dry_run=dry_run,
         )
         token = self._inflight.start(
             InFlightCall(

@@ -13,6 +13,7 @@ from telemetry import current_ids, log_context
 from tools import FORMATS, HTTP_STATUS, MAX_ERRORS, ToolError, mcp_tool
 
 from ._call_ids import IDEMPOTENCY_KEY, agent_call_id
+from ._dry_run import dry_run_flag
 from ._edge import RefusedRequest, authenticate, body_limit, rate_limit, read_body, require_scope
 from ._keys import AGENT, CORRELATION_ID, INFLIGHT, PIPELINE, SETTINGS
 from ._pipeline import Outcome
@@ -95,6 +96,7 @@ async def invoke(request: web.Request) -> web.Response:
         call_id = agent_call_id(
             body.get("tool_call_id"), "tool_call_id", request.headers.get(IDEMPOTENCY_KEY)
         )
+        dry_run = dry_run_flag(body.get("dry_run"), "/dry_run")
     except (ToolError, RefusedRequest) as exc:
         error, status = tool_error(exc)
         request.app[PIPELINE].count_refusal(name, error.code)
@@ -102,7 +104,7 @@ async def invoke(request: web.Request) -> web.Response:
         return _envelope(outcome, status)
     arguments = body.get("arguments", {})
     outcome = await request.app[PIPELINE].invoke(
-        agent, name, arguments, call_id, cid, request.content.total_bytes
+        agent, name, arguments, call_id, cid, request.content.total_bytes, dry_run
     )
     log_context(request).update(
         actor_type="agent",
@@ -111,6 +113,7 @@ async def invoke(request: web.Request) -> web.Response:
         tool_name=outcome.tool if request.app[PIPELINE].resolve(name) else None,
         ticket_id=_ticket_of(arguments, outcome),
         error_code=None if outcome.error is None else outcome.error.code,
+        **({"dry_run": True} if dry_run else {}),
     )
     return _envelope(outcome, outcome.http_status)
 
@@ -160,13 +163,13 @@ async def _read_invocation(request: web.Request, name: str) -> dict[str, Any]:
             "invalid_arguments",
             'the body must be an object: {"arguments": {...}, "tool_call_id": "..."}',
         )
-    extra = sorted(set(body) - {"arguments", "tool_call_id"})
+    extra = sorted(set(body) - {"arguments", "tool_call_id", "dry_run"})
     if extra:
         # The first few, each cut: a body of 5,000 unknown fields gets a small answer.
         named = [k if len(k) <= 64 else k[:63] + "…" for k in extra[:MAX_ERRORS]]
         raise ToolError(
             "invalid_arguments",
-            f"unknown body fields {named}; the body holds only arguments and tool_call_id",
+            f"unknown body fields {named}; the body holds only arguments, tool_call_id and dry_run",
             details={
                 "errors": [{"path": f"/{k}", "expected": "no such field"} for k in named],
                 **({"more_errors": True} if len(extra) > MAX_ERRORS else {}),

@@ -62,6 +62,9 @@ class CallContext:
     actor_type: str
     actor_id: str
     actor_role: str
+    #: Ask dispatch-api what the mutation would do (`?dry_run=true`, no Idempotency-Key):
+    #: nothing is changed, so no try can have been applied.
+    dry_run: bool = False
     record: CallRecord = field(default_factory=CallRecord, compare=False, repr=False)
 
 
@@ -174,7 +177,7 @@ class DispatchClient:
         previous: list[DispatchError] = []
         record = ctx.record
         # A GET changes nothing, whatever happens to it: only mutations can be applied.
-        mutation = method != "GET"
+        mutation = method != "GET" and not ctx.dry_run
 
         async def attempt(number: int) -> Any:
             if previous and self._on_retry is not None:
@@ -268,7 +271,9 @@ class DispatchClient:
             "X-Actor-Role": ctx.actor_role,
             "X-Tool-Name": ctx.tool_name,
         }
-        if method != "GET":
+        if method != "GET" and ctx.dry_run:
+            params = _with_dry_run(params)
+        elif method != "GET":
             headers["Idempotency-Key"] = ctx.request_id
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -301,6 +306,14 @@ class DispatchClient:
             ctx.record.replayed = replayed
             return decoded
         raise ProblemResponse(status, _problem(raw, status), retry_after, replayed=replayed)
+
+
+def _with_dry_run(params: Any) -> Any:
+    if params is None:
+        return {"dry_run": "true"}
+    if isinstance(params, Mapping):
+        return {**params, "dry_run": "true"}
+    return [*params, ("dry_run", "true")]
 
 
 def _may_have_applied(exc: DispatchError) -> bool:

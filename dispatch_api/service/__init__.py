@@ -2,14 +2,17 @@
 
 from ._approvals import ApprovalService
 from ._caller import Caller
+from ._dry_run import ApprovalCheck, DryRun
 from ._technicians import TechnicianFilter, TechnicianService, technician_view
 from ._tickets import Clock, EvidenceUpload, TicketService
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
 __all__ = [
+    "ApprovalCheck",
     "ApprovalService",
     "Caller",
     "Clock",
+    "DryRun",
     "EvidenceUpload",
     "TechnicianFilter",
     "TechnicianService",

@@ -25,12 +25,14 @@ from ..domain import (
     ActorType,
     ApprovalPolicy,
     Command,
+    Ticket,
     required_approval,
 )
 from ..errors import ApiError, Conflict, Unprocessable, problem
 from ..store import ApprovalRecord, IdempotencyKey, StoredResponse, TicketRecord, tickets
 from ..store import approvals as store
 from ._caller import Caller, event_for
+from ._dry_run import ApprovalCheck
 
 #: The problem code a re-sent call gets once its approval ended without running it.
 REFUSALS = {
@@ -193,3 +195,20 @@ async def gate(
     }
     await tickets.append_event(conn, replace(event, details=details))
     return pending(approval)
+
+
+def would_gate(policy: ApprovalPolicy) -> ApprovalCheck:
+    """The dry runs' question to `policy`: would this agent call wait for a person?"""
+
+    def check(tool: str, arguments: Mapping[str, Any], ticket: Ticket | None) -> Any:
+        rule = None if ticket is None else required_approval(policy, tool, arguments, ticket)
+        if rule is None:
+            return None
+        return {
+            "rule": rule.name,
+            "rule_version": rule.version,
+            "approvers": [str(r) for r in rule.approvers],
+            "expires_after_minutes": rule.expires_after_minutes,
+        }
+
+    return check

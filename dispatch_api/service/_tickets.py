@@ -17,7 +17,9 @@ import asyncpg
 import orjson
 
 from ..domain import (
+    ACTION_TOOLS,
     ASSIGNED_STATES,
+    GATED_ACTIONS,
     Accepted,
     Action,
     Actor,
@@ -32,7 +34,6 @@ from ..domain import (
     Schedule,
     SlaState,
     SlaTargets,
-    State,
     Ticket,
     WindowPolicy,
     advance,
@@ -52,14 +53,15 @@ from ..store import (
     TicketRecord,
     connection,
     idempotency,
-    technicians,
     tickets,
     transaction,
 )
 from ..store import _evidence as evidence_store
 from ..store import _sla as sla_store
 from ._caller import Caller, event_for
-from ._gate import gate
+from ._dry_run import DryRun, rehearse
+from ._gate import gate, would_gate
+from ._matching import matching_technicians
 from ._scheduling import ScheduleRules, release
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
@@ -109,7 +111,7 @@ class TicketService:
     # --- mutations --------------------------------------------------------------------
 
     async def create(
-        self, caller: Caller, key: IdempotencyKey, fields: Mapping[str, Any]
+        self, caller: Caller, key: IdempotencyKey | DryRun, fields: Mapping[str, Any]
     ) -> StoredResponse:
         _require_role(caller.actor, Action.CREATE)
 
@@ -129,7 +131,7 @@ class TicketService:
     async def act(
         self,
         caller: Caller,
-        key: IdempotencyKey,
+        key: IdempotencyKey | DryRun,
         ticket_id: uuid.UUID,
         command: Command,
         details: Mapping[str, Any] | None = None,
@@ -142,9 +144,13 @@ class TicketService:
         (`arguments`, the body as sent, are what the policy reads and the approval binds).
         """
         _require_role(caller.actor, command.action)
+        if isinstance(key, DryRun) and key.tool_name and command.action in GATED_ACTIONS:
+            key = replace(key, tool_name=ACTION_TOOLS[command.action])  # as the gate reads it
 
         async def work(conn: asyncpg.Connection, now: datetime) -> StoredResponse:
             record = await self._lock(conn, caller, ticket_id)
+            if isinstance(key, DryRun):  # its answer says whether approval would be needed
+                return await self._apply(conn, caller, record, command, now, details or {})
             gated = await gate(conn, self._policy, caller, key, record, command, arguments, now)
             if gated is not None:
                 return gated
@@ -155,7 +161,7 @@ class TicketService:
     async def attach_evidence(
         self,
         caller: Caller,
-        key: IdempotencyKey,
+        key: IdempotencyKey | DryRun,
         ticket_id: uuid.UUID,
         upload: EvidenceUpload,
         reason: str | None = None,
@@ -214,7 +220,7 @@ class TicketService:
             records = await tickets.list_page(conn, where, after, limit + 1)
             more = len(records) > limit
             records = records[:limit]
-            matching = await _matching_technicians(conn, records)
+            matching = await matching_technicians(conn, records)
         cursor = (records[-1].created_at, uuid.UUID(records[-1].ticket.id)) if more else None
         now = self._clock()
         return [queue_view(r, now, matching.get(r.ticket.id)) for r in records], cursor
@@ -299,10 +305,12 @@ class TicketService:
 
     async def _idempotent(
         self,
-        key: IdempotencyKey,
+        key: IdempotencyKey | DryRun,
         work: Callable[[asyncpg.Connection, datetime], Awaitable[StoredResponse]],
     ) -> StoredResponse:
         now = self._clock()
+        if isinstance(key, DryRun):  # no key claimed, nothing committed, nothing counted
+            return await rehearse(self._pool, now, key, work, would_gate(self._policy))
         try:
             async with transaction(self._pool) as conn:
                 stored = await idempotency.claim(conn, key, now)
@@ -438,22 +446,6 @@ class TicketService:
 
     # Events are built the same way by every use case (approvals too).
     _event = staticmethod(event_for)
-
-
-async def _matching_technicians(
-    conn: asyncpg.Connection, records: list[TicketRecord]
-) -> dict[str, int]:
-    """Ticket id -> active technicians skilled for it, for the page's READY_TO_SCHEDULE
-    tickets: one statement for the whole page (an index probe per distinct type)."""
-    ready = {
-        r.ticket.id: r.ticket.incident_type
-        for r in records
-        if r.ticket.state is State.READY_TO_SCHEDULE and r.ticket.incident_type is not None
-    }
-    if not ready:
-        return {}
-    counts = await technicians.count_matching_many(conn, list(ready.values()))
-    return {tid: counts.get(kind, 0) for tid, kind in ready.items()}
 
 
 def _ok(status: int, body: dict[str, Any]) -> StoredResponse:

@@ -19,9 +19,9 @@ from ._tickets import (
     _encode_cursor,
     int_param,
     json_response,
-    mutation,
     stored_response,
     ticket_id,
+    ticket_mutation,
 )
 from ._validation import invalid_field
 
@@ -29,7 +29,7 @@ from ._validation import invalid_field
 async def attach_evidence(request: web.Request) -> web.Response:
     tid = ticket_id(request)
     settings = request.app[SETTINGS]
-    caller, key, body = await mutation(request, "EvidenceUpload", settings.max_body_bytes)
+    caller, key, body = await ticket_mutation(request, "EvidenceUpload", settings.max_body_bytes)
     content_type = body["content_type"]
     if content_type not in settings.evidence_content_types:
         raise Unprocessable(

@@ -32,7 +32,7 @@ from ..domain import (
     Update,
 )
 from ..errors import BadRequest, IdempotencyKeyMissing, Unprocessable
-from ..service import Caller
+from ..service import Caller, DryRun
 from ..store import IdempotencyKey, StoredResponse, TicketFilter, idempotency
 from ._body import read_json
 from ._context import idempotency_key
@@ -76,6 +76,8 @@ async def mutation(
     request: web.Request, schema: str, limit: int | None = None
 ) -> tuple[Caller, IdempotencyKey, dict[str, Any]]:
     """Caller, idempotency key and validated body of a mutating request."""
+    if dry_run_requested(request):  # a route without a dry run must not quietly write
+        raise bad_query("dry_run", "is not supported on this route; nothing was done")
     caller: Caller = request[CALLER]
     key = idempotency_key(request)
     if key is None:
@@ -85,6 +87,32 @@ async def mutation(
     fingerprint = idempotency.fingerprint(request.method, request.path, body)
     ikey = IdempotencyKey(caller.principal.id, key, request.method, request.path, fingerprint)
     return caller, ikey, body
+
+
+async def ticket_mutation(
+    request: web.Request, schema: str, limit: int | None = None
+) -> tuple[Caller, IdempotencyKey | DryRun, dict[str, Any]]:
+    """As `mutation`; with `?dry_run=true`, a DryRun instead of the key (none is needed)."""
+    if not dry_run_requested(request):
+        return await mutation(request, schema, limit)
+    idempotency_key(request)  # not needed, nor stored; but a malformed one is still 400
+    caller: Caller = request[CALLER]
+    body = await read_json(request, schema, limit or request.app[SETTINGS].max_json_bytes)
+    log_context(request)["dry_run"] = True
+    raw = request.match_info.get("ticket_id")
+    tid = None if raw is None else uuid.UUID(raw)  # the handler validated it
+    actor = caller.actor
+    return caller, DryRun(tid, body, actor.type, actor.tool_name), body
+
+
+def dry_run_requested(request: web.Request) -> bool:
+    """`?dry_run=true|false` (absent: false); 400 `invalid_query` for anything else."""
+    values = request.query.getall("dry_run", [])
+    if not values:
+        return False
+    if len(values) > 1 or values[0] not in ("true", "false"):
+        raise bad_query("dry_run", "must be true or false, once")
+    return bool(values[0] == "true")
 
 
 def _check_incident_type(request: web.Request, body: dict[str, Any]) -> None:
@@ -111,14 +139,14 @@ def check_incident_types(request: web.Request, named: dict[str, Any], message: s
 
 
 async def create_ticket(request: web.Request) -> web.Response:
-    caller, key, body = await mutation(request, "CreateTicket")
+    caller, key, body = await ticket_mutation(request, "CreateTicket")
     _check_incident_type(request, body)
     return stored_response(request, await request.app[SERVICE].create(caller, key, body))
 
 
 async def update_ticket(request: web.Request) -> web.Response:
     tid = ticket_id(request)
-    caller, key, body = await mutation(request, "UpdateTicket")
+    caller, key, body = await ticket_mutation(request, "UpdateTicket")
     _check_incident_type(request, body)
     fields = {k: v for k, v in body.items() if k != "reason"}
     if not fields:
@@ -178,7 +206,7 @@ def action_handler(name: str) -> Callable[[web.Request], Any]:
 
     async def handle(request: web.Request) -> web.Response:
         tid = ticket_id(request)
-        caller, key, body = await mutation(request, schema)
+        caller, key, body = await ticket_mutation(request, schema)
         command, details = build_command(name, body)
         service = request.app[SERVICE]
         answer = await service.act(caller, key, tid, command, details, arguments=body)

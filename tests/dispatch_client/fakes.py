@@ -98,7 +98,7 @@ class Observed:
 def context(
     request_id: str = "req-0001",
     tool_name: str = "tech.complete",
-    **extra: str | None,
+    **extra: str | bool | None,
 ) -> CallContext:
     fields: dict[str, Any] = {
         "request_id": request_id,

@@ -390,3 +390,31 @@ async def test_a_2xx_answer_that_is_not_json_is_an_invalid_response_and_not_retr
         await client.get_ticket(context(), "T-1")
 
     assert harness.request_count() == 1
+
+
+async def test_a_dry_run_asks_with_dry_run_true_and_no_idempotency_key(
+    harness: Harness,
+) -> None:
+    harness.mock.post(f"{TICKET}/cancel?dry_run=true", status=503)
+    harness.mock.post(f"{TICKET}/cancel?dry_run=true", status=200, payload={"dry_run": True})
+    client = harness.client()
+    ctx = context(request_id="req-dry", dry_run=True)
+
+    result = await client.act(ctx, "T-1", "cancel", {"reason": "duplicate"})
+
+    assert result == {"dry_run": True}
+    calls = harness.requests()
+    assert len(calls) == 2
+    for call in calls:
+        assert "Idempotency-Key" not in _headers(call)
+        assert call.kwargs["params"] == {"dry_run": "true"}
+
+
+async def test_a_failed_dry_run_never_may_have_applied(harness: Harness) -> None:
+    harness.mock.post(f"{TICKET}/arrive?dry_run=true", status=502, repeat=True)
+    client = harness.client(roomy_config(RetryPolicy(max_attempts=2)))
+
+    with pytest.raises(ProblemResponse) as failed:
+        await client.act(context(dry_run=True), "T-1", "arrive", {})
+
+    assert failed.value.maybe_applied is False
