@@ -92,6 +92,11 @@ async def _technicians(client: DispatchClient, call: CallContext, args: dict[str
     return await client.call(call, "GET", "/v1/technicians", params=params)
 
 
+async def _approval(client: DispatchClient, call: CallContext, args: dict[str, Any]) -> Any:
+    # dispatch-api shows an agent only the approvals it asked for (another's: 404).
+    return await client.call(call, "GET", f"/v1/approvals/{args['approval_id']}")
+
+
 async def _sla(client: DispatchClient, call: CallContext, args: dict[str, Any]) -> Any:
     status = args.get("status") or "breached"
     page = await client.call(call, "GET", "/v1/sla", params={"status": status})
@@ -282,6 +287,19 @@ def catalog() -> tuple[Tool, ...]:
             " targets. Changes nothing.",
             DISPATCH,
             _sla,
+            read_only=True,
+            idempotent=True,
+        ),
+        Tool(
+            "approval.status",
+            "Read an approval",
+            "The decision on a call that waited for a person's approval (its approval_id is in"
+            " an approval_pending answer): pending, executed (with the call's result), denied"
+            " (with the reason), expired, stale or withdrawn. Only approvals you asked for."
+            " Changes nothing; to get the result of your call, you may also re-send that call"
+            " with the same tool_call_id.",
+            EVERYONE,
+            _approval,
             read_only=True,
             idempotent=True,
         ),
