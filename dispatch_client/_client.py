@@ -299,8 +299,10 @@ class DispatchClient:
                 decoded = orjson.loads(raw) if raw else None
             except orjson.JSONDecodeError as exc:
                 raise InvalidResponse(f"a {status} answer whose body is not JSON") from exc
-            if status == 202 and isinstance(decoded, dict) and isinstance(
-                approval := decoded.get("approval"), dict
+            if (
+                status == 202
+                and isinstance(decoded, dict)
+                and isinstance(approval := decoded.get("approval"), dict)
             ):
                 raise ApprovalPending(approval)
             ctx.record.replayed = replayed

@@ -42,6 +42,7 @@ def approval_pending(approval: dict[str, Any], now: datetime | None = None) -> _
             "expires_at": expires_at,
             "approvers": approvers,
             "rule": approval.get("rule"),
+            "requested_at": approval.get("requested_at"),
         },
     )
 

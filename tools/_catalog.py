@@ -30,6 +30,7 @@ def _action(path: str) -> Handler:
         result: dict[str, Any] = await client.act(call, ticket_id, path, args)
         return result
 
+    handle.action_route = True  # type: ignore[attr-defined]  # read by Tool.may_need_approval
     return handle
 
 

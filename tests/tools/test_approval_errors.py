@@ -16,6 +16,7 @@ APPROVAL: dict[str, Any] = {
     "status": "pending",
     "rule": "cancel",
     "approvers": ["supervisor", "dispatcher"],
+    "requested_at": "2099-11-27T09:00:00Z",
     "expires_at": "2099-11-27T10:00:00Z",
     "reason": None,
     "decided_by": None,
@@ -40,6 +41,7 @@ def test_a_held_call_is_approval_pending_with_everything_the_agent_needs_to_wait
         "expires_at": APPROVAL["expires_at"],
         "approvers": ["supervisor", "dispatcher"],
         "rule": "cancel",
+        "requested_at": APPROVAL["requested_at"],
         "outcome": "none",
     }
     assert "SAME tool_call_id" in error.message
