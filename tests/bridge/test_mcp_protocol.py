@@ -350,7 +350,7 @@ async def test_initialize_answers_the_clients_revision_when_spoken_else_the_late
 
         assert result["protocolVersion"] == answered, requested
         # 2025-11-25 has tasks (for calls held for approval); 2025-06-18 has none.
-        tasks = {"tasks": {"cancel": {}, "requests": {"tools": {"call": {}}}}}
+        tasks: dict[str, Any] = {"tasks": {"cancel": {}, "requests": {"tools": {"call": {}}}}}
         expected = {"tools": {"listChanged": False}}
         assert result["capabilities"] == (
             {**expected, **tasks} if answered == "2025-11-25" else expected
