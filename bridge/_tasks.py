@@ -248,7 +248,8 @@ async def _cancel(
     request: web.Request, agent: Agent, view: dict[str, Any], version: str
 ) -> dict[str, Any]:
     """Withdraw the approval request: dispatch-api lets only its requester do that."""
-    if view.get("status") == "pending":
+    was_pending = view.get("status") == "pending"
+    if was_pending:
         ctx = CallContext(
             request_id=str(uuid.uuid4()),
             correlation_id=request[CORRELATION_ID],
@@ -272,12 +273,10 @@ async def _cancel(
             view = decided
         except DispatchError as exc:
             raise _upstream(exc) from None
-    if view.get("status") == "withdrawn":
-        if version == MODERN:
-            return {}
-        return _task(view, _outcome(request, view), version)
-    if version == MODERN:  # cooperative: acknowledged, the task ends as decided
+    if version == MODERN:  # cooperative: acknowledged, the task ends as it ends
         return {}
+    if was_pending and view.get("status") == "withdrawn":
+        return _task(view, _outcome(request, view), version)
     raise rpc.RpcError(
         rpc.INVALID_PARAMS,
         f"Cannot cancel task: it is already terminal (approval {view.get('status')})",

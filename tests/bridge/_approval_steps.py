@@ -30,7 +30,7 @@ async def decide(api: Api, approval_id: str, decision: str, reason: str | None =
 async def ticket_state(api: Api, ticket_id: str) -> str:
     reply = await api.request("GET", f"/v1/tickets/{ticket_id}")
     assert reply.status == 200, reply.body
-    return str(reply.body["ticket"]["state"])
+    return str(reply.body["state"])
 
 
 async def approvals(api: Api) -> int:
