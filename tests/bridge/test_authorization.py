@@ -44,6 +44,7 @@ PATH_VALUES = {
     "{ticket_id}": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
     "{evidence_id}": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
     "{technician_id}": "tech-1",
+    "{approval_id}": "0b5f3c4e-2d1a-4f6b-9c8d-7e6f5a4b3c2d",
 }
 
 
