@@ -40,6 +40,7 @@ LEGACY = "2025-11-25"
 MODERN = "2026-07-28"
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 META_RELATED_TASK = "io.modelcontextprotocol/related-task"
+IMMEDIATE_RESPONSE = "io.modelcontextprotocol/model-immediate-response"
 #: 2026-07-28's error for a client that did not declare the extension on a tasks/* request.
 MISSING_CAPABILITY = -32021
 #: What the server offers (2025-11-25 `capabilities.tasks`): no tasks/list, so no caller
@@ -107,7 +108,8 @@ def created(outcome: Outcome, version: str) -> dict[str, Any]:
     )
     if version == MODERN:
         return {"resultType": "task", **task}
-    return {"task": task}
+    # 2025-11-25: what a host may hand the model at once while the task waits.
+    return {"task": task, "_meta": {IMMEDIATE_RESPONSE: outcome.error.message}}
 
 
 async def handle(
