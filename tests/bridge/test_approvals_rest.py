@@ -186,3 +186,26 @@ async def test_a_held_call_is_counted_as_approval_pending_and_never_retried(
     held = {"tool": "ticket.cancel", "code": "approval_pending"}
     assert one(series, "tool_invocations_total", held) == 2
     assert by_labels(series, "tool_retries_total", "tool", "reason") == {}
+
+
+async def test_an_approval_gone_stale_tells_the_agent_to_read_the_ticket_and_ask_anew(
+    bridge: Bridge,
+) -> None:
+    tid = await ticket(bridge.api)
+    approval_id = _approval_id(await _cancel(bridge, tid, "cancel-stale"))
+    changed = await bridge.api.act(tid, "hold", {"cause": "customer", "reason": "no access"})
+    assert changed.status == 200, changed.body
+
+    approve = await bridge.api.request(
+        "POST", f"/v1/approvals/{approval_id}/approve", json={}, as_="supervisor"
+    )
+    resent = await _cancel(bridge, tid, "cancel-stale")
+
+    assert approve.status == 409
+    assert resent.status == 409
+    error = resent.body["error"]
+    assert error["code"] == "approval_denied"
+    assert error["details"]["approval_status"] == "stale"
+    assert "ticket.get" in error["message"]
+    assert "NEW tool_call_id" in error["message"]
+    assert await ticket_state(bridge.api, tid) == "ON_HOLD"
