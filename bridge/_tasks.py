@@ -178,7 +178,9 @@ def _outcome(request: web.Request, view: dict[str, Any]) -> Outcome:
         if isinstance(code, int) and 200 <= code < 300 and isinstance(body, dict):
             return Outcome(*ids, result=body, replayed=True)
         problem = body if isinstance(body, dict) else {}
-        error = from_dispatch_error(ProblemResponse(int(code or 500), problem), tool)
+        # As a re-sent call reads it: the stored refusal, replayed.
+        stored_refusal = ProblemResponse(int(code or 500), problem, replayed=True)
+        error = from_dispatch_error(stored_refusal, tool)
         return Outcome(*ids, error=error, replayed=True)
     exc: DispatchError
     if status in _ENDED:
