@@ -28,6 +28,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch_api.store import connect
+from dispatch_bridge._approvals_cli import DecisionRefused, approvals, decide
 from dispatch_bridge._ops import queue, sla, tools, why
 from dispatch_bridge.cli import _parser
 from testkit.api import COMPLETE_TICKET, FakeClock, Reply, parsed_logs
@@ -43,6 +44,7 @@ FILES = {
     "RB2": "RB2-completion-rejected.md",
     "RB3": "RB3-idempotency-conflicts.md",
     "RB4": "RB4-sla-breach.md",
+    "RB5": "RB5-approvals-waiting.md",
 }
 SECTIONS = ("## When it fires", "## Meaning", "## Impact", "## Diagnosis", "## Mitigation")
 PROMQL_WORDS = frozenset(
@@ -121,6 +123,10 @@ async def operator(rb: Runbook, bridge: Bridge, command: str, **values: str) -> 
         return await queue(ends, args.state or [], args.json)
     if args.command == "sla":
         return await sla(ends, args.json)
+    if args.command == "approvals":
+        return await approvals(ends, args.status, args.json)
+    if args.command in ("approve", "deny"):
+        return await decide(ends, args.approval_id, args.command, args.reason, args.json)
     assert args.command == "tools"
     return await tools(ends, args.json)
 
@@ -700,6 +706,146 @@ async def test_rb4_sla_breach_tells_provider_from_customer_delay(
     assert sample(metrics, "sla_breach_total", priority="P1") == 1
 
 
+# --- RB5 ----------------------------------------------------------------------------------
+
+
+async def _ask_to_cancel(bridge: Bridge, tid: str, reason: str) -> dict[str, Any]:
+    """An agent's gated ticket.cancel, as the bridge sends it to dispatch-api."""
+    key = str(uuid.uuid4())
+    headers = {
+        "X-Actor-Type": "agent",
+        "X-Actor-Id": "agent-disp",
+        "X-Actor-Role": "dispatcher",
+        "X-Tool-Name": "ticket.cancel",
+        "X-Request-ID": key,
+    }
+    asked = await bridge.api.request(
+        "POST",
+        f"/v1/tickets/{tid}/cancel",
+        json={"reason": reason},
+        as_="gateway",
+        key=key,
+        headers=headers,
+    )
+    assert asked.status == 202, asked.body
+    approval: dict[str, Any] = asked.body["approval"]
+    return approval
+
+
+async def test_rb5_approvals_waiting_are_listed_decided_and_audited(
+    bridge: Bridge, clock: FakeClock
+) -> None:
+    rb = Runbook.load("RB5")
+    clock.advance(minutes=-7)  # asked 7 minutes ago, by the services' and the operator's clocks
+    tickets = [await create(bridge) for _ in range(3)]
+    reasons = ["customer cancelled by phone", "duplicate of another job", "site closed"]
+    asked = [await _ask_to_cancel(bridge, t, r) for t, r in zip(tickets, reasons, strict=True)]
+    clock.advance(minutes=7)
+    await bridge.api.app_service.sweep_approvals()
+
+    # when it fires: the gauges
+    metrics = await scrape(bridge)
+    assert sample(metrics, "approvals_pending", tool="ticket.cancel") == 3
+    oldest = sample(metrics, "approvals_oldest_pending_seconds", tool="ticket.cancel")
+    assert oldest is not None
+    assert oldest >= 420  # > 300: the alert's condition holds
+
+    # 1. what is waiting, oldest first
+    rows = table(await operator(rb, bridge, "dispatch-bridge approvals"))
+    assert list(rows) == [a["id"] for a in asked]
+    # approval, status, ticket, tool, arguments, requested by, age, expires in, approvers
+    first = rows[asked[0]["id"]]
+    assert first[1:6] == [
+        "pending",
+        tickets[0],
+        "ticket.cancel",
+        f'reason="{reasons[0]}"',
+        "agent:agent-disp (dispatcher)",
+    ]
+    assert first[6].startswith("7m"), first  # age
+    assert first[7].startswith("52m"), first  # expires in: the rule's 60 minutes, less 7
+    assert first[8] == "supervisor,dispatcher"
+    listed = orjson.loads(await operator(rb, bridge, "dispatch-bridge approvals --json"))
+    # jq -r '.[] | [.id, .ticket_id, .tool, .rule, .ticket_state, .ticket_priority,
+    #   .arguments.reason // .arguments.bypass_reason]'
+    assert [
+        [
+            a["id"],
+            a["ticket_id"],
+            a["tool"],
+            a["rule"],
+            a["ticket_state"],
+            a["ticket_priority"],
+            a["arguments"].get("reason") or a["arguments"].get("bypass_reason"),
+        ]
+        for a in listed
+    ] == [
+        [a["id"], t, "ticket.cancel", "cancel", "READY_TO_SCHEDULE", "P2", r]
+        for a, t, r in zip(asked, tickets, reasons, strict=True)
+    ]
+
+    # 3. the ticket before deciding
+    story = await operator(rb, bridge, 'dispatch-bridge why "$TICKET"', TICKET=tickets[0])
+    [requested] = [line for line in story.splitlines() if "approval_requested" in line]
+    assert "agent:agent-disp (dispatcher)" in requested
+    assert "ticket.cancel" in requested
+    now = await tool_call(rb, bridge, "ticket.get", TICKET=tickets[0])
+    assert now.body["result"]["ticket"]["state"] == "READY_TO_SCHEDULE"
+
+    # 4. decide: approve the first, deny the second
+    approved = await operator(
+        rb,
+        bridge,
+        'dispatch-bridge approve "$APPROVAL" --reason "customer confirmed by phone"',
+        APPROVAL=asked[0]["id"],
+    )
+    assert approved.startswith(f"executed: ticket.cancel on ticket {tickets[0]} ran (HTTP 200")
+    assert "ticket now CANCELLED" in approved
+    denied = await operator(
+        rb,
+        bridge,
+        'dispatch-bridge deny "$APPROVAL" --reason "customer still wants the visit"',
+        APPROVAL=asked[1]["id"],
+    )
+    assert denied == (
+        f"denied: ticket.cancel on ticket {tickets[1]} (reason: customer still wants the visit)"
+    )
+
+    # 5. stale: the third ticket changed since the agent asked
+    await act(bridge, "ticket.hold", tickets[2], cause="customer", reason="Customer away.")
+    with pytest.raises(DecisionRefused, match=rf"409 approval_stale: ticket {tickets[2]} changed"):
+        await operator(
+            rb,
+            bridge,
+            'dispatch-bridge approve "$APPROVAL" --reason "customer confirmed by phone"',
+            APPROVAL=asked[2]["id"],
+        )
+
+    # 6. who approved what on the ticket
+    events = orjson.loads(
+        await operator(rb, bridge, 'dispatch-bridge why "$TICKET" --json', TICKET=tickets[0])
+    )
+    # jq -c '.[] | select(.type | startswith("approval_")) | {seq, type, actor_id, role, ...}'
+    assert [
+        (e["type"], e["actor_id"], e["role"]) for e in events if e["type"].startswith("approval_")
+    ] == [
+        ("approval_requested", "agent-disp", "dispatcher"),
+        ("approval_granted", "sup-1", "supervisor"),
+    ]
+    [cancelled] = [e for e in events if e["type"] == "cancelled"]
+    assert (cancelled["actor_id"], cancelled["tool_name"]) == ("agent-disp", "ticket.cancel")
+    assert cancelled["details"]["approved_by"] == {"id": "sup-1", "role": "supervisor"}
+
+    # 2. the decisions, as the runbook's PromQL reads them; done: nothing left waiting
+    await bridge.api.app_service.sweep_approvals()
+    metrics = await scrape(bridge)
+    for decision in ("granted", "denied", "stale"):
+        labels = {"tool": "ticket.cancel", "decision": decision}
+        assert sample(metrics, "approval_decisions_total", **labels) == 1, decision
+    assert sample(metrics, "approvals_pending", tool="ticket.cancel") == 0
+    assert await operator(rb, bridge, "dispatch-bridge approvals") == "no pending approvals"
+
+
 # --- every runbook ------------------------------------------------------------------------
 
 
@@ -763,6 +909,7 @@ def test_every_runbook_has_its_sections_and_well_formed_commands() -> None:
     index = (RUNBOOKS / "README.md").read_text()
     placeholders = {
         "TICKET": str(uuid.uuid4()),
+        "APPROVAL": str(uuid.uuid4()),
         "TECH": "tech-1",
         "SKILL": "water_leak",
         "PHONE": "+44 20 7946 0001",
