@@ -130,7 +130,7 @@ async def why(ends: Endpoints, ticket_id: str, as_json: bool) -> str:
                 e["at"][:19],
                 e["type"],
                 f"{e['from_state'] or '-'} -> {e['to_state']}",
-                f"{e['actor_type']}:{e['actor_id']} ({e['role']})",
+                f"{e['actor_type']}:{e['actor_id']} ({e['role']})" + _approved_by(d),
                 e["tool_name"],
                 e["reason"] or missing or d.get("bypass_reason"),
                 evidence,
@@ -151,6 +151,12 @@ async def why(ends: Endpoints, ticket_id: str, as_json: bool) -> str:
         "trace_id",
     ]
     return table(rows, headers)
+
+
+def _approved_by(details: dict[str, Any]) -> str:
+    """A change a person approved names them beside the agent that asked for it."""
+    by = details.get("approved_by")
+    return f" approved by {by.get('id')} ({by.get('role')})" if isinstance(by, dict) else ""
 
 
 async def queue(ends: Endpoints, states: list[str], as_json: bool) -> str:

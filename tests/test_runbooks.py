@@ -832,6 +832,9 @@ async def test_rb5_approvals_waiting_are_listed_decided_and_audited(
         ("approval_requested", "agent-disp", "dispatcher"),
         ("approval_granted", "sup-1", "supervisor"),
     ]
+    story = await operator(rb, bridge, 'dispatch-bridge why "$TICKET"', TICKET=tickets[0])
+    [cancelled_line] = [line for line in story.splitlines() if " cancelled " in line]
+    assert "agent:agent-disp (dispatcher) approved by sup-1 (supervisor)" in cancelled_line
     [cancelled] = [e for e in events if e["type"] == "cancelled"]
     assert (cancelled["actor_id"], cancelled["tool_name"]) == ("agent-disp", "ticket.cancel")
     assert cancelled["details"]["approved_by"] == {"id": "sup-1", "role": "supervisor"}

@@ -112,8 +112,9 @@ def test_the_dashboards_show_what_operators_asked_for() -> None:
         assert metric in exprs["dispatch-operations"]
     for metric in ("approvals_pending", "approval_decisions_total", "approval_wait_seconds"):
         assert metric in exprs["dispatch-operations"]
-    assert "histogram_quantile(0.9, sum by (tool, le) (rate(approval_wait_seconds_bucket" in (
-        exprs["dispatch-operations"]
+    assert (
+        "histogram_quantile(0.9, sum by (tool, le) (rate(approval_wait_seconds_bucket"
+        in (exprs["dispatch-operations"])
     )
     for metric in ("tool_calls_in_flight", "tool_retries_total", "circuit_breaker_state"):
         assert metric in exprs["tool-bridge"]
