@@ -8,6 +8,24 @@ from telemetry import LATENCY_BUCKETS_MS
 
 from .domain import Priority, State
 
+#: From seconds to a week (the longest an approval may stay open).
+APPROVAL_WAIT_BUCKETS_S = (
+    5,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+    14400,
+    86400,
+    604800,
+)
+
 
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -71,6 +89,31 @@ class ApiMetrics:
             "Idempotency keys reused with a different request (422)",
             registry=registry,
         )
+        self.approvals_pending = Gauge(
+            "approvals_pending",
+            "Approvals waiting for a person, by tool (read from the database by the sweep)",
+            ["tool"],
+            registry=registry,
+        )
+        self.approvals_oldest_pending = Gauge(
+            "approvals_oldest_pending_seconds",
+            "Age of the oldest approval waiting for a person, by tool (0 when none)",
+            ["tool"],
+            registry=registry,
+        )
+        self.approval_decisions = Counter(
+            "approval_decisions",
+            "Approvals decided, by tool and decision (granted, denied, expired, stale, withdrawn)",
+            ["tool", "decision"],
+            registry=registry,
+        )
+        self.approval_wait = Histogram(
+            "approval_wait_seconds",
+            "Seconds from an approval's request to its decision, by tool",
+            ["tool"],
+            buckets=APPROVAL_WAIT_BUCKETS_S,
+            registry=registry,
+        )
         # Every series an alert may watch exists from the start, at zero.
         for priority in Priority:
             self.sla_breaches.labels(priority=str(priority))
@@ -86,6 +129,16 @@ class ApiMetrics:
             self.oldest_in_state.labels(state=str(state)).set(oldest_s.get(str(state), 0))
         for status, value in sla.items():
             self.sla_now.labels(status=status).set(value)
+
+    def set_pending_approvals(
+        self, tools: tuple[str, ...], pending: dict[str, tuple[int, float]]
+    ) -> None:
+        """Pending approvals per tool (count, oldest age in s); tools the policy gates and
+        have none pending read 0."""
+        for tool in {*tools, *pending}:
+            count, oldest = pending.get(tool, (0, 0.0))
+            self.approvals_pending.labels(tool=tool).set(count)
+            self.approvals_oldest_pending.labels(tool=tool).set(oldest)
 
     def forget_database_gauges(self) -> None:
         for gauge in (self.in_state, self.oldest_in_state, self.sla_now):

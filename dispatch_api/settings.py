@@ -8,14 +8,21 @@ start-up stops with a message an operator can act on.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from settings import Secret, SettingsError, build_settings, env_name, read_config, top_level
 
-from .domain import Priority, SlaTargets, WindowPolicy
+from .domain import (
+    ApprovalPolicy,
+    PolicyError,
+    Priority,
+    SlaTargets,
+    WindowPolicy,
+    parse_policy,
+)
 
 # Secret and SettingsError appear in this module's signatures: importable from here too.
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "Secret",
     "SettingsError",
     "load_api_settings",
+    "parse_approvals",
 ]
 
 
@@ -67,6 +75,11 @@ class ApiSettings:
     #: A target due within this many minutes is "at risk".
     sla_at_risk_minutes: float = 60.0
     sla_sweep_interval_s: float = 15.0
+    #: The `[approvals]` table: which agent tool calls a person must approve first.
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy.defaults)
+    #: How often pending approvals past their expiry are marked expired (and the
+    #: approval gauges refreshed).
+    approvals_sweep_interval_s: float = 15.0
     #: > 0: refresh the database gauges in the background every so many seconds, so a
     #: scrape never queries the database. 0: at each scrape (exact; one query at a time).
     metrics_refresh_s: float = 15.0
@@ -103,6 +116,9 @@ class ApiSettings:
         )
         _check(self.sla_at_risk_minutes >= 0, "sla_at_risk_minutes", "must not be negative")
         _check(self.sla_sweep_interval_s > 0, "sla_sweep_interval_s", "must be positive")
+        _check(
+            self.approvals_sweep_interval_s > 0, "approvals_sweep_interval_s", "must be positive"
+        )
         _check(self.metrics_refresh_s >= 0, "metrics_refresh_s", "must not be negative")
         _check(
             1 <= self.auth_lookup_concurrency <= self.db_pool_max,
@@ -162,5 +178,17 @@ def load_api_settings(
 ) -> ApiSettings:
     """Build settings from the top-level keys of a TOML file (optional; its tables belong to
     others), then `DISPATCH_*` variables, then overrides."""
-    raw = top_level(read_config(config_file))
+    whole = read_config(config_file)
+    if "approvals" not in overrides:
+        overrides["approvals"] = parse_approvals(whole.get("approvals"))
+    raw = top_level(whole)
     return build_settings(ApiSettings, env, raw, where=str(config_file), **overrides)
+
+
+def parse_approvals(raw: Any) -> ApprovalPolicy:
+    """The `[approvals]` table as a policy (None: the shipped defaults); SettingsError naming
+    the rule and the key at fault."""
+    try:
+        return parse_policy(raw)
+    except PolicyError as exc:
+        raise SettingsError(str(exc)) from None

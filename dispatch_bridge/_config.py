@@ -1,8 +1,9 @@
 """The one loader of the configuration: `DISPATCH_*` variables over the `--config` TOML file.
 
-It knows every table the README documents — dispatch-api's top-level keys, `[server]`,
-`[logging]`, `[tracing]`, and the bridge's `[bridge]`, `[retry]` (with its sub-tables),
-`[oauth]` and `[[agents]]` — and refuses any other table or key before a command does anything.
+It knows every table the README documents — dispatch-api's top-level keys, `[approvals]`,
+`[server]`, `[logging]`, `[tracing]`, and the bridge's `[bridge]`, `[retry]` (with its
+sub-tables), `[oauth]` and `[[agents]]` — and refuses any other table or key before a
+command does anything.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from bridge.settings import TABLES as BRIDGE_TABLES
 from bridge.settings import BridgeSettings, load_bridge_settings
-from dispatch_api.settings import ApiSettings, load_api_settings
+from dispatch_api.settings import ApiSettings, load_api_settings, parse_approvals
 from settings import Schema, build_settings, check_config, fields_of, read_config
 from telemetry import LogSettings, ServerSettings, TracingSettings
 
@@ -24,6 +25,7 @@ SCHEMA: Schema = {
     "server": fields_of(ServerSettings),
     "logging": fields_of(LogSettings),
     "tracing": fields_of(TracingSettings),
+    "approvals": parse_approvals,
     **BRIDGE_TABLES,
 }
 

@@ -3,6 +3,16 @@
 Nothing in this package performs I/O, reads a clock or touches the database.
 """
 
+from ._approvals import (
+    APPROVER_ROLES,
+    GATEABLE_TOOLS,
+    GATED_ACTIONS,
+    ApprovalPolicy,
+    ApprovalRule,
+    PolicyError,
+    parse_policy,
+    required_approval,
+)
 from ._evidence import unmet_requirements
 from ._machine import (
     ACTIVE_STATES,
@@ -61,8 +71,11 @@ from ._tool_names import ACTION_TOOLS
 __all__ = [
     "ACTION_TOOLS",
     "ACTIVE_STATES",
+    "APPROVER_ROLES",
     "ASSIGNED_STATES",
     "EDITABLE_FIELDS",
+    "GATEABLE_TOOLS",
+    "GATED_ACTIONS",
     "NON_TERMINAL_STATES",
     "ROLE_ACTIONS",
     "SOURCE_STATES",
@@ -71,6 +84,8 @@ __all__ = [
     "Action",
     "Actor",
     "ActorType",
+    "ApprovalPolicy",
+    "ApprovalRule",
     "Arrive",
     "AttachEvidence",
     "Availability",
@@ -87,6 +102,7 @@ __all__ = [
     "HoldCause",
     "IncidentTemplate",
     "Note",
+    "PolicyError",
     "Priority",
     "Rejected",
     "Resume",
@@ -109,8 +125,10 @@ __all__ = [
     "earliest_free",
     "may_access",
     "may_perform",
+    "parse_policy",
     "parse_templates",
     "remaining_s",
+    "required_approval",
     "review",
     "template_to_json",
     "unmet_requirements",

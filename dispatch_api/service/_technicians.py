@@ -27,7 +27,8 @@ from ..store import (
     transaction,
 )
 from ..store import technicians as store
-from ._tickets import Caller, Clock
+from ._caller import Caller
+from ._tickets import Clock
 
 #: Roles that manage the directory (the gateway: the bridge acting as itself).
 MANAGERS = frozenset({Role.DISPATCHER, Role.SUPERVISOR, Role.GATEWAY})

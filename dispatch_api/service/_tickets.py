@@ -21,6 +21,7 @@ from ..domain import (
     Accepted,
     Action,
     Actor,
+    ApprovalPolicy,
     AttachEvidence,
     Command,
     EvidenceKind,
@@ -44,10 +45,8 @@ from ..errors import ApiError, Forbidden, NotFound, Unprocessable, problem
 from ..metrics import ApiMetrics
 from ..store import (
     ConnectionPool,
-    Event,
     EvidenceRecord,
     IdempotencyKey,
-    Principal,
     StoredResponse,
     TicketFilter,
     TicketRecord,
@@ -59,6 +58,8 @@ from ..store import (
 )
 from ..store import _evidence as evidence_store
 from ..store import _sla as sla_store
+from ._caller import Caller, event_for
+from ._gate import gate
 from ._scheduling import ScheduleRules, release
 from ._views import event_view, evidence_view, queue_view, ticket_view
 
@@ -70,17 +71,6 @@ _REJECTION_STATUS = {
     "schedule_conflict": 409,
     "technician_not_found": 404,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is asking and under which ids; the actor is what the timeline records."""
-
-    principal: Principal
-    actor: Actor
-    request_id: str
-    correlation_id: str | None = None
-    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +95,9 @@ class TicketService:
         targets: SlaTargets | None = None,
         max_evidence_per_ticket: int | None = None,
         window_policy: WindowPolicy | None = None,
+        approvals: ApprovalPolicy | None = None,
     ) -> None:
+        self._policy = ApprovalPolicy.defaults() if approvals is None else approvals
         self._rules = ScheduleRules(window_policy or WindowPolicy())
         self._targets = targets or SlaTargets.defaults()
         self._max_evidence = max_evidence_per_ticket
@@ -141,15 +133,21 @@ class TicketService:
         ticket_id: uuid.UUID,
         command: Command,
         details: Mapping[str, Any] | None = None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> StoredResponse:
         """Apply a command; a rejection is stored and answered like a result.
 
         `details` are recorded on the timeline event (a contact attempt's channel, ...).
+        An agent's call the approval policy gates answers 202 with its approval instead
+        (`arguments`, the body as sent, are what the policy reads and the approval binds).
         """
         _require_role(caller.actor, command.action)
 
         async def work(conn: asyncpg.Connection, now: datetime) -> StoredResponse:
             record = await self._lock(conn, caller, ticket_id)
+            gated = await gate(conn, self._policy, caller, key, record, command, arguments, now)
+            if gated is not None:
+                return gated
             return await self._apply(conn, caller, record, command, now, details or {})
 
         return await self._idempotent(key, work)
@@ -312,7 +310,10 @@ class TicketService:
                     response = stored
                 else:
                     response = await work(conn, now)
-                    await idempotency.store(conn, key, response)
+                    if response.transient:  # a pending approval: re-sends must look again
+                        await idempotency.release(conn, key)
+                    else:
+                        await idempotency.store(conn, key, response)
         except Unprocessable as exc:
             if self._metrics is not None and exc.code == "idempotency_conflict":
                 self._metrics.conflicts.inc()
@@ -397,6 +398,19 @@ class TicketService:
             return StoredResponse(200, orjson.dumps(result), transition=transition)
         return await self._reject(conn, caller, before, decision, seq, now, reason)
 
+    async def apply(
+        self,
+        conn: asyncpg.Connection,
+        caller: Caller,
+        record: TicketRecord,
+        command: Command,
+        now: datetime,
+        details: Mapping[str, Any],
+    ) -> StoredResponse:
+        """`command` on the ticket `record` (locked), exactly as a direct call applies it:
+        an approved call runs here, under its original caller."""
+        return await self._apply(conn, caller, record, command, now, details)
+
     async def _reject(
         self,
         conn: asyncpg.Connection,
@@ -422,34 +436,8 @@ class TicketService:
         body = {**problem(error), "status": status, "title": "Action rejected"}
         return StoredResponse(status, orjson.dumps(body))
 
-    def _event(
-        self,
-        caller: Caller,
-        ticket_id: str,
-        seq: int,
-        now: datetime,
-        event_type: str,
-        from_state: Any,
-        to_state: Any,
-        reason: str | None = None,
-    ) -> Event:
-        return Event(
-            ticket_id=ticket_id,
-            seq=seq,
-            at=now,
-            type=event_type,
-            from_state=None if from_state is None else str(from_state),
-            to_state=None if to_state is None else str(to_state),
-            reason=reason,
-            actor_type=str(caller.actor.type),
-            actor_id=caller.actor.id,
-            role=str(caller.actor.role),
-            tool_name=caller.actor.tool_name,
-            request_id=caller.request_id,
-            correlation_id=caller.correlation_id,
-            trace_id=caller.trace_id,
-            details={},
-        )
+    # Events are built the same way by every use case (approvals too).
+    _event = staticmethod(event_for)
 
 
 async def _matching_technicians(

@@ -1,11 +1,13 @@
 """dispatch-api's database adapter: asyncpg pool, migrations and the SQL of each aggregate."""
 
+from . import _approvals as approvals
 from . import _bookings as bookings
 from . import _idempotency as idempotency
 from . import _principals as principals
 from . import _technicians as technicians
 from . import _templates as templates
 from . import _tickets as tickets
+from ._approvals import ApprovalFilter, ApprovalRecord
 from ._embedded import start_embedded
 from ._evidence import EvidenceRecord
 from ._idempotency import IdempotencyKey, StoredResponse
@@ -15,6 +17,8 @@ from ._principals import Principal
 from ._tickets import Event, TicketFilter, TicketRecord
 
 __all__ = [
+    "ApprovalFilter",
+    "ApprovalRecord",
     "ConnectionPool",
     "Event",
     "EvidenceRecord",
@@ -23,6 +27,7 @@ __all__ = [
     "StoredResponse",
     "TicketFilter",
     "TicketRecord",
+    "approvals",
     "bookings",
     "connect",
     "connection",

@@ -35,6 +35,9 @@ class StoredResponse:
     replayed: bool = False
     #: (from, to) of the state change this answer made; never stored, so replays have none.
     transition: tuple[str | None, str] | None = None
+    #: Not stored under the key, which is released instead: a pending approval's answer,
+    #: so that the re-sent call asks again how the approval stands.
+    transient: bool = False
 
 
 def fingerprint(method: str, path: str, body: Any) -> bytes:
@@ -113,6 +116,15 @@ async def store(conn: asyncpg.Connection, key: IdempotencyKey, response: StoredR
         key.key,
         response.status,
         response.body,
+    )
+
+
+async def release(conn: asyncpg.Connection, key: IdempotencyKey) -> None:
+    """Give up this transaction's claim on `key`: the next request with it starts afresh."""
+    await conn.execute(
+        "DELETE FROM idempotency_keys WHERE principal_id = $1 AND key = $2",
+        key.principal_id,
+        key.key,
     )
 
 

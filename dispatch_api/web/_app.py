@@ -27,11 +27,11 @@ from telemetry import (
 from ..domain import template_to_json
 from ..errors import Unavailable
 from ..metrics import ApiMetrics
-from ..service import Clock, TechnicianService, TicketService
+from ..service import ApprovalService, Clock, TechnicianService, TicketService
 from ..settings import ApiSettings
 from ..store import Principal, connection, create_pool, idempotency, templates
 from ..store import _sla as sla_store
-from . import _evidence, _technicians, _tickets
+from . import _approvals, _evidence, _technicians, _tickets
 from ._context import (
     authenticate,
     caller_for,
@@ -41,6 +41,7 @@ from ._context import (
     request_id_for,
 )
 from ._keys import (
+    APPROVALS,
     CALLER,
     CLOCK,
     CORRELATION_ID,
@@ -243,6 +244,7 @@ def create_app(
     app.cleanup_ctx.append(_database(dsn))
     app.cleanup_ctx.append(_purge_idempotency_keys)
     app.cleanup_ctx.append(_sweep_sla_breaches)
+    app.cleanup_ctx.append(_sweep_approvals)
     app.cleanup_ctx.append(_refresh_gauges)
     _add_routes(app)
     return app
@@ -271,6 +273,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_post("/v1/technicians", _technicians.create_technician)
     r.add_get("/v1/technicians/{technician_id}", _technicians.get_technician)
     r.add_patch("/v1/technicians/{technician_id}", _technicians.patch_technician)
+    _approvals.add_routes(app)
 
 
 def _database(dsn: str):  # type: ignore[no-untyped-def]
@@ -294,7 +297,9 @@ def _database(dsn: str):  # type: ignore[no-untyped-def]
             s.targets,
             s.max_evidence_per_ticket,
             s.window_policy,
+            s.approvals,
         )
+        app[APPROVALS] = ApprovalService(pool, app[SERVICE], s.approvals, app[CLOCK], app[METRICS])
         app[TECHNICIANS] = TechnicianService(pool, app[CLOCK])
         try:
             yield
@@ -342,6 +347,29 @@ async def _sweep_sla_breaches(app: web.Application) -> AsyncIterator[None]:
                 _log.exception("SLA sweep failed; retrying next interval")
 
     task = asyncio.create_task(loop(), name="sla-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _sweep_approvals(app: web.Application) -> AsyncIterator[None]:
+    """Expire pending approvals past their expiry, and refresh the approval gauges, every
+    DISPATCH_APPROVALS_SWEEP_INTERVAL_S. Every replica sweeps; each expiry is recorded once
+    (the approval row is claimed with SKIP LOCKED)."""
+    interval = app[SETTINGS].approvals_sweep_interval_s
+
+    async def loop() -> None:
+        while True:
+            try:
+                expired = await app[APPROVALS].sweep()
+                if expired:
+                    _log.info("expired %d approvals", expired)
+            except Exception:
+                _log.exception("approval sweep failed; retrying next interval")
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(loop(), name="approval-sweeper")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

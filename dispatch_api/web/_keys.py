@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..domain import IncidentTemplate
 from ..metrics import ApiMetrics
-from ..service import Caller, Clock, TechnicianService, TicketService
+from ..service import ApprovalService, Caller, Clock, TechnicianService, TicketService
 from ..settings import ApiSettings
 from ._principal_cache import PrincipalCache
 from ._validation import BodyValidators
@@ -19,6 +19,7 @@ CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 POOL = web.AppKey("pool", asyncpg.Pool)
 SERVICE = web.AppKey("service", TicketService)
 TECHNICIANS = web.AppKey("technicians", TechnicianService)
+APPROVALS = web.AppKey("approvals", ApprovalService)
 TEMPLATES: web.AppKey[dict[str, IncidentTemplate]] = web.AppKey("templates")
 VALIDATORS = web.AppKey("validators", BodyValidators)
 PRINCIPALS = web.AppKey("principals", PrincipalCache)
@@ -31,6 +32,7 @@ CALLER = web.RequestKey("caller", Caller)
 CORRELATION_ID = web.RequestKey("correlation_id", str)
 REQUEST_ID = web.RequestKey("request_id", str)
 __all__ = [
+    "APPROVALS",
     "CALLER",
     "CLOCK",
     "CORRELATION_ID",

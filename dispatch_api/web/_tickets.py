@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -166,16 +166,23 @@ ACTION_ROUTES = tuple(_ACTIONS)
 _NOTE_DETAILS = ("channel", "outcome", "level", "action")
 
 
+def build_command(name: str, body: Mapping[str, Any]) -> tuple[Command, dict[str, Any]]:
+    """The command of action route `name` and its event details, from its (valid) body;
+    an approved call is rebuilt from the body it was asked with."""
+    command = _ACTIONS[name][1](dict(body))
+    return command, {k: body[k] for k in _NOTE_DETAILS if k in body}
+
+
 def action_handler(name: str) -> Callable[[web.Request], Any]:
-    schema, build = _ACTIONS[name]
+    schema = _ACTIONS[name][0]
 
     async def handle(request: web.Request) -> web.Response:
         tid = ticket_id(request)
         caller, key, body = await mutation(request, schema)
-        command = build(body)
-        details = {k: body[k] for k in _NOTE_DETAILS if k in body}
+        command, details = build_command(name, body)
         service = request.app[SERVICE]
-        return stored_response(request, await service.act(caller, key, tid, command, details))
+        answer = await service.act(caller, key, tid, command, details, arguments=body)
+        return stored_response(request, answer)
 
     handle.__name__ = f"{name.replace('-', '_')}_ticket"
     return handle
