@@ -68,10 +68,11 @@ async def _cli(bridge: Bridge, tmp_path: Path, *args: str, as_: str = "superviso
 
 
 async def test_approvals_lists_what_agents_wait_for_oldest_first(
-    bridge: Bridge, tmp_path: Path
+    bridge: Bridge, clock: FakeClock, tmp_path: Path
 ) -> None:
     first, second = await _ticket(bridge), await _ticket(bridge)
     asked = await _ask_to_cancel(bridge, first, str(uuid.uuid4()), reason="duplicate job")
+    clock.advance(seconds=1)
     await _ask_to_cancel(bridge, second, str(uuid.uuid4()))
 
     listed = await _cli(bridge, tmp_path, "approvals")
@@ -160,7 +161,7 @@ async def test_deny_needs_a_reason_and_the_agent_is_told_it(bridge: Bridge, tmp_
     assert view["decided_by"] == {"id": "sup-1", "role": "supervisor"}
     assert resent.status == 409
     assert resent.body["code"] == "approval_denied"
-    assert ticket.body["ticket"]["state"] == "READY_TO_SCHEDULE"
+    assert ticket.body["state"] == "READY_TO_SCHEDULE"
 
 
 async def test_who_may_not_decide_an_unknown_id_and_a_changed_ticket_each_get_one_line(
@@ -198,6 +199,6 @@ async def test_who_may_not_decide_an_unknown_id_and_a_changed_ticket_each_get_on
         f" asked (version {approval['ticket_version']}); nothing was done. See"
         f" `dispatch-bridge why {tid}`; the agent must look again and ask again.\n"
     )
-    assert ticket.body["ticket"]["state"] == "ON_HOLD"
+    assert ticket.body["state"] == "ON_HOLD"
     for run in (gateway, technician, itself, unknown, stale):
         assert run.stderr.count("\n") == 1
