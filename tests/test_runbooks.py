@@ -28,6 +28,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch_api.store import connect
+from dispatch_api.web._keys import APPROVALS
 from dispatch_bridge._approvals_cli import DecisionRefused, approvals, decide
 from dispatch_bridge._ops import queue, sla, tools, why
 from dispatch_bridge.cli import _parser
@@ -49,6 +50,7 @@ FILES = {
 SECTIONS = ("## When it fires", "## Meaning", "## Impact", "## Diagnosis", "## Mitigation")
 PROMQL_WORDS = frozenset(
     {"sum", "max", "rate", "increase", "by", "without", "and", "or", "unless", "bool"}
+    | {"histogram_quantile"}
 )
 TOOLS = {t.name: t for t in catalog()}
 
@@ -732,6 +734,12 @@ async def _ask_to_cancel(bridge: Bridge, tid: str, reason: str) -> dict[str, Any
     return approval
 
 
+async def approval_sweep(bridge: Bridge) -> None:
+    """What dispatch-api's sweep loop does every interval: expire, refresh the gauges."""
+    assert bridge.api.app is not None
+    await bridge.api.app[APPROVALS].sweep()
+
+
 async def test_rb5_approvals_waiting_are_listed_decided_and_audited(
     bridge: Bridge, clock: FakeClock
 ) -> None:
@@ -739,9 +747,12 @@ async def test_rb5_approvals_waiting_are_listed_decided_and_audited(
     clock.advance(minutes=-7)  # asked 7 minutes ago, by the services' and the operator's clocks
     tickets = [await create(bridge) for _ in range(3)]
     reasons = ["customer cancelled by phone", "duplicate of another job", "site closed"]
-    asked = [await _ask_to_cancel(bridge, t, r) for t, r in zip(tickets, reasons, strict=True)]
-    clock.advance(minutes=7)
-    await bridge.api.app_service.sweep_approvals()
+    asked = []
+    for ticket, reason in zip(tickets, reasons, strict=True):
+        asked.append(await _ask_to_cancel(bridge, ticket, reason))
+        clock.advance(seconds=1)  # one after the other: oldest first is this order
+    clock.advance(minutes=7, seconds=-3)
+    await approval_sweep(bridge)
 
     # when it fires: the gauges
     metrics = await scrape(bridge)
@@ -840,7 +851,7 @@ async def test_rb5_approvals_waiting_are_listed_decided_and_audited(
     assert cancelled["details"]["approved_by"] == {"id": "sup-1", "role": "supervisor"}
 
     # 2. the decisions, as the runbook's PromQL reads them; done: nothing left waiting
-    await bridge.api.app_service.sweep_approvals()
+    await approval_sweep(bridge)
     metrics = await scrape(bridge)
     for decision in ("granted", "denied", "stale"):
         labels = {"tool": "ticket.cancel", "decision": decision}
@@ -871,6 +882,11 @@ async def test_every_runbook_promql_parses_and_names_live_metrics_and_labels(
     tid = await create(bridge)  # tool calls, transitions and an error, so their series exist
     await bridge.invoke("tech.arrive", {"ticket_id": tid})
     await act(bridge, "ticket.schedule", tid, **WINDOW)
+    gated = await _ask_to_cancel(bridge, await create(bridge), "duplicate")  # and a decision
+    denied = await bridge.api.request(
+        "POST", f"/v1/approvals/{gated['id']}/deny", json={"reason": "no"}, key=None
+    )
+    assert denied.status == 200, denied.body
     queries = {
         f"{name}:{i}": q for name in FILES for i, q in enumerate(Runbook.load(name).promql())
     }
