@@ -4,14 +4,22 @@ a person, read what the database holds."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from dispatch_api.domain import ApprovalPolicy
+from dispatch_api.settings import ApiSettings
 from dispatch_api.store import connect
 
 from .api import Api, Reply
 
 AGENT_ID = "agent-7"
+
+
+def without_approvals(settings: ApiSettings) -> ApiSettings:
+    """`settings` with an explicit empty `[approvals]` policy, for tests about something
+    else that call gated tools (the product's default gates ticket.cancel)."""
+    return replace(settings, approvals=ApprovalPolicy(()))
 
 
 def agent_headers(tool: str, request_id: str, agent_id: str = AGENT_ID) -> dict[str, str]:

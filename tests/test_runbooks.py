@@ -27,6 +27,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dispatch_api.settings import ApiSettings
 from dispatch_api.store import connect
 from dispatch_api.web._keys import APPROVALS
 from dispatch_bridge._approvals_cli import DecisionRefused, approvals, decide
@@ -34,6 +35,7 @@ from dispatch_bridge._ops import queue, sla, tools, why
 from dispatch_bridge.cli import _parser
 from testkit.api import COMPLETE_TICKET, FakeClock, Reply, parsed_logs
 from testkit.api import window as window_from
+from testkit.approvals import without_approvals
 from tests.bridge import conftest as bridge_harness
 from tests.bridge.conftest import Bridge
 from tests.dispatch_bridge.conftest import operator_endpoints
@@ -204,6 +206,13 @@ async def act(bridge: Bridge, tool: str, tid: str, as_: str = "dispatcher", **ar
 WINDOW = window_from(
     first=datetime.now(UTC).replace(hour=13, minute=0, second=0, microsecond=0) + timedelta(days=1)
 )
+
+
+@pytest.fixture
+def api_settings(api_settings: ApiSettings) -> ApiSettings:
+    # RB1-RB4 are not about approvals: RB1's emergency dispatch runs straight through here
+    # (under the shipped policy a supervisor approves it first; issue 18).
+    return without_approvals(api_settings)
 
 
 @pytest.fixture

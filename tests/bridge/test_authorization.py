@@ -18,12 +18,22 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from bridge._keys import AGENTS as AGENT_DIRECTORY
 from bridge._keys import SETTINGS
+from dispatch_api.settings import ApiSettings
 from dispatch_api.store import connect
 from telemetry import JsonFormatter
 from testkit.api import COMPLETE_TICKET, WINDOW, Api, Reply
+from testkit.approvals import without_approvals
 from tools import Tool, catalog
 
 from .conftest import AGENTS, Bridge
+
+
+@pytest.fixture
+def api_settings(api_settings: ApiSettings) -> ApiSettings:
+    # Not about approvals: gated tools (ticket.cancel, the emergency dispatch) run straight
+    # through here; tests/dispatch_api/test_approvals*.py cover the gate.
+    return without_approvals(api_settings)
+
 
 TOOLS = catalog()
 ROLES = list(AGENTS)
@@ -44,6 +54,7 @@ PATH_VALUES = {
     "{ticket_id}": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
     "{evidence_id}": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
     "{technician_id}": "tech-1",
+    "{approval_id}": "5f0c8d7e-7a4b-4c59-9b0e-3f1d2c4b5a69",
 }
 
 

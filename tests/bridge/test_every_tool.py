@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from dispatch_api.settings import ApiSettings
 from testkit.api import COMPLETE_TICKET, WINDOW
+from testkit.approvals import without_approvals
 from tools import catalog
 
 from .conftest import Bridge
+
+
+@pytest.fixture
+def api_settings(api_settings: ApiSettings) -> ApiSettings:
+    # Not about approvals: gated tools (ticket.cancel, the emergency dispatch) run straight
+    # through here; tests/dispatch_api/test_approvals*.py cover the gate.
+    return without_approvals(api_settings)
 
 
 async def test_every_tool_runs_end_to_end_and_honours_its_output_schema(bridge: Bridge) -> None:

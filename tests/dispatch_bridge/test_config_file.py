@@ -53,7 +53,7 @@ def test_an_unknown_table_is_refused_naming_it_and_the_known_ones(tmp_path: Path
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("dispatch-bridge: invalid setting: --config ")
     assert (
-        "unknown table [loging]; known tables: agents, bridge, logging, oauth, retry,"
+        "unknown table [loging]; known tables: agents, approvals, bridge, logging, oauth,"
         in done.stderr
     )
     assert not (tmp_path / "data").exists()
