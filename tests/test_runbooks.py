@@ -209,10 +209,16 @@ WINDOW = window_from(
 
 
 @pytest.fixture
-def api_settings(api_settings: ApiSettings) -> ApiSettings:
-    # RB1-RB4 are not about approvals: RB1's emergency dispatch runs straight through here
-    # (under the shipped policy a supervisor approves it first; issue 18).
-    return without_approvals(api_settings)
+def shipped_approvals() -> bool:
+    """RB1-RB4 are not about approvals: RB1's emergency dispatch runs straight through here
+    (under the shipped policy a supervisor approves it first; issue 18). RB5 and the PromQL
+    check ask for the shipped policy (`parametrize("shipped_approvals", [True])`)."""
+    return False
+
+
+@pytest.fixture
+def api_settings(api_settings: ApiSettings, shipped_approvals: bool) -> ApiSettings:
+    return api_settings if shipped_approvals else without_approvals(api_settings)
 
 
 @pytest.fixture
@@ -749,8 +755,9 @@ async def approval_sweep(bridge: Bridge) -> None:
     await bridge.api.app[APPROVALS].sweep()
 
 
+@pytest.mark.parametrize("shipped_approvals", [True])
 async def test_rb5_approvals_waiting_are_listed_decided_and_audited(
-    bridge: Bridge, clock: FakeClock
+    bridge: Bridge, clock: FakeClock, shipped_approvals: bool
 ) -> None:
     rb = Runbook.load("RB5")
     clock.advance(minutes=-7)  # asked 7 minutes ago, by the services' and the operator's clocks
@@ -885,8 +892,9 @@ def _selectors(query: str) -> tuple[set[str], set[str]]:
     return names, label_names
 
 
+@pytest.mark.parametrize("shipped_approvals", [True])
 async def test_every_runbook_promql_parses_and_names_live_metrics_and_labels(
-    bridge: Bridge, tmp_path: Path
+    bridge: Bridge, tmp_path: Path, shipped_approvals: bool
 ) -> None:
     tid = await create(bridge)  # tool calls, transitions and an error, so their series exist
     await bridge.invoke("tech.arrive", {"ticket_id": tid})
