@@ -24,6 +24,7 @@ from telemetry import log_context
 from tools import HTTP_STATUS, ToolError, mcp_tool
 
 from . import _jsonrpc as rpc
+from . import _tasks as tasks
 from ._agents import Agent
 from ._call_ids import IDEMPOTENCY_KEY, agent_call_id
 from ._edge import (
@@ -102,7 +103,7 @@ async def handle(request: web.Request) -> web.Response:
         log_context(request)["error_code"] = f"jsonrpc_{exc.code}"
         return _json(rpc.error(message.id, exc), exc.http_status)
     if version in MODERN_VERSIONS:
-        value = {**value, "resultType": "complete"}
+        value = {"resultType": "complete", **value}  # a task answer says "task"
     return _json(rpc.result(message.id, value), 200)
 
 
@@ -206,6 +207,10 @@ def _modern(request: web.Request, message: rpc.Message, meta: Any) -> str:
         name = _decode_header(request.headers.get("Mcp-Name"))
         if name != message.params.get("name"):
             raise _mismatch("Mcp-Name header does not match params.name")
+    if message.method in tasks.METHODS:  # the task id routes the request (Tasks extension)
+        name = _decode_header(request.headers.get("Mcp-Name"))
+        if name != message.params.get("taskId"):
+            raise _mismatch("Mcp-Name header does not match params.taskId")
     if not isinstance(version, str):
         raise rpc.RpcError(rpc.INVALID_PARAMS, "protocol version must be a string", http_status=400)
     if version not in MODERN_VERSIONS:
@@ -243,14 +248,14 @@ async def _dispatch(
         case "initialize":
             return {
                 "protocolVersion": version,
-                "capabilities": _capabilities(request),
+                "capabilities": _capabilities(request, version),
                 "serverInfo": SERVER_INFO,
                 "instructions": INSTRUCTIONS,
             }
         case "server/discover":
             return {
                 "supportedVersions": list(SUPPORTED_VERSIONS),
-                "capabilities": _capabilities(request),
+                "capabilities": _capabilities(request, version),
                 "instructions": INSTRUCTIONS,
                 "cacheScope": "private",
                 "ttlMs": TOOLS_TTL_MS,
@@ -261,23 +266,37 @@ async def _dispatch(
         case "tools/list":
             names = request.app[SETTINGS].listed_names
             listed: dict[str, Any] = {
-                "tools": [mcp_tool(t, names) for t in pipeline.visible(agent)]
+                "tools": [
+                    tasks.listed(t, mcp_tool(t, names), version) for t in pipeline.visible(agent)
+                ]
             }
             if version in MODERN_VERSIONS:
                 listed.update(ttlMs=TOOLS_TTL_MS, cacheScope="private")
             return listed
         case "tools/call":
-            return await _call(request, agent, message)
+            return await _call(request, agent, message, version)
+        case method if method in tasks.METHODS:
+            return await tasks.handle(request, agent, message, version, _tool_result)
     raise rpc.RpcError(rpc.METHOD_NOT_FOUND, f"Method not found: {message.method}")
 
 
-def _capabilities(request: web.Request) -> dict[str, Any]:
+def _capabilities(request: web.Request, version: str) -> dict[str, Any]:
+    capabilities: dict[str, Any] = dict(CAPABILITIES)
+    extensions: dict[str, Any] = {}
     if request.app[SETTINGS].oauth.enabled:
-        return {**CAPABILITIES, "extensions": OAUTH_EXTENSIONS}
-    return CAPABILITIES
+        extensions.update(OAUTH_EXTENSIONS)
+    if version in MODERN_VERSIONS:
+        extensions[tasks.EXTENSION] = {}
+    elif version == tasks.LEGACY:
+        capabilities["tasks"] = tasks.LEGACY_CAPABILITY
+    if extensions:
+        capabilities["extensions"] = extensions
+    return capabilities
 
 
-async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dict[str, Any]:
+async def _call(
+    request: web.Request, agent: Agent, message: rpc.Message, version: str
+) -> dict[str, Any]:
     params = message.params
     name = params.get("name")
     pipeline = request.app[PIPELINE]
@@ -295,6 +314,7 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
     except ToolError as error:  # 403 with the step-up challenge, as MCP authorization asks
         pipeline.count_refusal(tool.name, error.code)
         raise rpc.RpcError(FORBIDDEN, error.message, error.details, http_status=403) from None
+    as_task = tasks.wants_task(tool, params, version)
     raw_meta = params.get("_meta")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     cid = request[CORRELATION_ID]
@@ -341,6 +361,9 @@ async def _call(request: web.Request, agent: Agent, message: rpc.Message) -> dic
         ticket_id=arguments.get("ticket_id") if isinstance(arguments, dict) else None,
         error_code=None if outcome.error is None else outcome.error.code,
     )
+    if as_task and outcome.error is not None and outcome.error.code == "approval_pending":
+        # dispatch-api answered 202: the approval, which is the task, is committed.
+        return tasks.created(outcome, version)
     return _tool_result(outcome)
 
 

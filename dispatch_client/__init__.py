@@ -15,6 +15,7 @@ from ._client import (
     retry_reason,
 )
 from ._errors import (
+    ApprovalPending,
     AttemptTimedOut,
     CircuitOpen,
     DeadlineExceeded,
@@ -34,6 +35,7 @@ from ._policy import (
 from ._retry import full_jitter
 
 __all__ = [
+    "ApprovalPending",
     "AttemptObserver",
     "AttemptTimedOut",
     "BreakerConfig",

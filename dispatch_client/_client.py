@@ -27,6 +27,7 @@ from telemetry import resend_count
 from ._breaker import CircuitBreaker
 from ._budget import RetryBudget
 from ._errors import (
+    ApprovalPending,
     AttemptTimedOut,
     CircuitOpen,
     DeadlineExceeded,
@@ -298,6 +299,12 @@ class DispatchClient:
                 decoded = orjson.loads(raw) if raw else None
             except orjson.JSONDecodeError as exc:
                 raise InvalidResponse(f"a {status} answer whose body is not JSON") from exc
+            if (
+                status == 202
+                and isinstance(decoded, dict)
+                and isinstance(approval := decoded.get("approval"), dict)
+            ):
+                raise ApprovalPending(approval)
             ctx.record.replayed = replayed
             return decoded
         raise ProblemResponse(status, _problem(raw, status), retry_after, replayed=replayed)
@@ -313,6 +320,8 @@ def _may_have_applied(exc: DispatchError) -> bool:
     """
     if isinstance(exc, ProblemResponse):
         return exc.status >= 500 or exc.code == "request_in_progress"
+    if isinstance(exc, ApprovalPending):  # held for approval: nothing ran
+        return False
     if isinstance(exc, TransportFailure):
         return exc.sent
     return not isinstance(exc, CircuitOpen)

@@ -1,7 +1,8 @@
 """The one error tree of dispatch_client.
 
-    DispatchError                  anything that kept a call from a 2xx answer
+    DispatchError                  anything that kept a call from its result
     ├── ProblemResponse            dispatch-api answered 4xx/5xx (problem+json parsed)
+    ├── ApprovalPending            dispatch-api answered 202: a person must approve it first
     ├── TransportFailure           connect refused, reset, DNS: no answer at all
     ├── AttemptTimedOut            one try exceeded the per-try timeout
     ├── InvalidResponse            a 2xx whose body is not JSON: a broken downstream
@@ -64,6 +65,16 @@ class ProblemResponse(DispatchError):
             status == 409 and self.code in RETRYABLE_CONFLICTS
         )
         super().__init__(f"dispatch-api answered {status} {self.code}")
+
+
+class ApprovalPending(DispatchError):
+    """dispatch-api answered 202 {"approval": view}: the call is held for a person's
+    approval, durably recorded, and nothing ran. A final answer, never retried: re-sending the
+    same call (same request_id) later is how the caller learns the decision."""
+
+    def __init__(self, approval: Mapping[str, Any]) -> None:
+        self.approval = dict(approval)
+        super().__init__(f"approval {self.approval.get('id')} is pending")
 
 
 class TransportFailure(DispatchError):

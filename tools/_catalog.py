@@ -30,6 +30,7 @@ def _action(path: str) -> Handler:
         result: dict[str, Any] = await client.act(call, ticket_id, path, args)
         return result
 
+    handle.action_route = True  # type: ignore[attr-defined]  # read by Tool.may_need_approval
     return handle
 
 
@@ -90,6 +91,11 @@ async def _technicians(client: DispatchClient, call: CallContext, args: dict[str
         if tool in args
     ]
     return await client.call(call, "GET", "/v1/technicians", params=params)
+
+
+async def _approval(client: DispatchClient, call: CallContext, args: dict[str, Any]) -> Any:
+    # dispatch-api shows an agent only the approvals it asked for (another's: 404).
+    return await client.call(call, "GET", f"/v1/approvals/{args['approval_id']}")
 
 
 async def _sla(client: DispatchClient, call: CallContext, args: dict[str, Any]) -> Any:
@@ -282,6 +288,19 @@ def catalog() -> tuple[Tool, ...]:
             " targets. Changes nothing.",
             DISPATCH,
             _sla,
+            read_only=True,
+            idempotent=True,
+        ),
+        Tool(
+            "approval.status",
+            "Read an approval",
+            "The decision on a call that waited for a person's approval (its approval_id is in"
+            " an approval_pending answer): pending, executed (with the call's result), denied"
+            " (with the reason), expired, stale or withdrawn. Only approvals you asked for."
+            " Changes nothing; to get the result of your call, you may also re-send that call"
+            " with the same tool_call_id.",
+            EVERYONE,
+            _approval,
             read_only=True,
             idempotent=True,
         ),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from dispatch_client import (
+    ApprovalPending,
     AttemptTimedOut,
     CircuitOpen,
     DeadlineExceeded,
@@ -24,6 +25,8 @@ from dispatch_client import (
     ProblemResponse,
     TransportFailure,
 )
+
+from ._approvals import APPROVAL_REFUSALS, approval_denied, approval_pending
 
 #: Every code a tool call can fail with (DESIGN section 5), and its HTTP status on REST.
 HTTP_STATUS: dict[str, int] = {
@@ -42,6 +45,9 @@ HTTP_STATUS: dict[str, int] = {
     "upstream_error": 502,
     "deadline_exceeded": 504,
     "internal": 500,
+    # A person must approve the call first; it is durably held (REST: 202 Accepted).
+    "approval_pending": 202,
+    "approval_denied": 409,
 }
 CODES = frozenset(HTTP_STATUS)
 
@@ -110,6 +116,8 @@ def from_dispatch_error(exc: DispatchError, tool: str) -> ToolError:
 def _translate(exc: DispatchError, tool: str) -> ToolError:
     if isinstance(exc, ProblemResponse):
         return _from_problem(exc, tool)
+    if isinstance(exc, ApprovalPending):
+        return approval_pending(exc.approval)
     if isinstance(exc, CircuitOpen):
         return ToolError(
             "upstream_unavailable",
@@ -204,6 +212,8 @@ def _from_problem(exc: ProblemResponse, tool: str) -> ToolError:
             ),
             details=details,
         )
+    if code in APPROVAL_REFUSALS:
+        return approval_denied(p.get("approval"), code)
     if code == "idempotency_conflict":
         return ToolError(
             "idempotency_conflict",

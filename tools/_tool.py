@@ -51,6 +51,12 @@ class Tool:
         return safe_name(self.name)
 
     @property
+    def may_need_approval(self) -> bool:
+        """It calls a ticket action route, where dispatch-api's approval policy may hold the
+        call for a person (the policy, not the bridge, decides which calls)."""
+        return bool(getattr(self.handler, "action_route", False))
+
+    @property
     def ticket_argument(self) -> str | None:
         return "ticket_id" if "ticket_id" in self.input_schema.get("properties", {}) else None
 

@@ -349,7 +349,12 @@ async def test_initialize_answers_the_clients_revision_when_spoken_else_the_late
         result = rpc_result(await post(bridge, request("initialize", params)))
 
         assert result["protocolVersion"] == answered, requested
-        assert result["capabilities"] == {"tools": {"listChanged": False}}
+        # 2025-11-25 has tasks (for calls held for approval); 2025-06-18 has none.
+        tasks: dict[str, Any] = {"tasks": {"cancel": {}, "requests": {"tools": {"call": {}}}}}
+        expected = {"tools": {"listChanged": False}}
+        assert result["capabilities"] == (
+            {**expected, **tasks} if answered == "2025-11-25" else expected
+        )
         assert result["serverInfo"]["name"] == "dispatch-bridge"
         assert result["instructions"]
         assert "resultType" not in result

@@ -161,6 +161,7 @@ async def test_over_mcp_a_token_lists_and_calls_only_the_tools_of_its_scopes(
         "queue.view",
         "technician.list",
         "sla.status",
+        "approval.status",
     }
     assert "ticket.create" in everything
     assert listed < everything

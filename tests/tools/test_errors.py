@@ -19,7 +19,7 @@ from dispatch_client import (
 from tools import CODES, HTTP_STATUS, ToolError, from_dispatch_error
 
 TICKET_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
-#: DESIGN section 5, in its order.
+#: DESIGN section 5, in its order, then the approval codes of section 8.
 DESIGN_CODES = [
     "invalid_arguments",
     "unknown_tool",
@@ -36,6 +36,8 @@ DESIGN_CODES = [
     "upstream_error",
     "deadline_exceeded",
     "internal",
+    "approval_pending",
+    "approval_denied",
 ]
 
 

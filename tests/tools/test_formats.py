@@ -19,7 +19,14 @@ BY_NAME = {t.name: t for t in TOOLS}
 OPENAI_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 #: Keywords OpenAI strict mode refuses, or that only document.
 NOT_IN_STRICT = frozenset({"examples", "$schema", "title", "contentEncoding"})
-READ_ONLY = {"ticket.get", "ticket.timeline", "queue.view", "technician.list", "sla.status"}
+READ_ONLY = {
+    "ticket.get",
+    "ticket.timeline",
+    "queue.view",
+    "technician.list",
+    "sla.status",
+    "approval.status",
+}
 
 
 def _name(tool: Tool) -> str:

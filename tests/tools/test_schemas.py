@@ -159,6 +159,7 @@ def test_the_tools_taking_a_ticket_id_are_the_ticket_scoped_ones() -> None:
         "queue.view",
         "technician.list",
         "sla.status",
+        "approval.status",
     }
 
 
@@ -407,6 +408,32 @@ ACTION_RESULTS: dict[str, tuple[TicketRecord, Event]] = {
 }
 
 
+#: An executed approval as the contract of issue 18 shows it (dispatch-api's view).
+APPROVAL_VIEW: dict[str, Any] = {
+    "id": "0b5f3c4e-2d1a-4f6b-9c8d-7e6f5a4b3c2d",
+    "status": "executed",
+    "tool": "ticket.cancel",
+    "action": "cancel",
+    "ticket_id": TICKET_ID,
+    "ticket_version": 3,
+    "ticket_state": "SCHEDULED",
+    "ticket_priority": "P2",
+    "arguments": {"reason": "duplicate"},
+    "arguments_sha256": "ab" * 32,
+    "request_id": "5a0c8d0e-3b1f-5c2d-8e9f-0a1b2c3d4e5f",
+    "requested_by": {"type": "agent", "id": "agent-disp", "role": "dispatcher"},
+    "rule": "cancel",
+    "rule_version": "0123456789ab",
+    "approvers": ["supervisor", "dispatcher"],
+    "requested_at": "2026-11-27T09:00:00Z",
+    "expires_at": "2026-11-27T10:00:00Z",
+    "decided_at": "2026-11-27T09:05:00Z",
+    "decided_by": {"id": "sup-1", "role": "supervisor"},
+    "reason": "confirmed with the customer",
+    "result": {"status": 200, "body": {"ticket": {}, "event": {}}},
+}
+
+
 def _realistic_output(tool: str) -> dict[str, Any]:
     """What the tool's handler returns: dispatch-api's body, built by its own views."""
     if tool in ACTION_RESULTS:
@@ -428,6 +455,8 @@ def _realistic_output(tool: str) -> dict[str, Any]:
                 "items": [technician_view(TECHNICIAN), {**technician_view(TECHNICIAN), "id": "t2"}],
                 "next_cursor": "dDI",
             }
+        case "approval.status":
+            return {"approval": APPROVAL_VIEW}
         case "evidence.attach":
             return {
                 "ticket": ticket_view(ON_SITE),
