@@ -26,9 +26,11 @@ import aiohttp
 import asyncpg
 import pytest
 
+from dispatch_api.settings import ApiSettings
 from dispatch_client import BreakerConfig, BudgetConfig, RetryConfig, RetryPolicy
 from testkit.agents import Endpoint, run_agents
 from testkit.api import parsed_logs
+from testkit.approvals import without_approvals
 from testkit.fault_proxy import FaultProxy
 from testkit.history import NO_ANSWER, check
 from testkit.pg_proxy import server_proxy, through
@@ -68,6 +70,13 @@ EXPECTED_OUTCOMES = {
     "deadline_exceeded",
     NO_ANSWER,
 }
+
+
+@pytest.fixture
+def api_settings(api_settings: ApiSettings) -> ApiSettings:
+    # The agents cancel every ticket they finish: these runs are about faults, not approvals
+    # (gated calls under the checker: tests/faults/test_gated_history.py).
+    return without_approvals(api_settings)
 
 
 @pytest.fixture
