@@ -150,9 +150,8 @@ async def soak(minutes: float, share: float, fault_rate: float) -> dict[str, Any
     api_port = free_port()
     api_link = FaultProxy("127.0.0.1", api_port)
     product = Product({"DISPATCH_API_PORT": str(api_port)})
-    # The agents cancel each ticket they finish; the shipped approval policy would hold
-    # every cancellation for a person. The soak measures faults, not approvals: none.
-    config = product.folder / "settings.toml"
+    # The agents cancel each ticket they finish; nobody approves in a soak: approvals off.
+    config = product.folder / "soak.toml"
     config.write_text("[approvals]\nrules = []\n")
     product.extra_env["DISPATCH_CONFIG"] = str(config)
     # Started here first (Product joins the same server) so dispatch-api can be given a

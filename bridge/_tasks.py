@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from dispatch_client import ApprovalPending, CallContext, DispatchError, ProblemResponse
+from telemetry import log_context
 from tools import Tool, ToolError, from_dispatch_error
 
 from . import _jsonrpc as rpc
@@ -123,6 +124,9 @@ async def handle(
             {"requiredCapabilities": {"extensions": {EXTENSION: {}}}},
         )
     task_id = message.params.get("taskId")
+    log_context(request).update(
+        actor_type="agent", actor_id=agent.id, role=agent.role, tool_name="approval.status"
+    )
     view = await _approval(request, agent, task_id)
     match method:
         case "tasks/get":

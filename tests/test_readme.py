@@ -135,7 +135,7 @@ def test_the_readme_walkthrough_runs_as_written(running_product: dict[str, str])
 def test_the_readme_agent_walkthrough_runs_as_written(running_product: dict[str, str]) -> None:
     lines = _run(_walkthrough("agent-walkthrough"), running_product)
 
-    assert lines[0] == "18 tools"
+    assert lines[0] == "19 tools"
     assert lines[1:4] == ["SCHEDULED", "DISPATCHED", "ON_SITE"], lines
     envelope = json.loads(lines[4])
     assert envelope["ok"] is False

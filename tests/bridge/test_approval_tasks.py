@@ -10,6 +10,7 @@ agent's task is not found."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, cast
@@ -378,3 +379,23 @@ async def test_a_2025_11_25_task_on_a_tool_without_task_support_is_32601(
 
     assert reply.body["error"]["code"] == -32601
     assert bridge.proxy.requests == 0
+
+
+async def test_a_2025_11_25_tasks_result_waits_for_the_decision_then_gives_the_result(
+    bridge: Bridge,
+) -> None:
+    tid = await ticket(bridge.api)
+    task = await legacy_task(bridge, tid, "legacy-wait")
+
+    before = bridge.proxy.requests
+    waiting = asyncio.create_task(legacy(bridge, "tasks/result", task, as_="dispatcher"))
+    async with asyncio.timeout(10):  # until the bridge has read the approval still pending
+        # A count the proxy keeps: there is no event to await.
+        while bridge.proxy.requests == before:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await decide(bridge.api, task["taskId"], "approve")
+    result = rpc_result(await asyncio.wait_for(waiting, timeout=10))
+
+    assert result["isError"] is False
+    assert result["structuredContent"]["ticket"]["state"] == "CANCELLED"
+    assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task["taskId"]}

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from dispatch_api.settings import ApiSettings
 from testkit.api import COMPLETE_TICKET, WINDOW
-from testkit.approvals import without_approvals
 from tools import catalog
 
 from .conftest import Bridge
-
-
-@pytest.fixture
-def api_settings(api_settings: ApiSettings) -> ApiSettings:
-    # Not about approvals: gated tools (ticket.cancel, the emergency dispatch) run straight
-    # through here; tests/dispatch_api/test_approvals*.py cover the gate.
-    return without_approvals(api_settings)
 
 
 async def test_every_tool_runs_end_to_end_and_honours_its_output_schema(bridge: Bridge) -> None:
@@ -59,7 +48,22 @@ async def test_every_tool_runs_end_to_end_and_honours_its_output_schema(bridge: 
     timeline = await ok("ticket.timeline", {"ticket_id": tid, "limit": 5})
     assert timeline["next_after_seq"] == 5
     other = (await ok("ticket.create", COMPLETE_TICKET))["ticket"]["id"]
-    await ok("ticket.cancel", {"ticket_id": other, "reason": "duplicate"})
+    # The default policy holds ticket.cancel for a person: approve it, then re-send the call.
+    cancel = {"ticket_id": other, "reason": "duplicate"}
+    held = await bridge.invoke("ticket.cancel", cancel, tool_call_id="cancel-other")
+    assert held.status == 202, held.body
+    approval_id = held.body["error"]["details"]["approval_id"]
+    assert (await ok("approval.status", {"approval_id": approval_id}))["approval"]["status"] == (
+        "pending"
+    )
+    approved = await bridge.api.request(
+        "POST", f"/v1/approvals/{approval_id}/approve", json={}, as_="supervisor"
+    )
+    assert approved.status == 200, approved.body
+    resent = await bridge.invoke("ticket.cancel", cancel, tool_call_id="cancel-other")
+    assert resent.status == 200, resent.body
+    assert resent.body["result"]["ticket"]["state"] == "CANCELLED"
+    called.add("ticket.cancel")
     page = await ok("queue.view", {"state": ["COMPLETED", "CANCELLED"], "limit": 1})
     assert len(page["items"]) == 1
     assert page["next_cursor"]

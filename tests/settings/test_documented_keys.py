@@ -163,7 +163,7 @@ def test_a_file_with_every_documented_table_and_key_loads_and_each_value_takes_e
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[loging]\nlevel = "info"\n', "unknown table [loging]; known tables: agents, bridge,"),
+        ('[loging]\nlevel = "info"\n', "unknown table [loging]; known tables: agents, approvals,"),
         ('[logging]\nlevle = "info"\n', "unknown setting 'levle' in [logging]"),
         ("[server]\nidle_timeout = 5\n", "unknown setting 'idle_timeout' in [server]"),
         ("[tracing]\nexporter = 'otlp'\nratio = 0.1\n", "unknown setting 'ratio' in [tracing]"),
