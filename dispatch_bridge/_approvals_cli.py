@@ -124,6 +124,10 @@ def _seconds(iso: str | None, now: datetime) -> float | None:
     return (datetime.fromisoformat(iso) - now).total_seconds()
 
 
+def _who(person: Any) -> str | None:
+    return f"{person.get('id')} ({person.get('role')})" if isinstance(person, dict) else None
+
+
 def listing(approvals: list[dict[str, Any]], now: datetime) -> str:
     """The approvals as an aligned table, in the order given (oldest first)."""
     rows = []
@@ -141,6 +145,7 @@ def listing(approvals: list[dict[str, Any]], now: datetime) -> str:
                 duration(None if age is None else -age),
                 duration(_seconds(a.get("expires_at"), now)) if a["status"] == "pending" else None,
                 ",".join(a.get("approvers") or []),
+                _who(a.get("decided_by")),
             ]
         )
     headers = [
@@ -153,6 +158,7 @@ def listing(approvals: list[dict[str, Any]], now: datetime) -> str:
         "age",
         "expires in",
         "approvers",
+        "decided by",
     ]
     return table(rows, headers)
 

@@ -92,6 +92,7 @@ async def test_approvals_lists_what_agents_wait_for_oldest_first(
         "age",
         "expires in",
         "approvers",
+        "decided by",
     ]
     cells = [re.split(r"\s{2,}", row) for row in rows]
     assert [c[2] for c in cells] == [first, second]
@@ -104,7 +105,7 @@ async def test_approvals_lists_what_agents_wait_for_oldest_first(
     ]
     assert re.fullmatch(r"0m0\ds", cells[0][6]), cells[0]
     assert re.fullmatch(r"(59m\d\ds|1h00m)", cells[0][7]), cells[0]  # the rule's 60 minutes
-    assert cells[0][8] == "supervisor,dispatcher"
+    assert cells[0][8:] == ["supervisor,dispatcher", "-"]
     assert [a["ticket_id"] for a in json.loads(as_json.stdout)] == [first, second]
     assert (none_denied.returncode, none_denied.stdout) == (0, "no denied approvals\n")
 
