@@ -1,6 +1,7 @@
 """The history check over gated calls: agents ask through the bridge to cancel, people race
-to approve or deny at dispatch-api, agents re-send; then the database must hold exactly one
-effect for every executed approval and none for any other.
+to approve or deny at dispatch-api, one ticket changes first, one request expires, agents
+re-send; then the database must hold exactly one effect for every executed approval and none
+for any other.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from dispatch_api.web._keys import APPROVALS
 from testkit.agents import Endpoint, Recorder
-from testkit.api import COMPLETE_TICKET, Reply
+from testkit.api import COMPLETE_TICKET, FakeClock, Reply
 from testkit.history import Call, check
 from tests.bridge.conftest import FAST_RETRIES, Bridge
 
@@ -31,15 +33,18 @@ async def _decide(bridge: Bridge, approval_id: str, decision: str, as_: str) -> 
     )
 
 
-async def _gated_run(bridge: Bridge) -> tuple[list[Call], list[dict[str, Any]], list[Reply]]:
-    """Eight tickets, eight gated cancellations: RACED approved twice at once, two approved
-    and denied at once, one gone stale, one left pending; then every call re-sent."""
+async def _gated_run(
+    bridge: Bridge, clock: FakeClock
+) -> tuple[list[Call], list[dict[str, Any]], list[Reply]]:
+    """Nine tickets, nine gated cancellations: RACED approved twice at once, two approved
+    and denied at once, one gone stale, one expired, one left pending; then every call
+    re-sent."""
     calls: list[Call] = []
     endpoint = Endpoint(str(bridge.session._base_url), bridge.keys["dispatcher"], "agent-disp")
     async with aiohttp.ClientSession() as http:
         agent = Recorder(http, endpoint, calls, timeout_s=10)
         tickets = []
-        for i in range(RACED + 4):
+        for i in range(RACED + 5):
             created = await agent.call("a", "ticket.create", COMPLETE_TICKET, f"create-{i}", "rest")
             assert created.result is not None, created.error
             tickets.append(created.result["ticket"]["id"])
@@ -48,10 +53,10 @@ async def _gated_run(bridge: Bridge) -> tuple[list[Call], list[dict[str, Any]], 
             arguments = {"ticket_id": tickets[i], "reason": "customer cancelled"}
             return await agent.call("a", "ticket.cancel", arguments, f"cancel-{i}", transport)
 
-        asked = [await cancel(i, "rest" if i % 2 else "mcp") for i in range(len(tickets))]
+        asked = [await cancel(i, "rest" if i % 2 else "mcp") for i in range(len(tickets) - 1)]
+        stale = len(tickets) - 3
         assert {c.outcome for c in asked} == {"approval_pending"}, [c.error for c in asked]
         ids = [str((c.error or {})["details"]["approval_id"]) for c in asked]
-        stale = len(tickets) - 2
         held = {"ticket_id": tickets[stale], "reason": "customer away", "cause": "customer"}
         await agent.call("a", "ticket.hold", held, "hold", "rest")
         races = [
@@ -67,6 +72,12 @@ async def _gated_run(bridge: Bridge) -> tuple[list[Call], list[dict[str, Any]], 
             ),
             _decide(bridge, ids[stale], "approve", "supervisor"),
         )
+        clock.advance(minutes=61)  # the one nobody decided expires
+        assert bridge.api.app is not None
+        await bridge.api.app[APPROVALS].sweep()
+        asked.append(await cancel(len(tickets) - 1, "rest"))  # and a new one waits
+        assert {c.outcome for c in asked} == {"approval_pending"}, [c.error for c in asked]
+        ids.append(str((asked[-1].error or {})["details"]["approval_id"]))
         views = []
         for i in range(len(tickets)):
             got = await bridge.api.request("GET", f"/v1/approvals/{ids[i]}")
@@ -77,9 +88,9 @@ async def _gated_run(bridge: Bridge) -> tuple[list[Call], list[dict[str, Any]], 
 
 
 async def test_every_executed_approval_has_one_effect_and_no_other_has_any(
-    bridge: Bridge,
+    bridge: Bridge, clock: FakeClock
 ) -> None:
-    calls, views, answers = await _gated_run(bridge)
+    calls, views, answers = await _gated_run(bridge, clock)
 
     report = await check(calls, bridge.api.database_url, retry=FAST_RETRIES)
 
@@ -87,7 +98,7 @@ async def test_every_executed_approval_has_one_effect_and_no_other_has_any(
     statuses = [v["status"] for v in views]
     assert statuses[:RACED] == ["executed"] * RACED
     assert set(statuses[RACED : RACED + 2]) <= {"executed", "denied"}
-    assert statuses[-2:] == ["stale", "pending"]
+    assert statuses[-3:] == ["stale", "expired", "pending"]
     assert report.approvals == Counter(statuses)
     # each race had exactly one winner; the loser was told it was already decided
     codes = Counter(a.status for a in answers[: 2 * (RACED + 2)])
@@ -100,6 +111,7 @@ async def test_every_executed_approval_has_one_effect_and_no_other_has_any(
             "executed": "ok",
             "denied": "approval_denied",
             "stale": "approval_denied",
+            "expired": "approval_denied",
             "pending": "approval_pending",
         }[view["status"]]
         assert call.outcome == expected, (view["status"], call.error)
@@ -108,10 +120,12 @@ async def test_every_executed_approval_has_one_effect_and_no_other_has_any(
 
 
 async def test_the_checker_finds_an_effect_under_an_approval_nobody_granted(
-    bridge: Bridge,
+    bridge: Bridge, clock: FakeClock
 ) -> None:
-    calls, views, _ = await _gated_run(bridge)
-    unapproved = {v["request_id"]: v for v in views if v["status"] in ("pending", "denied")}
+    calls, views, _ = await _gated_run(bridge, clock)
+    unapproved = {
+        v["request_id"]: v for v in views if v["status"] in ("pending", "denied", "expired")
+    }
     conn = await asyncpg.connect(bridge.api.database_url)
     try:
         for request_id, view in unapproved.items():
