@@ -11,7 +11,7 @@ that answer as a replay, and the action happens exactly once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -41,7 +41,8 @@ from ._tickets import Clock, TicketService
 #: The command (and event details) of an action route from the body it was sent with.
 Rebuild = Callable[[str, Mapping[str, Any]], tuple[Command, dict[str, Any]]]
 
-#: Who records expiries on the timeline.
+#: Who records expiries on the timeline (as the SLA sweeper records breaches); its
+#: principal is never authenticated, only named.
 _SWEEPER = Caller(
     Principal("approval-sweeper", Role.GATEWAY, False),
     Actor(ActorType.SYSTEM, "approval-sweeper", Role.GATEWAY),
@@ -192,7 +193,7 @@ class ApprovalService:
         self,
         caller: Caller,
         approval_id: uuid.UUID,
-        work: Callable[[asyncpg.Connection, ApprovalRecord, datetime], Any],
+        work: Callable[[asyncpg.Connection, ApprovalRecord, datetime], Awaitable[_Outcome]],
         *,
         withdrawing: bool = False,
     ) -> dict[str, Any]:

@@ -148,3 +148,45 @@ async def test_people_list_every_approval_oldest_first_by_status_and_ticket_in_p
     assert second.body["next_cursor"] is None
     assert bad.status == 400
     assert bad.body["code"] == "invalid_query"
+
+
+async def test_hostile_decisions_are_refused_precisely_and_change_nothing(
+    api: Api, log_lines: list[bytes]
+) -> None:
+    ticket_id, approval_id = await pending_cancel(api)
+    path = f"/v1/approvals/{approval_id}"
+    huge_id = "x" * 4000
+
+    answers = {
+        "bad id": await api.request("POST", f"/v1/approvals/{huge_id}/approve", json={}, key=None),
+        "long reason": await decide(api, approval_id, "deny", reason="r" * 501),
+        "unknown field": await decide(api, approval_id, "approve", verdict_now=True),
+        "not json": await api.request(
+            "POST",
+            f"{path}/approve",
+            data=b"{",
+            key=None,
+            headers={"Content-Type": "application/json"},
+        ),
+        "bad key": await api.request(
+            "POST", f"{path}/approve", json={}, key=None, headers={"Idempotency-Key": "a b"}
+        ),
+        "bad cursor": await api.request("GET", "/v1/approvals?cursor=bm9wZQ"),
+        "missing": await decide(api, str(uuid.uuid4()), "approve"),
+    }
+
+    assert {name: r.status for name, r in answers.items()} == {
+        "bad id": 400,
+        "long reason": 422,
+        "unknown field": 422,
+        "not json": 400,
+        "bad key": 400,
+        "bad cursor": 400,
+        "missing": 404,
+    }
+    assert answers["bad id"].body["code"] == "invalid_id"
+    assert answers["missing"].body["code"] == "approval_not_found"
+    assert all(len(r.raw) < 2048 for r in answers.values())
+    assert all(len(line) < 8192 for line in log_lines)
+    assert await statuses(api) == ["pending"]
+    assert await event_types(api, ticket_id) == ["created", "approval_requested"]
