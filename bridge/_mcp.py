@@ -362,8 +362,7 @@ async def _call(
         error_code=None if outcome.error is None else outcome.error.code,
     )
     if as_task and outcome.error is not None and outcome.error.code == "approval_pending":
-        # dispatch-api answered 202: the approval, which is the task, is committed.
-        return tasks.created(outcome, version)
+        return tasks.created(outcome, outcome.error, version)
     return _tool_result(outcome)
 
 

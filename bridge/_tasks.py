@@ -40,6 +40,7 @@ LEGACY = "2025-11-25"
 MODERN = "2026-07-28"
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 META_RELATED_TASK = "io.modelcontextprotocol/related-task"
+IMMEDIATE_RESPONSE = "io.modelcontextprotocol/model-immediate-response"
 #: 2026-07-28's error for a client that did not declare the extension on a tasks/* request.
 MISSING_CAPABILITY = -32021
 #: What the server offers (2025-11-25 `capabilities.tasks`): no tasks/list, so no caller
@@ -91,23 +92,21 @@ def declared(params: dict[str, Any]) -> bool:
     return isinstance(extensions, dict) and EXTENSION in extensions
 
 
-def created(outcome: Outcome, version: str) -> dict[str, Any]:
-    """The CreateTaskResult of a call dispatch-api answered 202 (the approval exists)."""
-    assert outcome.error is not None
-    details = outcome.error.details
-    task = _task(
-        {
-            "id": details["approval_id"],
-            "status": "pending",
-            "requested_at": details.get("requested_at"),
-            "decided_at": None,
-        },
-        outcome,
-        version,
-    )
+def created(outcome: Outcome, pending: ToolError, version: str) -> dict[str, Any]:
+    """The CreateTaskResult of a call dispatch-api answered 202 (`pending`, its
+    approval_pending error): the approval, which is the task, is committed."""
+    details = pending.details
+    view = {
+        "id": details["approval_id"],
+        "status": "pending",
+        "requested_at": details.get("requested_at"),
+        "decided_at": None,
+    }
+    task = _task(view, outcome, version)
     if version == MODERN:
         return {"resultType": "task", **task}
-    return {"task": task}
+    # 2025-11-25: what a host may hand the model at once while the task waits.
+    return {"task": task, "_meta": {IMMEDIATE_RESPONSE: pending.message}}
 
 
 async def handle(

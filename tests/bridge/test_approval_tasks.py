@@ -149,7 +149,12 @@ async def legacy_task(bridge: Bridge, tid: str, name: str) -> dict[str, Any]:
         },
         as_="dispatcher",
     )
-    task: dict[str, Any] = rpc_result(reply)["task"]
+    created = rpc_result(reply)
+    # What a host may hand the model at once: the approval_pending message.
+    assert (
+        "SAME tool_call_id" in created["_meta"]["io.modelcontextprotocol/model-immediate-response"]
+    )
+    task: dict[str, Any] = created["task"]
     return task
 
 
@@ -399,3 +404,17 @@ async def test_a_2025_11_25_tasks_result_waits_for_the_decision_then_gives_the_r
     assert result["isError"] is False
     assert result["structuredContent"]["ticket"]["state"] == "CANCELLED"
     assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task["taskId"]}
+
+
+@pytest.mark.parametrize("task_id", [123, None, "x" * 10_000, "../../v1/tickets", "0" * 36])
+async def test_a_hostile_task_id_is_not_found_small_and_never_reaches_dispatch_api(
+    bridge: Bridge, task_id: Any
+) -> None:
+    before = bridge.proxy.requests
+
+    reply = await legacy(bridge, "tasks/get", {"taskId": task_id}, as_="dispatcher")
+
+    assert reply.status == 200
+    assert reply.body["error"]["code"] == -32602
+    assert len(reply.raw) < 1024
+    assert bridge.proxy.requests == before

@@ -12,6 +12,7 @@ from tools import catalog
 
 from ._approval_steps import CANCEL, approvals, decide, ticket, ticket_state
 from .conftest import AGENTS, Bridge
+from .test_metrics import by_labels, one, parse
 
 
 async def _cancel(bridge: Bridge, tid: str, call_id: str, as_: str = "dispatcher") -> Reply:
@@ -168,3 +169,20 @@ async def test_no_agent_has_a_tool_that_approves_and_an_approve_tool_is_unknown(
         assert reply.body["error"]["code"] == "unknown_tool"
     assert [t.name for t in catalog() if "approv" in t.name] == ["approval.status"]
     assert await ticket_state(bridge.api, tid) == "READY_TO_SCHEDULE"
+
+
+async def test_a_held_call_is_counted_as_approval_pending_and_never_retried(
+    bridge: Bridge,
+) -> None:
+    tid = await ticket(bridge.api)
+    before = bridge.proxy.requests
+
+    await _cancel(bridge, tid, "cancel-counted")
+    await _cancel(bridge, tid, "cancel-counted")
+    exposition = (await bridge.request("GET", "/metrics", as_="")).raw.decode()
+
+    assert bridge.proxy.requests == before + 2  # one try each: a 202 is a final answer
+    series = parse(exposition)
+    held = {"tool": "ticket.cancel", "code": "approval_pending"}
+    assert one(series, "tool_invocations_total", held) == 2
+    assert by_labels(series, "tool_retries_total", "tool", "reason") == {}
