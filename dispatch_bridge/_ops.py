@@ -1,4 +1,5 @@
-"""Operator commands: `why`, `queue`, `sla`, `tools` — the five questions from a terminal.
+"""Operator commands: `why`, `queue`, `sla`, `tools` — the five questions from a terminal
+(`approvals`, `approve`, `deny`: _approvals_cli.py).
 
 They talk HTTP to the running services (DISPATCH_API_URL + DISPATCH_API_TOKEN,
 DISPATCH_BRIDGE_URL + DISPATCH_AGENT_KEY, else `$DISPATCH_DATA_DIR/dev-credentials.json`),
@@ -88,7 +89,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     )
 
 
-def _duration(seconds: float | None) -> str | None:
+def duration(seconds: float | None) -> str | None:
     if seconds is None:
         return None
     sign = "-" if seconds < 0 else ""
@@ -129,7 +130,7 @@ async def why(ends: Endpoints, ticket_id: str, as_json: bool) -> str:
                 e["at"][:19],
                 e["type"],
                 f"{e['from_state'] or '-'} -> {e['to_state']}",
-                f"{e['actor_type']}:{e['actor_id']} ({e['role']})",
+                f"{e['actor_type']}:{e['actor_id']} ({e['role']})" + _approved_by(d),
                 e["tool_name"],
                 e["reason"] or missing or d.get("bypass_reason"),
                 evidence,
@@ -150,6 +151,12 @@ async def why(ends: Endpoints, ticket_id: str, as_json: bool) -> str:
         "trace_id",
     ]
     return table(rows, headers)
+
+
+def _approved_by(details: dict[str, Any]) -> str:
+    """A change a person approved names them beside the agent that asked for it."""
+    by = details.get("approved_by")
+    return f" approved by {by.get('id')} ({by.get('role')})" if isinstance(by, dict) else ""
 
 
 async def queue(ends: Endpoints, states: list[str], as_json: bool) -> str:
@@ -174,9 +181,9 @@ async def queue(ends: Endpoints, states: list[str], as_json: bool) -> str:
             t["id"],
             t["state"],
             t["priority"],
-            _duration(t["time_in_state_s"]),
-            _duration(t["response_remaining_s"]),
-            _duration(t["resolution_remaining_s"]),
+            duration(t["time_in_state_s"]),
+            duration(t["response_remaining_s"]),
+            duration(t["resolution_remaining_s"]),
             ",".join(t["missing_fields"]) or None,
             f"{t['last_event']['type']} by {t['last_event']['actor_id']}",
         ]
@@ -209,8 +216,8 @@ async def sla(ends: Endpoints, as_json: bool) -> str:
             t["id"],
             t["priority"],
             t["state"],
-            _duration(t["response_remaining_s"]),
-            _duration(t["resolution_remaining_s"]),
+            duration(t["response_remaining_s"]),
+            duration(t["resolution_remaining_s"]),
             (t.get("assignment") or {}).get("technician_id"),
         ]
         for status, items in found.items()
@@ -328,10 +335,15 @@ def run(command: str, args: Any, env: Mapping[str, str] = os.environ) -> int:
     except OpsError as exc:
         print(f"dispatch-bridge {command}: {exc}", file=sys.stderr)
         return 1
+    emit(out)
+    return 0
+
+
+def emit(out: str) -> None:
+    """Print a command's output; a reader that went away early is not an error."""
     try:
         print(out, flush=True)
     except BrokenPipeError:
         # The reader went away (`| head`): not an error of ours. Point stdout at /dev/null so
         # the interpreter's final flush does not fail again on the closed pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0

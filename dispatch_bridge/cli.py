@@ -6,6 +6,7 @@
     dispatch-bridge migrate       apply SQL migrations and seed incident templates
     dispatch-bridge create-principal --id ID --role ROLE [--gateway]
     dispatch-bridge why TICKET_ID | queue [--state S] | sla | tools   [--json]
+    dispatch-bridge approvals [--status S] | approve ID [--reason R] | deny ID --reason R
 
 Settings come from `DISPATCH_*` variables and an optional TOML file (`--config`, or the
 variable DISPATCH_CONFIG).
@@ -29,6 +30,7 @@ from dispatch_api.web import start_draining as start_draining_api
 from settings import SettingsError
 from telemetry import JsonLog
 
+from ._approvals_cli import run as run_approvals
 from ._config import Config, load_config
 from ._database import create_principal_command, migrate_command
 from ._errors import CommandError
@@ -36,12 +38,17 @@ from ._ops import run as run_ops
 from ._serve import observability, serve
 from ._up import up_command
 
+#: What `approvals --status` accepts: the approval statuses, or `all`.
+STATUSES = ("pending", "approved", "denied", "expired", "executed", "stale", "withdrawn", "all")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if getattr(args, "ops", False):
         return run_ops(args.command, args)
+    if getattr(args, "approvals_ops", False):
+        return run_approvals(args.command, args)
     try:
         config = load_config(os.environ, args.config)
         code: int = asyncio.run(args.run(config, args))
@@ -97,6 +104,24 @@ def _parser() -> argparse.ArgumentParser:
     for ops in (why, queue, sla, tools):
         ops.add_argument("--json", action="store_true", help="JSON for scripts")
         ops.set_defaults(ops=True)
+    listed = commands.add_parser(
+        "approvals", help="agents' calls waiting for a person, oldest first"
+    )
+    listed.add_argument(
+        "--status",
+        default="pending",
+        choices=STATUSES,
+        help="which approvals (default: pending)",
+    )
+    approve = commands.add_parser("approve", help="approve an agent's call: it runs now, once")
+    approve.add_argument("approval_id")
+    approve.add_argument("--reason", help="why (recorded on the ticket's timeline)")
+    deny = commands.add_parser("deny", help="deny an agent's call: nothing is done")
+    deny.add_argument("approval_id")
+    deny.add_argument("--reason", required=True, help="why (the agent is told)")
+    for decision in (listed, approve, deny):
+        decision.add_argument("--json", action="store_true", help="JSON for scripts")
+        decision.set_defaults(approvals_ops=True)
     return parser
 
 

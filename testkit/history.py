@@ -24,6 +24,16 @@ derives the same request_id for them, so dispatch-api may apply it once at most.
   said nothing happened, yet it did (an agent believing it re-sends under a new id and
   doubles the effect).
 
+Gated calls (issue 18) have one approval row under their request_id. Its `approval_*`
+timeline events record the approval, not the call's effect, and `approval_pending` tells the
+agent "nothing yet", so the approval's status decides instead:
+
+- unapproved: an effect under an approval that is pending, denied, expired, stale or
+  withdrawn (or an `approved` one, refused when run, whose effect is not a rejection);
+- lost: an executed approval without its one effect (more than one is `doubled`);
+- phantom: an approval no recorded operation asked for;
+- doubled: a gated call asked for twice (more `approval_requested` events than approvals).
+
 An operation neither acknowledged nor refused is indeterminate: it may or may not have been
 applied, but never twice.
 """
@@ -47,6 +57,10 @@ from tools import catalog
 MUTATING = frozenset(t.name for t in catalog() if not t.read_only)
 #: The outcome of a call that got no answer at all (reset, timeout on the agent's side).
 NO_ANSWER = "no_answer"
+#: Approvals whose bound call ran: `executed` took effect, `approved` was refused when run.
+RAN = frozenset({"executed", "approved"})
+#: Timeline events of a call refused by the domain (its recorded refusal, not a change).
+REJECTIONS = frozenset({"action_rejected", "completion_rejected"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +214,8 @@ class Report:
     #: Error answers by what they claimed of the effect: {"none": n, "unknown": m}.
     claimed: Counter[str] = field(default_factory=Counter)
     false_none: int = 0
+    #: Gated calls by their approval's status: {"executed": n, "denied": m, ...}.
+    approvals: Counter[str] = field(default_factory=Counter)
     max_call_s: float = 0.0
     downstream_tries: int | None = None
     violations: list[Violation] = field(default_factory=list)
@@ -230,6 +246,7 @@ class Report:
             "late": self.late,
             "claimed": dict(sorted(self.claimed.items())),
             "false_none": self.false_none,
+            "approvals": dict(sorted(self.approvals.items())),
             "max_call_s": round(self.max_call_s, 3),
             "downstream_tries": self.downstream_tries,
             "retry_amplification": None if amplification is None else round(amplification, 4),
@@ -273,15 +290,25 @@ async def check(
         keys = await conn.fetch(
             "SELECT key, status_code FROM idempotency_keys WHERE principal_id = $1", gateway
         )
+        gated = {
+            r["request_id"]: r["status"]
+            for r in await conn.fetch(
+                "SELECT request_id, status FROM approvals WHERE principal_id = $1", gateway
+            )
+        }
     finally:
         await conn.close()
     effects: dict[str, list[Effect]] = defaultdict(list)
+    requested = 0
     for row in rows:
+        if row["type"].startswith("approval_"):
+            requested += row["type"] == "approval_requested"
+            continue
         effects[row["request_id"]].append(
             Effect(row["request_id"], row["ticket_id"], row["seq"], row["type"])
         )
     report = Report(calls=len(calls), downstream_tries=downstream_tries, tickets=tickets)
-    report.effects = len(rows)
+    report.effects = sum(len(found) for found in effects.values())
     for c in calls:
         report.outcomes[c.outcome] += 1
         if c.claimed is not None:
@@ -295,10 +322,15 @@ async def check(
     acknowledged: list[tuple[Operation, Effect]] = []
     for op in operations.values():
         found = effects.get(op.request_id, [])
-        _check_operation(op, found, report)
+        if op.request_id in gated and op.acknowledgement is None:
+            # approval_pending was true when said: the approval decides (below).
+            _check_ids(op, report)
+        else:
+            _check_operation(op, found, report)
         if op.acknowledgement is not None and len(found) == 1:
             acknowledged.append((op, found[0]))
     _check_real_time_order(acknowledged, report)
+    _check_approvals(gated, requested, effects, operations, report)
     for request_id, found in effects.items():
         if request_id not in operations:
             report.violations.append(
@@ -355,12 +387,16 @@ def _check_deadlines(
             )
 
 
-def _check_operation(op: Operation, found: list[Effect], report: Report) -> None:
+def _check_ids(op: Operation, report: Report) -> None:
     said = {c.request_id for c in op.deliveries if c.request_id is not None}
     if said - {op.request_id}:
         report.violations.append(
             Violation("unstable_id", f"answered as {sorted(said)}", op.deliveries)
         )
+
+
+def _check_operation(op: Operation, found: list[Effect], report: Report) -> None:
+    _check_ids(op, report)
     if len(found) > 1:
         report.doubled += 1
         report.violations.append(
@@ -423,3 +459,40 @@ def _check_real_time_order(acknowledged: list[tuple[Operation, Effect]], report:
                             (*then.deliveries, *first.deliveries),
                         )
                     )
+
+
+def _check_approvals(
+    gated: dict[str, str],
+    requested: int,
+    effects: dict[str, list[Effect]],
+    operations: dict[str, Operation],
+    report: Report,
+) -> None:
+    """Every executed approval has exactly one effect under its request_id; every other
+    status none (an `approved` one, refused when run, at most its recorded refusal)."""
+    if requested != len(gated):
+        report.violations.append(
+            Violation("doubled", f"{requested} approval_requested events, {len(gated)} approvals")
+        )
+    for request_id, status in gated.items():
+        report.approvals[status] += 1
+        found = effects.get(request_id, [])
+        deliveries = operations[request_id].deliveries if request_id in operations else ()
+        if not deliveries:
+            report.violations.append(Violation("phantom", f"{status} approval of {request_id}"))
+        if len(found) > 1 and not (deliveries and operations[request_id].acknowledgement):
+            report.doubled += 1  # (an acknowledged operation's are counted with it)
+            report.violations.append(Violation("doubled", f"{status}: {found}", deliveries))
+        elif status == "executed" and not found:
+            report.lost += 1
+            report.violations.append(
+                Violation("lost", f"approval executed, no effect under {request_id}", deliveries)
+            )
+        elif status == "approved" and any(e.type not in REJECTIONS for e in found):
+            report.violations.append(
+                Violation("unapproved", f"refused when run, yet {found}", deliveries)
+            )
+        elif status not in RAN and found:
+            report.violations.append(
+                Violation("unapproved", f"approval {status}, yet {found}", deliveries)
+            )

@@ -43,6 +43,7 @@ def _run(script: str, product: dict[str, str]) -> list[str]:
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=ROOT,  # "from the repository root": .venv/bin/dispatch-bridge
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
@@ -141,6 +142,32 @@ def test_the_readme_agent_walkthrough_runs_as_written(running_product: dict[str,
     assert envelope["tool"] == "tech.complete"
     assert envelope["error"]["code"] == "evidence_missing"
     assert "photo:before, photo:after, signature:customer" in envelope["error"]["message"]
+
+
+def test_the_readme_approval_walkthrough_runs_as_written(
+    running_product: dict[str, str],
+) -> None:
+    lines = _run(_walkthrough("approval-walkthrough"), running_product)
+
+    assert lines[0] == "approval_pending", lines
+    header, row = lines[1], lines[2]  # the one pending approval, this ticket's
+    assert header.split()[:4] == ["approval", "status", "ticket", "tool"]
+    cells = re.split(r"\s{2,}", row)
+    assert cells[1:4] == ["pending", cells[2], "ticket.cancel"]
+    assert cells[4:6] == [
+        'reason="customer fixed the leak herself"',
+        "agent:dev-agent (supervisor)",
+    ]
+    ticket = cells[2]
+    assert lines[3] == (
+        f"executed: ticket.cancel on ticket {ticket} ran (HTTP 200, ticket now CANCELLED);"
+        " the agent's re-send gets it"
+    )
+    assert lines[4] == "True CANCELLED"
+    story = [line.split()[2] for line in lines[5:]]
+    assert story == ["approval_requested", "approval_granted", "cancelled"], lines
+    assert "agent:dev-agent (supervisor)" in lines[5]
+    assert "human:dev-supervisor (supervisor)" in lines[6]
 
 
 def test_the_mcp_example_session_runs_against_the_product(

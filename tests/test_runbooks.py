@@ -29,6 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch_api.settings import ApiSettings
 from dispatch_api.store import connect
+from dispatch_api.web._keys import APPROVALS
+from dispatch_bridge._approvals_cli import DecisionRefused, approvals, decide
 from dispatch_bridge._ops import queue, sla, tools, why
 from dispatch_bridge.cli import _parser
 from testkit.api import COMPLETE_TICKET, FakeClock, Reply, parsed_logs
@@ -45,10 +47,12 @@ FILES = {
     "RB2": "RB2-completion-rejected.md",
     "RB3": "RB3-idempotency-conflicts.md",
     "RB4": "RB4-sla-breach.md",
+    "RB5": "RB5-approvals-waiting.md",
 }
 SECTIONS = ("## When it fires", "## Meaning", "## Impact", "## Diagnosis", "## Mitigation")
 PROMQL_WORDS = frozenset(
     {"sum", "max", "rate", "increase", "by", "without", "and", "or", "unless", "bool"}
+    | {"histogram_quantile"}
 )
 TOOLS = {t.name: t for t in catalog()}
 
@@ -123,6 +127,10 @@ async def operator(rb: Runbook, bridge: Bridge, command: str, **values: str) -> 
         return await queue(ends, args.state or [], args.json)
     if args.command == "sla":
         return await sla(ends, args.json)
+    if args.command == "approvals":
+        return await approvals(ends, args.status, args.json)
+    if args.command in ("approve", "deny"):
+        return await decide(ends, args.approval_id, args.command, args.reason, args.json)
     assert args.command == "tools"
     return await tools(ends, args.json)
 
@@ -201,10 +209,16 @@ WINDOW = window_from(
 
 
 @pytest.fixture
-def api_settings(api_settings: ApiSettings) -> ApiSettings:
-    # RB1-RB4 are not about approvals: RB1's emergency dispatch runs straight through here
-    # (under the shipped policy a supervisor approves it first; issue 18).
-    return without_approvals(api_settings)
+def shipped_approvals() -> bool:
+    """RB1-RB4 are not about approvals: RB1's emergency dispatch runs straight through here
+    (under the shipped policy a supervisor approves it first; issue 18). RB5 and the PromQL
+    check ask for the shipped policy (`parametrize("shipped_approvals", [True])`)."""
+    return False
+
+
+@pytest.fixture
+def api_settings(api_settings: ApiSettings, shipped_approvals: bool) -> ApiSettings:
+    return api_settings if shipped_approvals else without_approvals(api_settings)
 
 
 @pytest.fixture
@@ -709,6 +723,159 @@ async def test_rb4_sla_breach_tells_provider_from_customer_delay(
     assert sample(metrics, "sla_breach_total", priority="P1") == 1
 
 
+# --- RB5 ----------------------------------------------------------------------------------
+
+
+async def _ask_to_cancel(bridge: Bridge, tid: str, reason: str) -> dict[str, Any]:
+    """An agent's gated ticket.cancel, as the bridge sends it to dispatch-api."""
+    key = str(uuid.uuid4())
+    headers = {
+        "X-Actor-Type": "agent",
+        "X-Actor-Id": "agent-disp",
+        "X-Actor-Role": "dispatcher",
+        "X-Tool-Name": "ticket.cancel",
+        "X-Request-ID": key,
+    }
+    asked = await bridge.api.request(
+        "POST",
+        f"/v1/tickets/{tid}/cancel",
+        json={"reason": reason},
+        as_="gateway",
+        key=key,
+        headers=headers,
+    )
+    assert asked.status == 202, asked.body
+    approval: dict[str, Any] = asked.body["approval"]
+    return approval
+
+
+async def approval_sweep(bridge: Bridge) -> None:
+    """What dispatch-api's sweep loop does every interval: expire, refresh the gauges."""
+    assert bridge.api.app is not None
+    await bridge.api.app[APPROVALS].sweep()
+
+
+@pytest.mark.parametrize("shipped_approvals", [True])
+async def test_rb5_approvals_waiting_are_listed_decided_and_audited(
+    bridge: Bridge, clock: FakeClock, shipped_approvals: bool
+) -> None:
+    rb = Runbook.load("RB5")
+    clock.advance(minutes=-7)  # asked 7 minutes ago, by the services' and the operator's clocks
+    tickets = [await create(bridge) for _ in range(3)]
+    reasons = ["customer cancelled by phone", "duplicate of another job", "site closed"]
+    asked = []
+    for ticket, reason in zip(tickets, reasons, strict=True):
+        asked.append(await _ask_to_cancel(bridge, ticket, reason))
+        clock.advance(seconds=1)  # one after the other: oldest first is this order
+    clock.advance(minutes=7, seconds=-3)
+    await approval_sweep(bridge)
+
+    # when it fires: the gauges
+    metrics = await scrape(bridge)
+    assert sample(metrics, "approvals_pending", tool="ticket.cancel") == 3
+    oldest = sample(metrics, "approvals_oldest_pending_seconds", tool="ticket.cancel")
+    assert oldest is not None
+    assert oldest >= 420  # > 300: the alert's condition holds
+
+    # 1. what is waiting, oldest first
+    rows = table(await operator(rb, bridge, "dispatch-bridge approvals"))
+    assert list(rows) == [a["id"] for a in asked]
+    # approval, status, ticket, tool, arguments, requested by, age, expires in, approvers
+    first = rows[asked[0]["id"]]
+    assert first[1:6] == [
+        "pending",
+        tickets[0],
+        "ticket.cancel",
+        f'reason="{reasons[0]}"',
+        "agent:agent-disp (dispatcher)",
+    ]
+    assert first[6].startswith("7m"), first  # age
+    assert first[7].startswith("52m"), first  # expires in: the rule's 60 minutes, less 7
+    assert first[8] == "supervisor,dispatcher"
+    listed = orjson.loads(await operator(rb, bridge, "dispatch-bridge approvals --json"))
+    # jq -r '.[] | [.id, .ticket_id, .tool, .rule, .ticket_state, .ticket_priority,
+    #   .arguments.reason // .arguments.bypass_reason]'
+    assert [
+        [
+            a["id"],
+            a["ticket_id"],
+            a["tool"],
+            a["rule"],
+            a["ticket_state"],
+            a["ticket_priority"],
+            a["arguments"].get("reason") or a["arguments"].get("bypass_reason"),
+        ]
+        for a in listed
+    ] == [
+        [a["id"], t, "ticket.cancel", "cancel", "READY_TO_SCHEDULE", "P2", r]
+        for a, t, r in zip(asked, tickets, reasons, strict=True)
+    ]
+
+    # 3. the ticket before deciding
+    story = await operator(rb, bridge, 'dispatch-bridge why "$TICKET"', TICKET=tickets[0])
+    [requested] = [line for line in story.splitlines() if "approval_requested" in line]
+    assert "agent:agent-disp (dispatcher)" in requested
+    assert "ticket.cancel" in requested
+    now = await tool_call(rb, bridge, "ticket.get", TICKET=tickets[0])
+    assert now.body["result"]["ticket"]["state"] == "READY_TO_SCHEDULE"
+
+    # 4. decide: approve the first, deny the second
+    approved = await operator(
+        rb,
+        bridge,
+        'dispatch-bridge approve "$APPROVAL" --reason "customer confirmed by phone"',
+        APPROVAL=asked[0]["id"],
+    )
+    assert approved.startswith(f"executed: ticket.cancel on ticket {tickets[0]} ran (HTTP 200")
+    assert "ticket now CANCELLED" in approved
+    denied = await operator(
+        rb,
+        bridge,
+        'dispatch-bridge deny "$APPROVAL" --reason "customer still wants the visit"',
+        APPROVAL=asked[1]["id"],
+    )
+    assert denied == (
+        f"denied: ticket.cancel on ticket {tickets[1]} (reason: customer still wants the visit)"
+    )
+
+    # 5. stale: the third ticket changed since the agent asked
+    await act(bridge, "ticket.hold", tickets[2], cause="customer", reason="Customer away.")
+    with pytest.raises(DecisionRefused, match=rf"409 approval_stale: ticket {tickets[2]} changed"):
+        await operator(
+            rb,
+            bridge,
+            'dispatch-bridge approve "$APPROVAL" --reason "customer confirmed by phone"',
+            APPROVAL=asked[2]["id"],
+        )
+
+    # 6. who approved what on the ticket
+    events = orjson.loads(
+        await operator(rb, bridge, 'dispatch-bridge why "$TICKET" --json', TICKET=tickets[0])
+    )
+    # jq -c '.[] | select(.type | startswith("approval_")) | {seq, type, actor_id, role, ...}'
+    assert [
+        (e["type"], e["actor_id"], e["role"]) for e in events if e["type"].startswith("approval_")
+    ] == [
+        ("approval_requested", "agent-disp", "dispatcher"),
+        ("approval_granted", "sup-1", "supervisor"),
+    ]
+    story = await operator(rb, bridge, 'dispatch-bridge why "$TICKET"', TICKET=tickets[0])
+    [cancelled_line] = [line for line in story.splitlines() if " cancelled " in line]
+    assert "agent:agent-disp (dispatcher) approved by sup-1 (supervisor)" in cancelled_line
+    [cancelled] = [e for e in events if e["type"] == "cancelled"]
+    assert (cancelled["actor_id"], cancelled["tool_name"]) == ("agent-disp", "ticket.cancel")
+    assert cancelled["details"]["approved_by"] == {"id": "sup-1", "role": "supervisor"}
+
+    # 2. the decisions, as the runbook's PromQL reads them; done: nothing left waiting
+    await approval_sweep(bridge)
+    metrics = await scrape(bridge)
+    for decision in ("granted", "denied", "stale"):
+        labels = {"tool": "ticket.cancel", "decision": decision}
+        assert sample(metrics, "approval_decisions_total", **labels) == 1, decision
+    assert sample(metrics, "approvals_pending", tool="ticket.cancel") == 0
+    assert await operator(rb, bridge, "dispatch-bridge approvals") == "no pending approvals"
+
+
 # --- every runbook ------------------------------------------------------------------------
 
 
@@ -725,12 +892,18 @@ def _selectors(query: str) -> tuple[set[str], set[str]]:
     return names, label_names
 
 
+@pytest.mark.parametrize("shipped_approvals", [True])
 async def test_every_runbook_promql_parses_and_names_live_metrics_and_labels(
-    bridge: Bridge, tmp_path: Path
+    bridge: Bridge, tmp_path: Path, shipped_approvals: bool
 ) -> None:
     tid = await create(bridge)  # tool calls, transitions and an error, so their series exist
     await bridge.invoke("tech.arrive", {"ticket_id": tid})
     await act(bridge, "ticket.schedule", tid, **WINDOW)
+    gated = await _ask_to_cancel(bridge, await create(bridge), "duplicate")  # and a decision
+    denied = await bridge.api.request(
+        "POST", f"/v1/approvals/{gated['id']}/deny", json={"reason": "no"}, key=None
+    )
+    assert denied.status == 200, denied.body
     queries = {
         f"{name}:{i}": q for name in FILES for i, q in enumerate(Runbook.load(name).promql())
     }
@@ -772,6 +945,7 @@ def test_every_runbook_has_its_sections_and_well_formed_commands() -> None:
     index = (RUNBOOKS / "README.md").read_text()
     placeholders = {
         "TICKET": str(uuid.uuid4()),
+        "APPROVAL": str(uuid.uuid4()),
         "TECH": "tech-1",
         "SKILL": "water_leak",
         "PHONE": "+44 20 7946 0001",

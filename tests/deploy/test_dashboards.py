@@ -99,6 +99,7 @@ def test_every_runbook_link_names_an_existing_file_and_heading() -> None:
         "RB2-completion-rejected.md",
         "RB3-idempotency-conflicts.md",
         "RB4-sla-breach.md",
+        "RB5-approvals-waiting.md",
     } <= linked
 
 
@@ -109,6 +110,12 @@ def test_the_dashboards_show_what_operators_asked_for() -> None:
         assert metric in exprs["dispatch-operations"]
     for metric in ("tickets_sla", "tickets_oldest_in_state_seconds"):
         assert metric in exprs["dispatch-operations"]
+    for metric in ("approvals_pending", "approval_decisions_total", "approval_wait_seconds"):
+        assert metric in exprs["dispatch-operations"]
+    assert (
+        "histogram_quantile(0.9, sum by (tool, le) (rate(approval_wait_seconds_bucket"
+        in (exprs["dispatch-operations"])
+    )
     for metric in ("tool_calls_in_flight", "tool_retries_total", "circuit_breaker_state"):
         assert metric in exprs["tool-bridge"]
     assert "histogram_quantile(0.5" in exprs["tool-bridge"]

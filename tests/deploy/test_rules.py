@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any, cast
 
@@ -101,15 +102,38 @@ def link_target_exists(url: str) -> bool:
     return anchor in {github_slug(h) for h in headings}
 
 
+async def _decided_approval(bridge: Bridge) -> None:
+    """An agent's gated cancel (as the bridge sends it), denied, and one left pending: the
+    approval series exist."""
+    for decide in (True, False):
+        created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
+        key = str(uuid.uuid4())
+        agent = {"X-Actor-Type": "agent", "X-Actor-Id": "agent-sup", "X-Actor-Role": "supervisor"}
+        asked = await bridge.api.request(
+            "POST",
+            f"/v1/tickets/{created.body['result']['ticket']['id']}/cancel",
+            json={"reason": "duplicate"},
+            as_="gateway",
+            key=key,
+            headers={**agent, "X-Tool-Name": "ticket.cancel", "X-Request-ID": key},
+        )
+        assert asked.status == 202, asked.body
+        if decide:
+            path = f"/v1/approvals/{asked.body['approval']['id']}/deny"
+            denied = await bridge.api.request("POST", path, json={"reason": "no"})
+            assert denied.status == 200, denied.body
+
+
 async def exposed_metrics(bridge: Bridge) -> set[str]:
-    """Sample names both services expose after a retried call, a state change and a failed
-    call, so that labelled series exist."""
+    """Sample names both services expose after a retried call, a state change, a failed
+    call and gated calls (one decided, one pending), so that labelled series exist."""
     bridge.proxy.drop_responses = 1  # the first answer is lost: one retry
     created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
     tid = created.body["result"]["ticket"]["id"]
     await bridge.invoke("ticket.schedule", {"ticket_id": tid, **WINDOW})
     refused = await bridge.invoke("tech.arrive", {"ticket_id": tid})  # not dispatched yet
     assert refused.body["error"]["code"] == "invalid_transition"
+    await _decided_approval(bridge)
     names: set[str] = set()
     for reply in (
         await bridge.request("GET", "/metrics", as_=""),
@@ -165,7 +189,7 @@ def test_the_runbook_index_alerts_exist_with_the_documented_expression() -> None
     )
     by_name = {rule["alert"]: rule for rule in alerts()}
 
-    assert len(table) == 4
+    assert len(table) == 5
     for _, runbook_file, name, expr in table:
         rule = by_name[name]
         assert " ".join(rule["expr"].split()) == expr
