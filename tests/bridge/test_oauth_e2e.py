@@ -387,5 +387,6 @@ async def test_the_official_sdk_client_credentials_example_finds_the_issuer_and_
         await server.close()
 
     assert process.returncode == 0, err.decode()[-2000:]
-    # A dispatcher holding dispatch:read: the four tools that only read.
-    assert out.decode().startswith("5 tools:"), out
+    # A dispatcher holding dispatch:read: the tools that only read, approval.status among them.
+    assert out.decode().startswith("6 tools:"), out
+    assert "approval.status" in out.decode()
