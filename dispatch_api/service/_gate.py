@@ -132,8 +132,12 @@ async def gate(
     command: Command,
     arguments: Mapping[str, Any] | None,
     now: datetime,
+    refused: bool = False,
 ) -> StoredResponse | None:
     """None when the call may run now; else its answer (202 pending, 409, or the replay).
+
+    A call that already has an approval is answered by it; a new one the domain `refused`
+    runs on to its refusal (an approver would be asked to approve a call that cannot run).
 
     Only an agent's call through the gateway (an `agent` actor naming its tool) is gated: a
     person calling dispatch-api directly decides for themself. The tool is the action's own
@@ -154,6 +158,8 @@ async def gate(
                 extensions={"approval_id": found.id},
             )
         return answer(found)
+    if refused:
+        return None
     body = dict(arguments or {})
     tool = ACTION_TOOLS[command.action]
     rule = required_approval(policy, tool, body, record.ticket)

@@ -151,7 +151,12 @@ class TicketService:
             record = await self._lock(conn, caller, ticket_id)
             if isinstance(key, DryRun):  # its answer says whether approval would be needed
                 return await self._apply(conn, caller, record, command, now, details or {})
-            gated = await gate(conn, self._policy, caller, key, record, command, arguments, now)
+            template = self._templates.get(record.ticket.incident_type or "")
+            # A call the domain refuses now is refused now: nobody is asked to approve it.
+            refused = isinstance(decide(record.ticket, command, template), Rejected)
+            gated = await gate(
+                conn, self._policy, caller, key, record, command, arguments, now, refused
+            )
             if gated is not None:
                 return gated
             return await self._apply(conn, caller, record, command, now, details or {})

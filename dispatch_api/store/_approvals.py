@@ -231,13 +231,20 @@ async def claim_due(conn: asyncpg.Connection, now: datetime) -> ApprovalRecord |
     return None if row is None else _record(row)
 
 
+#: Events that record something about a ticket without changing it: approvals themselves,
+#: refused actions and SLA breaches. A P1 held for approval breaches its response target
+#: while it waits; that must not make the very approval it waits for stale.
+_UNCHANGING = ["sla_breached", "action_rejected", "completion_rejected"]
+
+
 async def ticket_changed(conn: asyncpg.Connection, ticket_id: str, version: int) -> bool:
-    """Whether anything but an approval happened to the ticket after `version` (its seq)."""
+    """Whether the ticket changed after `version` (its seq): any event but the unchanging."""
     changed: bool = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM timeline_events WHERE ticket_id = $1 AND seq > $2"
-        " AND type NOT LIKE 'approval\\_%')",
+        " AND type NOT LIKE 'approval\\_%' AND type <> ALL($3::text[]))",
         uuid.UUID(ticket_id),
         version,
+        _UNCHANGING,
     )
     return changed
 

@@ -188,3 +188,39 @@ async def test_the_requester_withdraws_and_its_resend_is_told_so(api: Api) -> No
     assert resent.status == 409
     assert resent.body["code"] == "approval_withdrawn"
     assert (await event_types(api, ticket["id"]))[-1] == "approval_withdrawn"
+
+
+async def test_a_call_the_domain_refuses_is_refused_at_once_and_nobody_is_asked(api: Api) -> None:
+    ticket = await api.create_ticket()
+    assert (
+        await api.act(ticket["id"], "cancel", {"reason": "dup"}, as_="dispatcher")
+    ).status == 200
+
+    reply = await cancel_call(api, ticket["id"]).send()
+
+    assert reply.status == 409, reply.body
+    assert reply.body["code"] == "invalid_transition"
+    assert await statuses(api) == []
+    assert "approval_requested" not in await event_types(api, ticket["id"])
+
+
+async def test_an_sla_breach_or_a_refused_action_while_waiting_does_not_make_it_stale(
+    api: Api,
+) -> None:
+    """Events that change nothing about the ticket (a P1 breaching its response target as it
+    waits, someone's refused action) leave the approval valid: approving it runs the call."""
+    ticket = await api.create_ticket(priority="P1")
+    api.clock.advance(minutes=110)  # P1: a response within 2 hours
+    call = cancel_call(api, ticket["id"])
+    approval_id = (await call.send()).body["approval"]["id"]
+    refused = await api.act(ticket["id"], "resume", {"reason": "not held"}, as_="dispatcher")
+    assert refused.status == 409
+    api.clock.advance(minutes=11)  # breached; the approval is good for 60 minutes
+    assert await api.app_service.sweep_sla() == 1
+
+    approved = await decide(api, approval_id, "approve")
+
+    assert approved.status == 200, approved.body
+    assert approved.body["approval"]["status"] == "executed"
+    types = await event_types(api, ticket["id"])
+    assert types[-4:] == ["action_rejected", "sla_breached", "approval_granted", "cancelled"]
