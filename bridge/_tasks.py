@@ -31,6 +31,7 @@ from tools import Tool, ToolError, from_dispatch_error
 
 from . import _jsonrpc as rpc
 from ._agents import Agent
+from ._edge import rate_limit
 from ._keys import CLIENT, CORRELATION_ID, PIPELINE
 from ._pipeline import Outcome
 
@@ -43,6 +44,9 @@ META_RELATED_TASK = "io.modelcontextprotocol/related-task"
 IMMEDIATE_RESPONSE = "io.modelcontextprotocol/model-immediate-response"
 #: 2026-07-28's error for a client that did not declare the extension on a tasks/* request.
 MISSING_CAPABILITY = -32021
+#: JSON-RPC server-error code for a tasks/* request over the agent key's rate limit
+#: (tools/call answers an isError result instead; tasks/* have no tool result to carry it).
+RATE_LIMITED = -32029
 #: What the server offers (2025-11-25 `capabilities.tasks`): no tasks/list, so no caller
 #: can ever enumerate task ids.
 LEGACY_CAPABILITY: dict[str, Any] = {"cancel": {}, "requests": {"tools": {"call": {}}}}
@@ -122,6 +126,10 @@ async def handle(
             "Missing required client capability",
             {"requiredCapabilities": {"extensions": {EXTENSION: {}}}},
         )
+    limited = rate_limit(request, agent)  # polling tasks/get costs the key like any call
+    if limited is not None:
+        retry = {"code": limited.code, "retry_after_ms": limited.retry_after_ms}
+        raise rpc.RpcError(RATE_LIMITED, limited.message, retry)
     task_id = message.params.get("taskId")
     log_context(request).update(
         actor_type="agent", actor_id=agent.id, role=agent.role, tool_name="approval.status"

@@ -237,6 +237,10 @@ async def sla(ends: Endpoints, as_json: bool) -> str:
     )
 
 
+#: Codes that are not failures: a call held for a person's approval worked as configured.
+_NOT_FAILURES = frozenset({"ok", "approval_pending"})
+
+
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     """A quantile from cumulative histogram buckets, interpolated as Prometheus does."""
     if not buckets or buckets[-1][1] == 0:
@@ -271,7 +275,7 @@ async def tools(ends: Endpoints, as_json: bool, stuck_after_s: float = 10.0) -> 
     for tool in sorted(calls):
         by_code = calls[tool]
         total = sum(by_code.values())
-        failures = {c: n for c, n in by_code.items() if c != "ok" and n}
+        failures = {c: n for c, n in by_code.items() if c not in _NOT_FAILURES and n}
         ordered = sorted(buckets.get(tool, []))
         summary.append(
             {

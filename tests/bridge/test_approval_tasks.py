@@ -11,6 +11,7 @@ agent's task is not found."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, cast
@@ -417,4 +418,24 @@ async def test_a_hostile_task_id_is_not_found_small_and_never_reaches_dispatch_a
     assert reply.status == 200
     assert reply.body["error"]["code"] == -32602
     assert len(reply.raw) < 1024
+    assert bridge.proxy.requests == before
+
+
+@pytest.mark.parametrize("bridge_overrides", [{"rate_limit_per_s": 0.01, "rate_limit_burst": 2}])
+async def test_polling_tasks_spends_the_agent_keys_rate_limit_like_any_call(
+    bridge: Bridge,
+) -> None:
+    """An agent cannot poll tasks/get faster than its key may call tools: over the limit it
+    is told to wait, and dispatch-api is not asked."""
+    first = await legacy(bridge, "tasks/get", {"taskId": str(uuid.uuid4())}, as_="dispatcher")
+    second = await legacy(bridge, "tasks/get", {"taskId": str(uuid.uuid4())}, as_="dispatcher")
+    before = bridge.proxy.requests
+
+    third = await legacy(bridge, "tasks/get", {"taskId": str(uuid.uuid4())}, as_="dispatcher")
+
+    assert [r.body["error"]["code"] for r in (first, second)] == [-32602, -32602]
+    assert third.status == 200
+    assert third.body["error"]["code"] == -32029
+    assert third.body["error"]["data"]["code"] == "rate_limited"
+    assert third.body["error"]["data"]["retry_after_ms"] > 0
     assert bridge.proxy.requests == before

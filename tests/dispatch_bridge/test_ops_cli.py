@@ -97,6 +97,9 @@ async def test_tools_shows_failure_ratio_latency_and_stuck_calls(bridge: Bridge)
     created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
     tid = created.body["result"]["ticket"]["id"]
     await bridge.invoke("tech.arrive", {"ticket_id": tid})  # invalid_transition
+    cancel = {"ticket_id": tid, "reason": "duplicate"}
+    held_for_approval = await bridge.invoke("ticket.cancel", cancel, as_="dispatcher")
+    assert held_for_approval.status == 202, held_for_approval.body
     bridge.proxy.hold()
     held = asyncio.create_task(bridge.invoke("ticket.get", {"ticket_id": tid}))
     await asyncio.wait_for(bridge.proxy.holding.wait(), 5)
@@ -109,6 +112,8 @@ async def test_tools_shows_failure_ratio_latency_and_stuck_calls(bridge: Bridge)
     assert by_tool["tech.arrive"]["failure_ratio"] == 1.0
     assert by_tool["tech.arrive"]["failures_by_code"] == {"invalid_transition": 1}
     assert by_tool["ticket.create"]["p50_ms"] > 0
+    # Waiting for a person is the policy working, not a failure.
+    assert (by_tool["ticket.cancel"]["calls"], by_tool["ticket.cancel"]["failure_ratio"]) == (1, 0)
     assert [c["tool"] for c in report["stuck"]] == ["ticket.get"]
 
 
