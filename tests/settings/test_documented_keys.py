@@ -29,6 +29,7 @@ SAMPLES: dict[tuple[str, str], Any] = {
     ("", "database_url"): "postgresql://dispatch@db.internal/dispatch",
     ("", "evidence_content_types"): ["image/png", "text/plain"],
     ("", "templates_file"): "templates.json",
+    ("", "trace_ui_url"): "https://jaeger.example/trace/{trace_id}",
     ("bridge", "gateway_token"): "gateway-token",
     # OAuth on needs an issuer and the public URL; then agent keys may be off.
     ("bridge", "public_url"): "https://bridge.example",
