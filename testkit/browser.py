@@ -16,7 +16,6 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
 
 from playwright.async_api import Browser, ConsoleMessage, Dialog, Page, Playwright
 
@@ -63,7 +62,10 @@ class Watch:
         await dialog.dismiss()
 
     def _console(self, message: ConsoleMessage) -> None:
-        self.console.append(f"{message.type}: {message.text}")
+        # Chromium asks every site for /favicon.ico on its own; its 404 is no page's doing.
+        if message.location.get("url", "").endswith("/favicon.ico"):
+            return
+        self.console.append(f"{message.type}: {message.text} ({message.location.get('url')})")
 
 
 async def sign_in(page: Page, console_url: str, token: str) -> None:
@@ -89,7 +91,3 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
         + chunk(b"IDAT", zlib.compress(row * height))
         + chunk(b"IEND", b"")
     )
-
-
-def cookie_names(cookies: list[Any]) -> set[str]:
-    return {c["name"] for c in cookies}

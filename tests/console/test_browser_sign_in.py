@@ -58,9 +58,7 @@ async def test_the_gateway_token_cannot_sign_in_because_the_console_is_for_peopl
     assert "dispatch_console" not in {c["name"] for c in await context.cookies()}
 
 
-async def test_tab_reaches_the_token_field_and_enter_signs_in(
-    console: Console, page: Page
-) -> None:
+async def test_tab_reaches_the_token_field_and_enter_signs_in(console: Console, page: Page) -> None:
     await page.goto(console.at("sign-in"))
 
     for _ in range(5):  # a keyboard user gets there in a few presses
@@ -83,7 +81,10 @@ async def test_signing_out_ends_the_session_even_for_a_copy_of_its_cookie(
 
     await page.get_by_role("button", name="Sign out").click()
     await page.wait_for_load_state()
-    await context.add_cookies(kept)  # as if someone had copied the cookie before
+    # As if someone had copied the cookie before: the browser sends it again.
+    await context.add_cookies(
+        [{"name": c["name"], "value": c["value"], "url": console.url} for c in kept]
+    )
     await page.goto(console.at("queue"))
 
     assert page.url.startswith(console.at("sign-in"))
