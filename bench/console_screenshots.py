@@ -175,7 +175,6 @@ async def _shot(page: Page, out: Path, name: str) -> None:
 
 
 async def run(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     env = {"DISPATCH_SLA_TARGETS": SLA_TARGETS, "DISPATCH_SLA_SWEEP_INTERVAL_S": "1"}
     async with Product(env) as product, aiohttp.ClientSession() as http:
         seeded = await seed(Seeder(http, product))
@@ -202,7 +201,9 @@ async def run(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    asyncio.run(run(parser.parse_args().out))
+    out: Path = parser.parse_args().out
+    out.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(out))
 
 
 if __name__ == "__main__":

@@ -50,4 +50,6 @@ async def test_the_scale_harness_runs_and_writes_its_table(tmp_path: Path) -> No
         "metrics_scrape",
         "sla_sweep",
         "schedule_check",
+        "console_queue",
+        "console_ticket",
     }
