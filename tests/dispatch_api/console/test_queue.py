@@ -85,7 +85,8 @@ async def test_the_queue_refreshes_itself_with_a_static_script_and_has_a_refresh
     assert 'data-rows-url="/console/queue/rows?priority=P2"' in page.text
     assert '<script src="/console/static/console.js" defer></script>' in page.text
     assert script.status == 200
-    assert "queue-rows" in script.text and "15000" in script.text
+    assert "queue-rows" in script.text
+    assert "15000" in script.text
 
 
 async def test_the_queue_pages_on_with_a_next_page_link(api: Api) -> None:

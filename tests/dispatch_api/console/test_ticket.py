@@ -100,7 +100,9 @@ async def test_a_rejected_completion_is_shown_with_the_evidence_it_lacked(api: A
     async with signed_in(api) as b:
         page = await b.get(f"/console/tickets/{tid}")
 
-    section = page.text[page.text.index('<h2 id="rejected">') : page.text.index('<h2 id="timeline">')]
+    section = page.text[
+        page.text.index('<h2 id="rejected">') : page.text.index('<h2 id="timeline">')
+    ]
     assert "completion_rejected (evidence_missing) by human sup-1" in section
     for m in missing:
         assert f"<li>{m['kind']}" in section
