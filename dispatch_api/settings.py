@@ -96,6 +96,11 @@ class ApiSettings:
     #: On SIGTERM, how long /readyz answers 503 while requests are still accepted, before
     #: the listener closes (load balancers stop routing here first).
     drain_delay_s: float = 0.0
+    #: How long a console sign-in lasts (the session cookie's Max-Age and the row's expiry).
+    console_session_minutes: int = 480
+    #: A URL with `{trace_id}` (e.g. Jaeger's `https://jaeger.example/trace/{trace_id}`): the
+    #: console links each timeline event's trace id there. Unset: trace ids are plain text.
+    trace_ui_url: str | None = None
 
     def __post_init__(self) -> None:
         _check(1 <= self.api_port <= 65535, "api_port", "must be a port number (1-65535)")
@@ -134,6 +139,16 @@ class ApiSettings:
         )
         _check(self.drain_timeout_s >= 0, "drain_timeout_s", "must not be negative")
         _check(self.drain_delay_s >= 0, "drain_delay_s", "must not be negative")
+        _check(self.console_session_minutes >= 1, "console_session_minutes", "must be positive")
+        _check(
+            self.trace_ui_url is None
+            or (
+                self.trace_ui_url.startswith(("http://", "https://"))
+                and "{trace_id}" in self.trace_ui_url
+            ),
+            "trace_ui_url",
+            "must be an http(s) URL containing {trace_id}",
+        )
         self.targets  # noqa: B018 - parse now, so a bad value stops start-up
 
     @property

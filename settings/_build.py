@@ -56,6 +56,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "Path": lambda raw: Path(str(raw)),
     "Path | None": lambda raw: Path(str(raw)) if str(raw) else None,
     "Secret | None": lambda raw: Secret(str(raw)) if str(raw) else None,
+    "str | None": lambda raw: str(raw) if str(raw) else None,
     "str": str,
     "bool": lambda raw: raw if isinstance(raw, bool) else _parse_bool(str(raw)),
     "int": _parse_int,

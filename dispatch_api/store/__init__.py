@@ -4,6 +4,7 @@ from . import _approvals as approvals
 from . import _bookings as bookings
 from . import _idempotency as idempotency
 from . import _principals as principals
+from . import _sessions as sessions
 from . import _technicians as technicians
 from . import _templates as templates
 from . import _tickets as tickets
@@ -36,6 +37,7 @@ __all__ = [
     "migrate",
     "migration_files",
     "principals",
+    "sessions",
     "start_embedded",
     "technicians",
     "templates",

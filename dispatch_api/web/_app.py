@@ -24,6 +24,7 @@ from telemetry import (
     tracing_middleware,
 )
 
+from ..console import create_console
 from ..domain import template_to_json
 from ..errors import Unavailable
 from ..metrics import ApiMetrics
@@ -274,6 +275,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_get("/v1/technicians/{technician_id}", _technicians.get_technician)
     r.add_patch("/v1/technicians/{technician_id}", _technicians.patch_technician)
     _approvals.add_routes(app)
+    app.add_subapp("/console/", create_console())
 
 
 def _database(dsn: str):  # type: ignore[no-untyped-def]
