@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from settings import Secret, SettingsError, build_settings, env_name, read_config, top_level
 
@@ -83,6 +84,10 @@ class ApiSettings:
     #: > 0: refresh the database gauges in the background every so many seconds, so a
     #: scrape never queries the database. 0: at each scrape (exact; one query at a time).
     metrics_refresh_s: float = 15.0
+    #: The console's tool page reads fleet-wide figures from this Prometheus' HTTP API.
+    prometheus_url: str | None = None
+    #: Without Prometheus, the bridge whose /metrics the tool page reads (one replica).
+    bridge_url: str | None = None
     #: Never-seen bearer tokens are looked up at most this many at a time: the rest of the
     #: pool stays for authenticated requests whatever an unauthenticated flood sends.
     auth_lookup_concurrency: int = 2
@@ -125,6 +130,8 @@ class ApiSettings:
             self.approvals_sweep_interval_s > 0, "approvals_sweep_interval_s", "must be positive"
         )
         _check(self.metrics_refresh_s >= 0, "metrics_refresh_s", "must not be negative")
+        for name in ("prometheus_url", "bridge_url"):
+            _check(_http_url(getattr(self, name)), name, "must be an http(s) URL")
         _check(
             1 <= self.auth_lookup_concurrency <= self.db_pool_max,
             "auth_lookup_concurrency",
@@ -181,6 +188,14 @@ class ApiSettings:
     def max_body_bytes(self) -> int:
         """Largest request body accepted: an inline evidence upload, base64-encoded."""
         return (self.evidence_max_bytes * 4) // 3 + 4 + self.max_json_bytes
+
+
+def _http_url(value: str | None) -> bool:
+    """Not set, or an absolute http(s) URL with a host."""
+    if not value:
+        return True
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _check(ok: bool, name: str, message: str) -> None:

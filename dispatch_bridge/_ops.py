@@ -2,7 +2,8 @@
 (`approvals`, `approve`, `deny`: _approvals_cli.py).
 
 They talk HTTP to the running services (DISPATCH_API_URL + DISPATCH_API_TOKEN,
-DISPATCH_BRIDGE_URL + DISPATCH_AGENT_KEY, else `$DISPATCH_DATA_DIR/dev-credentials.json`),
+DISPATCH_BRIDGE_URL + DISPATCH_AGENT_KEY, else `$DISPATCH_DATA_DIR/dev-credentials.json`;
+`tools` reads fleet-wide figures from DISPATCH_PROMETHEUS_URL when set),
 print aligned tables for people and JSON with `--json`, and fail with one line and exit 1.
 """
 
@@ -17,7 +18,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
+
+from telemetry import ToolHealthError, tool_health
 
 
 class OpsError(Exception):
@@ -30,6 +32,8 @@ class Endpoints:
     api_token: str
     bridge_url: str
     agent_key: str
+    #: `tools` reads fleet-wide figures here when set (else the bridge's own /metrics).
+    prometheus_url: str = ""
 
     @classmethod
     def from_env(
@@ -47,13 +51,14 @@ class Endpoints:
             "api_token": env.get("DISPATCH_API_TOKEN") or creds.get("api_token"),
             "bridge_url": env.get("DISPATCH_BRIDGE_URL") or creds.get("bridge_url"),
             "agent_key": env.get("DISPATCH_AGENT_KEY") or creds.get("agent_key"),
+            "prometheus_url": env.get("DISPATCH_PROMETHEUS_URL") or creds.get("prometheus_url"),
         }
         needed = {"api": ("api_url", "api_token"), "bridge": ("bridge_url", "agent_key")}
         missing = [k for service in needs for k in needed[service] if not values[k]]
         if missing:
             names = ", ".join("DISPATCH_" + k.upper() for k in missing)
             raise OpsError(f"set {names} (or run `make run`, which writes {path})")
-        for url in ("api_url", "bridge_url"):
+        for url in ("api_url", "bridge_url", "prometheus_url"):
             values[url] = str(values[url] or "").rstrip("/")
         return cls(**{k: str(v or "") for k, v in values.items()})
 
@@ -237,60 +242,23 @@ async def sla(ends: Endpoints, as_json: bool) -> str:
     )
 
 
-#: Codes that are not failures: a call held for a person's approval worked as configured.
-_NOT_FAILURES = frozenset({"ok", "approval_pending"})
-
-
-def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
-    """A quantile from cumulative histogram buckets, interpolated as Prometheus does."""
-    if not buckets or buckets[-1][1] == 0:
-        return None
-    rank = q * buckets[-1][1]
-    lower, below = 0.0, 0.0
-    for upper, count in buckets:
-        if count >= rank:
-            if upper == float("inf"):
-                return lower
-            span = count - below
-            return lower + (upper - lower) * ((rank - below) / span if span else 0)
-        lower, below = upper, count
-    return None
-
-
 async def tools(ends: Endpoints, as_json: bool, stuck_after_s: float = 10.0) -> str:
+    """Per-tool figures, fleet-wide when DISPATCH_PROMETHEUS_URL is set (else the bridge's own
+    /metrics), and the calls in flight at the bridge asked."""
     async with aiohttp.ClientSession() as session:
-        text = await _get(session, f"{ends.bridge_url}/metrics", ends.agent_key, "bridge metrics")
+        try:
+            health = await tool_health(session, ends.prometheus_url or None, ends.bridge_url)
+        except ToolHealthError as exc:
+            raise OpsError(f"tool figures: {exc}") from None
         inflight = await _get(
             session, f"{ends.bridge_url}/v1/ops/inflight", ends.agent_key, "calls in flight"
         )
-    calls: dict[str, dict[str, float]] = {}
-    buckets: dict[str, list[tuple[float, float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "tool_invocations_total":
-                calls.setdefault(s.labels["tool"], {})[s.labels["code"]] = s.value
-            elif s.name == "tool_latency_ms_bucket":
-                buckets.setdefault(s.labels["tool"], []).append((float(s.labels["le"]), s.value))
-    summary: list[dict[str, Any]] = []
-    for tool in sorted(calls):
-        by_code = calls[tool]
-        total = sum(by_code.values())
-        failures = {c: n for c, n in by_code.items() if c not in _NOT_FAILURES and n}
-        ordered = sorted(buckets.get(tool, []))
-        summary.append(
-            {
-                "tool": tool,
-                "calls": int(total),
-                "failure_ratio": round(sum(failures.values()) / total, 4) if total else 0.0,
-                "failures_by_code": {c: int(n) for c, n in sorted(failures.items())},
-                "p50_ms": _quantile(ordered, 0.5),
-                "p99_ms": _quantile(ordered, 0.99),
-            }
-        )
+    report = health.as_json()
+    summary: list[dict[str, Any]] = report["tools"]
     stuck = [c for c in inflight["calls"] if c["age_ms"] >= stuck_after_s * 1000]
     if as_json:
         return orjson.dumps(
-            {"tools": summary, "in_flight": inflight["calls"], "stuck": stuck},
+            {**report, "in_flight": inflight["calls"], "stuck": stuck},
             option=orjson.OPT_INDENT_2,
         ).decode()
     rows = [
@@ -301,10 +269,16 @@ async def tools(ends: Endpoints, as_json: bool, stuck_after_s: float = 10.0) -> 
             ", ".join(f"{c}={n}" for c, n in t["failures_by_code"].items()) or None,
             None if t["p50_ms"] is None else f"{t['p50_ms']:.1f}",
             None if t["p99_ms"] is None else f"{t['p99_ms']:.1f}",
+            t["retries"],
+            t["in_flight"],
         ]
         for t in summary
     ]
-    out = table(rows, ["tool", "calls", "failed", "by code", "p50 ms", "p99 ms"])
+    out = f"source: {health.source_line}; circuit breaker: {health.breaker_line}\n"
+    out += table(
+        rows,
+        ["tool", "calls", "failed", "by code", "p50 ms", "p99 ms", "retries", "in flight"],
+    )
     flight = [
         [
             c["tool"],
@@ -316,7 +290,10 @@ async def tools(ends: Endpoints, as_json: bool, stuck_after_s: float = 10.0) -> 
         ]
         for c in inflight["calls"]
     ]
-    out += f"\n\nin flight: {len(flight)} (stuck after {stuck_after_s:g}s: {len(stuck)})"
+    out += (
+        f"\n\nin flight at {ends.bridge_url}: {len(flight)}"
+        f" (stuck after {stuck_after_s:g}s: {len(stuck)})"
+    )
     if flight:
         out += "\n" + table(flight, ["tool", "age", "ticket", "actor", "request_id", ""])
     return out

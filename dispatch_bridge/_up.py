@@ -42,6 +42,9 @@ DEV_AGENT = "dev-agent"
 async def up_command(config: Config, args: argparse.Namespace) -> int:
     settings = config.api
     creds = dev_credentials(settings)
+    if not settings.bridge_url:
+        # The console's tool page reads this bridge's /metrics when no Prometheus is set.
+        settings = replace(settings, bridge_url=creds.bridge_url)
     bridge = config.bridge(
         port=settings.bridge_port,
         api_url=creds.api_url,

@@ -6,6 +6,7 @@ _tracing.py   provider set-up, server-span middleware, client-span trace config
 _ids.py       correlation/request id validation and minting
 _redact.py    credentials out of every log line, every logged value bounded
 _server.py    the listener: idle/head/body timeouts, connection cap, quiet accept() errors
+_tool_health.py  per-tool figures, fleet-wide from Prometheus or from one bridge's /metrics
 """
 
 from ._ids import SAFE_ID, UnsafeId, incoming_id, new_id
@@ -30,6 +31,13 @@ from ._server import (
     connection_cap,
     quiet_accept_errors,
 )
+from ._tool_health import (
+    NOT_FAILURES,
+    ToolHealth,
+    ToolHealthError,
+    ToolStats,
+    tool_health,
+)
 from ._tracing import (
     EXPORTERS,
     TracingSettings,
@@ -47,6 +55,7 @@ __all__ = [
     "FIELDS",
     "LATENCY_BUCKETS_MS",
     "LOG_CONTEXT",
+    "NOT_FAILURES",
     "SAFE_ID",
     "UNMATCHED",
     "BodyTimeout",
@@ -57,6 +66,9 @@ __all__ = [
     "OnResponse",
     "ServerSettings",
     "Sink",
+    "ToolHealth",
+    "ToolHealthError",
+    "ToolStats",
     "TracingSettings",
     "UnsafeId",
     "body_deadline",
@@ -77,6 +89,7 @@ __all__ = [
     "redact",
     "resend_count",
     "route_label",
+    "tool_health",
     "tracer_provider",
     "tracing_middleware",
 ]

@@ -13,7 +13,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import _queue, _session, _ticket
+from . import _approvals, _queue, _session, _ticket, _tools
 from ._format import FILTERS
 from ._headers import add_security_headers
 from ._render import error_middleware
@@ -36,6 +36,7 @@ def create_console() -> web.Application:
     )
     env.filters.update(FILTERS)
     app.on_response_prepare.append(add_security_headers)
+    app.cleanup_ctx.append(_tools.http_session)
     static = Path(str(resources.files("dispatch_api.console") / "static"))
     r = app.router
     r.add_get("/", _home)
@@ -46,5 +47,9 @@ def create_console() -> web.Application:
     r.add_get("/queue/rows", _queue.queue_rows)
     r.add_get("/tickets/{ticket_id}", _ticket.ticket)
     r.add_get("/tickets/{ticket_id}/evidence/{evidence_id}/content", _ticket.evidence_content)
+    r.add_get("/approvals", _approvals.approvals)
+    r.add_post("/approvals/{approval_id}/approve", _approvals.approve)
+    r.add_post("/approvals/{approval_id}/deny", _approvals.deny)
+    r.add_get("/tools", _tools.tools)
     r.add_static("/static/", static, append_version=False)
     return app

@@ -95,6 +95,12 @@ class ApprovalService:
         cursor = (found[-1].requested_at, uuid.UUID(found[-1].id)) if more else None
         return [approval_view(a) for a in found], cursor
 
+    async def recent_decided(self, caller: Caller, limit: int) -> list[dict[str, Any]]:
+        """Decided approvals the caller may see, newest first (the console's history)."""
+        async with connection(self._pool) as conn:
+            found = await store.recent_decided(conn, _visible_to(caller), limit)
+        return [approval_view(a) for a in found]
+
     async def get(self, caller: Caller, approval_id: uuid.UUID) -> dict[str, Any]:
         async with connection(self._pool) as conn:
             found = await store.get(conn, approval_id)

@@ -220,6 +220,20 @@ async def page(
     return [_record(r) for r in await conn.fetch(sql, *args)]
 
 
+async def recent_decided(
+    conn: asyncpg.Connection | asyncpg.Pool, requested_by: tuple[str, str] | None, limit: int
+) -> list[ApprovalRecord]:
+    """Decided approvals, most recently requested first (the request-time index serves it;
+    every approval is decided within its expiry, so this is close to decision order)."""
+    sql = f"SELECT {_COLUMNS} FROM approvals WHERE status <> 'pending'"
+    args: list[Any] = []
+    if requested_by is not None:
+        sql += " AND principal_id = $1 AND actor_id = $2"
+        args += requested_by
+    sql += f" ORDER BY requested_at DESC, id DESC LIMIT ${len(args) + 1}"
+    return [_record(r) for r in await conn.fetch(sql, *args, limit)]
+
+
 async def claim_due(conn: asyncpg.Connection, now: datetime) -> ApprovalRecord | None:
     """One pending approval past its expiry, locked; one another replica (or an approver)
     holds is skipped: whoever holds it decides it."""

@@ -29,6 +29,8 @@ SAMPLES: dict[tuple[str, str], Any] = {
     ("", "database_url"): "postgresql://dispatch@db.internal/dispatch",
     ("", "evidence_content_types"): ["image/png", "text/plain"],
     ("", "templates_file"): "templates.json",
+    ("", "prometheus_url"): "http://prometheus:9090",
+    ("", "bridge_url"): "http://bridge:8080",
     ("", "trace_ui_url"): "https://jaeger.example/trace/{trace_id}",
     ("bridge", "gateway_token"): "gateway-token",
     # OAuth on needs an issuer and the public URL; then agent keys may be off.
