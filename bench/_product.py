@@ -79,6 +79,8 @@ class Product:
             "DISPATCH_API_PORT": str(api_port),
             "DISPATCH_BRIDGE_PORT": str(bridge_port),
             "DISPATCH_API_URL": self.urls["api"],
+            # The console's tool page reads this bridge's /metrics (no Prometheus here).
+            "DISPATCH_BRIDGE_URL": self.urls["bridge"],
             "DISPATCH_GATEWAY_TOKEN": gateway_token,
             "DISPATCH_AGENT_KEYS": f"bench-agent:supervisor:{_digest(agent_key)}",
             "DISPATCH_RATE_LIMIT_PER_S": "1000000",

@@ -19,10 +19,12 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from bridge import create_bridge_app
 from bridge.settings import BridgeSettings
+from dispatch_api.settings import ApiSettings
 from settings import Secret
 from telemetry import JsonLog
 from testkit.api import Api
 from testkit.browser import Watch, launch
+from testkit.processes import free_port
 
 #: The agent whose calls the tests send through the bridge (a dispatcher, as AGENT in the
 #: approvals tests: ticket.cancel is gated for it by the default policy).
@@ -69,7 +71,25 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def console(api: Api, log_lines: list[bytes]) -> AsyncIterator[Console]:
+def bridge_port() -> int:
+    """Chosen before dispatch-api starts: its tool page reads this bridge's /metrics."""
+    return free_port()
+
+
+@pytest.fixture
+def api_settings(bridge_port: int) -> ApiSettings:
+    # As testkit.api's, plus the bridge the console's tool page reads.
+    return ApiSettings(
+        db_pool_min=1,
+        db_pool_max=8,
+        db_lock_timeout_ms=1000,
+        metrics_refresh_s=0,
+        bridge_url=f"http://127.0.0.1:{bridge_port}",
+    )
+
+
+@pytest.fixture
+async def console(api: Api, log_lines: list[bytes], bridge_port: int) -> AsyncIterator[Console]:
     digest = hashlib.sha256(AGENT_KEY.encode()).hexdigest()
     settings = BridgeSettings(
         api_url=api.url.rstrip("/"),
@@ -77,7 +97,7 @@ async def console(api: Api, log_lines: list[bytes]) -> AsyncIterator[Console]:
         agent_keys=(f"{AGENT_ID}:dispatcher:{digest}",),
     )
     app = create_bridge_app(settings, log=JsonLog("bridge", sink=log_lines.append))
-    server = TestServer(app, host="127.0.0.1")
+    server = TestServer(app, host="127.0.0.1", port=bridge_port)
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as http:
