@@ -7,7 +7,7 @@ RUN_STAMP := $(VENV)/.installed-run
 # `make -C dir run > log` too: make's "Entering directory" lines would break the JSON lines.
 MAKEFLAGS += --no-print-directory
 
-.PHONY: install tools run test check lint typecheck bench soak fuzz clean
+.PHONY: install tools run test check lint typecheck bench soak fuzz screenshots clean
 
 install: $(STAMP)
 
@@ -59,6 +59,10 @@ soak: $(STAMP)
 fuzz: $(STAMP)
 	DISPATCH_FUZZ_EXAMPLES=$${DISPATCH_FUZZ_EXAMPLES:-1000} DISPATCH_FUZZ_SEED=$${DISPATCH_FUZZ_SEED:-random} \
 		$(BIN)/python -m pytest -q tests/fuzz
+
+# The console's pictures in the README (docs/console/*.png), taken in headless Chromium.
+screenshots: $(STAMP) tools
+	$(BIN)/python -m bench.console_screenshots
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
