@@ -124,3 +124,13 @@ async def test_a_technician_sees_only_assigned_tickets_and_another_ticket_page_i
     assert other_page.text.replace(other["id"], "X") == unknown.text.replace(
         "00000000-0000-4000-8000-000000000000", "X"
     )
+
+
+async def test_without_a_trace_ui_the_trace_id_is_plain_text(api: Api) -> None:
+    tid = (await api.create_ticket())["id"]
+    async with signed_in(api) as b:
+        page = await b.get(f"/console/tickets/{tid}")
+
+    trace_id = (await api.timeline(tid))[0]["trace_id"]
+    assert trace_id
+    assert f"<td><code>{trace_id}</code></td>" in page.text
