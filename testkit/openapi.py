@@ -9,6 +9,10 @@ from aiohttp import hdrs, web
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
+#: The operator console's pages (HTML for people, behind a session cookie) are not the API
+#: the document describes; their own tests cover them (tests/dispatch_api/console/).
+CONSOLE_PREFIX = "/console"
+
 Document = dict[str, Any]
 Operation = tuple[str, str, dict[str, Any]]
 
@@ -29,5 +33,7 @@ def served_routes(app: web.Application) -> set[tuple[str, str]]:
         if route.method == hdrs.METH_HEAD:
             continue  # aiohttp adds HEAD to every GET route
         assert route.resource is not None
+        if route.resource.canonical.startswith(CONSOLE_PREFIX):
+            continue
         routes.add((route.method, route.resource.canonical))
     return routes

@@ -76,9 +76,14 @@ async def _rows(request: web.Request) -> dict[str, Any]:
         "priorities": PRIORITIES,
         "next_page": following,
         # What console.js fetches to refresh this very view (same filters and page).
-        "rows_url": "/console/queue/rows?" + urlencode(dict(request.query)),
-        "refresh_url": "/console/queue?" + urlencode(dict(request.query)),
+        "rows_url": _with_query("/console/queue/rows", request),
+        "refresh_url": _with_query("/console/queue", request),
     }
+
+
+def _with_query(path: str, request: web.Request) -> str:
+    query = urlencode(list(request.query.items()))
+    return f"{path}?{query}" if query else path
 
 
 async def queue(request: web.Request) -> web.Response:

@@ -22,7 +22,7 @@ from telemetry import current_ids, log_context
 from ..domain import Actor, ActorType
 from ..errors import Forbidden, PayloadTooLarge
 from ..service import Caller
-from ..store import connection, sessions
+from ..store import Principal, connection, sessions
 from ..web._keys import CLOCK, CORRELATION_ID, POOL, PRINCIPALS, SETTINGS
 from ._keys import COOKIE, SESSION
 from ._render import page
@@ -62,6 +62,10 @@ async def form(request: web.Request) -> dict[str, str]:
     return {k: v for k, v in posted.items() if isinstance(v, str)}
 
 
+def _who(principal: Principal) -> dict[str, str]:
+    return {"actor_type": "human", "actor_id": principal.id, "role": str(principal.role)}
+
+
 def _same(given: str | None, expected: str | None) -> bool:
     return bool(given) and bool(expected) and hmac.compare_digest(str(given), str(expected))
 
@@ -91,7 +95,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         return web.Response(status=303, headers={"Location": SIGN_IN})
     request[SESSION] = found
     request[COOKIE] = cookie
-    log_context(request).update(actor_type="human", actor_id=found.principal.id)
+    log_context(request).update(_who(found.principal))
     if request.method == "POST":
         fields = await form(request)
         if not _same(fields.get("csrf_token"), found.csrf_token):
@@ -133,7 +137,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     lifetime = timedelta(minutes=app[SETTINGS].console_session_minutes)
     async with connection(app[POOL]) as conn:
         cookie, _ = await sessions.start(conn, principal, app[CLOCK](), lifetime)
-    log_context(request).update(actor_type="human", actor_id=principal.id)
+    log_context(request).update(_who(principal))
     response = web.Response(status=303, headers={"Location": "/console/queue"})
     response.set_cookie(
         SESSION_COOKIE,
