@@ -19,8 +19,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import ApiError, BadRequest, Conflict, NotFound
-from ..web._keys import APPROVALS, CLOCK
-from ..web._tickets import build_command
+from ..web._keys import APPROVALS, CLOCK, REBUILD
 from ._render import page
 from ._session import caller, form
 
@@ -147,7 +146,8 @@ async def _decide(request: web.Request, verdict: str) -> web.Response:
     try:
         reason = _reason(await form(request), required=verdict == "deny")
         if verdict == "approve":
-            decided = await service.approve(who, approval_id, reason, build_command)
+            rebuild = request.config_dict[REBUILD]
+            decided = await service.approve(who, approval_id, reason, rebuild)
             outcome = "executed" if decided["status"] == "executed" else "refused"
         else:
             assert reason is not None  # _reason requires it

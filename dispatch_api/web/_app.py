@@ -51,6 +51,7 @@ from ._keys import (
     OPENAPI,
     POOL,
     PRINCIPALS,
+    REBUILD,
     REQUEST_ID,
     SERVICE,
     SETTINGS,
@@ -237,6 +238,7 @@ def create_app(
     app.on_shutdown.append(_start_draining)
     document = openapi_document("dispatch-api")
     app[SETTINGS] = settings
+    app[REBUILD] = _tickets.build_command
     app[CLOCK] = clock
     app[OPENAPI] = orjson.dumps(document)
     app[VALIDATORS] = BodyValidators(document)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from ..domain import IncidentTemplate
+from ..domain import Command, IncidentTemplate
 from ..metrics import ApiMetrics
 from ..service import ApprovalService, Caller, Clock, TechnicianService, TicketService
 from ..settings import ApiSettings
@@ -26,6 +28,11 @@ PRINCIPALS = web.AppKey("principals", PrincipalCache)
 OPENAPI = web.AppKey("openapi", bytes)
 METRICS = web.AppKey("metrics", ApiMetrics)
 DRAINING = web.AppKey("draining", asyncio.Event)
+#: How an approved call's command is rebuilt from its action and body, as its route builds
+#: it; here so that the console approves through the same function as /v1/approvals.
+REBUILD: web.AppKey[Callable[[str, Mapping[str, Any]], tuple[Command, dict[str, Any]]]] = (
+    web.AppKey("rebuild")
+)
 
 #: Set on every /v1 request by the context middleware.
 CALLER = web.RequestKey("caller", Caller)
@@ -41,6 +48,7 @@ __all__ = [
     "OPENAPI",
     "POOL",
     "PRINCIPALS",
+    "REBUILD",
     "REQUEST_ID",
     "SERVICE",
     "SETTINGS",

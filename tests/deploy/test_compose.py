@@ -362,6 +362,19 @@ def test_api_settings_load_from_the_compose_environment() -> None:
     assert any(p.endswith(f":{api.api_port}") for p in ports)
 
 
+def test_dispatch_api_serves_the_console_with_fleet_wide_tool_health_and_jaeger_links() -> None:
+    api = load_api_settings(_environment("dispatch-api"))
+    services = _services()
+
+    assert urlsplit(api.prometheus_url or "").hostname == "prometheus"
+    assert urlsplit(api.prometheus_url or "").port == 9090
+    assert "127.0.0.1:9090:9090" in services["prometheus"]["ports"]
+    # A link the operator's browser follows: Jaeger's UI on its published host port.
+    assert api.trace_ui_url == "http://localhost:16686/trace/{trace_id}"
+    assert "127.0.0.1:16686:16686" in services["jaeger"]["ports"]
+    assert "127.0.0.1:8081:8081" in services["dispatch-api"]["ports"]
+
+
 def test_all_replicas_share_one_configuration() -> None:
     first, *others = (_environment(b) for b in BRIDGES)
     assert all(other == first for other in others)

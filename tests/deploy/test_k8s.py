@@ -246,12 +246,45 @@ def test_network_policy_admits_only_the_bridge_to_dispatch_api() -> None:
             if peer == bridge_peer:
                 bridge_allowed = True
                 continue
-            # the only other source: Prometheus pods in the monitoring namespace
-            assert peer["namespaceSelector"] == {
-                "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
-            }
-            assert peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+            # the only other sources: Prometheus pods in the monitoring namespace, and the
+            # ingress controller that brings people to the console
+            assert (peer["namespaceSelector"], peer["podSelector"]) in (
+                (_namespaced("monitoring"), _named("prometheus")),
+                (_namespaced("ingress-nginx"), _named("ingress-nginx")),
+            ), peer
     assert bridge_allowed
+
+
+def _namespaced(name: str) -> Obj:
+    return {"matchLabels": {"kubernetes.io/metadata.name": name}}
+
+
+def _named(name: str) -> Obj:
+    return {"matchLabels": {"app.kubernetes.io/name": name}}
+
+
+def test_the_console_is_exposed_over_tls_for_its_paths_only_and_reads_prometheus() -> None:
+    ingress = _one("Ingress", "dispatch-console")["spec"]
+    [rule] = ingress["rules"]
+    [path] = rule["http"]["paths"]
+    api_port = _one("Service", "dispatch-api")["spec"]["ports"][0]
+    assert (path["path"], path["pathType"]) == ("/console/", "Prefix")
+    assert path["backend"]["service"] == {
+        "name": "dispatch-api",
+        "port": {"name": api_port["name"]},
+    }
+    assert ingress["tls"][0]["hosts"] == [rule["host"]]
+    settings = load_api_settings(_config_map("dispatch-api-config"))
+    assert settings.prometheus_url == "http://prometheus-operated.monitoring.svc:9090"
+    peers = [
+        p
+        for r in _one("NetworkPolicy", "dispatch-api-ingress")["spec"]["ingress"]
+        for p in r["from"]
+    ]
+    assert {
+        "namespaceSelector": _namespaced("ingress-nginx"),
+        "podSelector": _named("ingress-nginx"),
+    } in peers
 
 
 def test_hpa_targets_the_bridge() -> None:

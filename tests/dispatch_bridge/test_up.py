@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from dispatch_api.store import connect, technicians
 from dispatch_bridge._devcreds import register_dev_technicians
+from testkit.console import Browser
 from testkit.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +102,20 @@ def test_the_credentials_are_written_once_both_services_listen(product: dict[str
     assert _get(creds["api_url"] + "/v1/tickets", creds["api_token"])[0] == 200
     assert _get(creds["bridge_url"] + "/v1/tools", creds["agent_key"])[0] == 200
     assert "Ctrl-C stops." in product["stderr"].read_text()
+
+
+async def test_up_points_the_consoles_tool_page_at_its_own_bridge(
+    product: dict[str, Any],
+) -> None:
+    creds = product["creds"]
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(base_url=creds["api_url"], cookie_jar=jar) as session:
+        person = Browser(session)
+        assert (await person.sign_in(creds["api_token"])).status == 303
+        page = await person.get("/console/tools")
+
+    assert page.status == 200
+    assert f"Source: one replica: {creds['bridge_url']}/metrics" in page.text
 
 
 def test_make_run_takes_a_config_file(product: dict[str, Any]) -> None:
