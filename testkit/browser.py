@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from playwright.async_api import Browser, ConsoleMessage, Dialog, Page, Playwright
 
-#: Debian's package `chromium` (override with DISPATCH_CHROMIUM for another build).
-CHROMIUM = os.environ.get("DISPATCH_CHROMIUM", "/usr/bin/chromium")
+#: Debian's package `chromium`.
+CHROMIUM = "/usr/bin/chromium"
 #: Without the background-networking flags Chromium keeps dialling Google's hosts, which the
 #: closed network here refuses many at a time; --no-sandbox because CI runs as root.
 LAUNCH_ARGS = (
@@ -36,6 +36,11 @@ LAUNCH_ARGS = (
 
 async def launch(playwright: Playwright) -> Browser:
     """Headless Chromium with a fresh profile (Playwright makes a temporary user-data-dir)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        raise RuntimeError(
+            f"no browser at {CHROMIUM}: install the Debian package chromium"
+            " (.ci/ensure-tools does, as root)"
+        )
     return await playwright.chromium.launch(
         executable_path=CHROMIUM, headless=True, args=list(LAUNCH_ARGS)
     )
