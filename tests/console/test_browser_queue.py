@@ -91,6 +91,7 @@ async def test_the_queue_reads_with_javascript_disabled_and_offers_a_refresh_lin
 ) -> None:
     await console.api.create_ticket(customer_name="Plain Reader")
     context = await browser.new_context(java_script_enabled=False)
+    context.set_default_timeout(10_000)
     try:
         page = await context.new_page()
         await sign_in(page, console.url, console.api.tokens["dispatcher"])
