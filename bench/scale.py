@@ -60,6 +60,7 @@ TARGETS_MS = {
     "schedule_check": 5.0,
     # Issue 19: each console page renders in under 100 ms at a million tickets.
     "console_queue": 100.0,
+    "console_queue_filtered": 100.0,
     "console_ticket": 100.0,
 }
 
@@ -181,9 +182,12 @@ async def run(tickets: int) -> dict[str, Any]:
                     await resp.read()
                     assert resp.status == 200, (path, resp.status)
 
-            # The dispatcher's default view (every state, newest first) and a filtered one.
-            queues = ("/console/queue", "/console/queue?state=READY_TO_SCHEDULE&priority=P1")
-            results["console_queue"] = await _timed(lambda: page(random.choice(queues)), 100)
+            # The dispatcher's default view (every state, newest first) and a filtered one,
+            # apart: each has its own query plan.
+            results["console_queue"] = await _timed(lambda: page("/console/queue"), 100)
+            results["console_queue_filtered"] = await _timed(
+                lambda: page("/console/queue?state=READY_TO_SCHEDULE&priority=P1"), 100
+            )
             results["console_ticket"] = await _timed(
                 lambda: page(f"/console/tickets/{random.choice(ids)}"), 300
             )

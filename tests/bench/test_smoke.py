@@ -51,5 +51,6 @@ async def test_the_scale_harness_runs_and_writes_its_table(tmp_path: Path) -> No
         "sla_sweep",
         "schedule_check",
         "console_queue",
+        "console_queue_filtered",
         "console_ticket",
     }
