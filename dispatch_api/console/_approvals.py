@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import ApiError, BadRequest, Conflict, NotFound
+from ..service import Caller
 from ..web._keys import APPROVALS, CLOCK, REBUILD
 from ._render import page
 from ._session import caller, form
@@ -48,9 +49,18 @@ def _age(now: datetime, iso: str) -> float:
     return (now - datetime.fromisoformat(iso)).total_seconds()
 
 
-def _pending_row(a: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _pending_row(a: dict[str, Any], now: datetime, who: Caller) -> dict[str, Any]:
+    # The forms are offered to whom the API would let decide; the API still judges every POST.
+    role, requester = str(who.principal.role), a["requested_by"]["id"] == who.principal.id
     return {
         **a,
+        "why_not": (
+            "you asked for this call: another person decides"
+            if requester
+            else None
+            if role in a["approvers"]
+            else f"only {', '.join(a['approvers'])} may decide (you are {role})"
+        ),
         "age_s": _age(now, a["requested_at"]),
         "expires_in_s": -_age(now, a["expires_at"]),
         "arguments_json": orjson.dumps(
@@ -113,7 +123,7 @@ async def _page(
         except (ValueError, NotFound):
             flash = None  # a link to an approval this person cannot see says nothing
     context = {
-        "pending": [_pending_row(a, now) for a in pending],
+        "pending": [_pending_row(a, now, who) for a in pending],
         "more_pending": more is not None,
         "history": history,
         "flash": flash,

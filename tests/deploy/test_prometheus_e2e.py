@@ -82,6 +82,16 @@ class Prometheus:
         result = body["data"]["result"] if body else []
         return int(float(result[0]["value"][1])) if result else 0
 
+    async def until_equal(self, promql: str, want: float, timeout_s: float = FIRING_S) -> None:
+        """Bounded wait until the instant query's single value is `want` (scraped)."""
+
+        async def seen() -> bool:
+            body = await self.get("/api/v1/query", query=promql)
+            result = body["data"]["result"] if body else []
+            return bool(result) and float(result[0]["value"][1]) == want
+
+        await _until(f"{promql} == {want}", seen, timeout_s, self.log)
+
     async def firing(self) -> set[str]:
         body = await self.get("/api/v1/alerts")
         alerts = body["data"]["alerts"] if body else []
@@ -89,13 +99,22 @@ class Prometheus:
 
 
 @pytest.fixture
-async def prometheus(bridge: Bridge, tmp_path: Path) -> AsyncIterator[Prometheus]:
+def prometheus_extra_bridges() -> list[str]:
+    """More bridge replicas (host:port) scraped under job `bridge`; a fleet test adds its own."""
+    return []
+
+
+@pytest.fixture
+async def prometheus(
+    bridge: Bridge, tmp_path: Path, prometheus_extra_bridges: list[str]
+) -> AsyncIterator[Prometheus]:
     port = _free_port()
+    bridges = [_target(bridge.session), *prometheus_extra_bridges]
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
         "scrape_configs": [
-            {"job_name": "bridge", "static_configs": [{"targets": [_target(bridge.session)]}]},
+            {"job_name": "bridge", "static_configs": [{"targets": bridges}]},
             {
                 "job_name": "dispatch-api",
                 "static_configs": [{"targets": [_target(bridge.api.session)]}],
@@ -122,7 +141,7 @@ async def prometheus(bridge: Bridge, tmp_path: Path) -> AsyncIterator[Prometheus
                 if process.returncode is not None:
                     output = await asyncio.to_thread(log.read_text)
                     pytest.fail(f"prometheus exited with {process.returncode}:\n{output}")
-                return await server.targets_up() == 2
+                return await server.targets_up() == 1 + len(bridges)
 
             await _until("both targets scraped", ready, STARTUP_S, log)
             yield server

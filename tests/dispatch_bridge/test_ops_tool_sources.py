@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,14 @@ import pytest
 from dispatch_bridge._ops import OpsError, tools
 from telemetry import ToolHealthError, tool_health
 from testkit.api import COMPLETE_TICKET
-from tests.deploy.test_prometheus_e2e import Prometheus, prometheus
+from tests.deploy.test_prometheus_e2e import Prometheus, prometheus, prometheus_extra_bridges
 
 from .conftest import Bridge, operator_endpoints
 
-__all__ = ["prometheus"]  # the real-Prometheus fixture of tests/deploy, re-exported for pytest
+# The real-Prometheus fixtures of tests/deploy, re-exported for pytest.
+__all__ = ["prometheus", "prometheus_extra_bridges"]
 
 CLI = Path(sys.executable).with_name("dispatch-bridge")
-SEEN_S = 30.0
 
 
 async def _stage_calls(bridge: Bridge) -> asyncio.Task[Any]:
@@ -46,26 +45,13 @@ async def _stage_calls(bridge: Bridge) -> asyncio.Task[Any]:
     return hanging
 
 
-async def _until_scraped(server: Prometheus, promql: str, want: float) -> None:
-    """Bounded wait until Prometheus has scraped what the bridge now holds."""
-    deadline = time.monotonic() + SEEN_S
-    while True:
-        body = await server.get("/api/v1/query", query=promql)
-        result = body["data"]["result"] if body else []
-        if result and float(result[0]["value"][1]) == want:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"Prometheus did not see {promql} == {want} within {SEEN_S}s")
-        await asyncio.sleep(0.2)
-
-
 async def test_tools_reads_a_real_prometheus_when_it_is_set_and_names_it_as_the_source(
     prometheus: Prometheus, bridge: Bridge
 ) -> None:
     hanging = await _stage_calls(bridge)
     try:
-        await _until_scraped(prometheus, "sum(tool_calls_in_flight)", 1)
-        await _until_scraped(prometheus, "sum(tool_invocations_total)", 3)
+        await prometheus.until_equal("sum(tool_calls_in_flight)", 1)
+        await prometheus.until_equal("sum(tool_invocations_total)", 3)
         ends = replace(operator_endpoints(bridge), prometheus_url=prometheus.url)
         fleet = orjson.loads(await tools(ends, as_json=True))
         text = await tools(ends, as_json=False)

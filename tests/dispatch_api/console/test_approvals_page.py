@@ -140,13 +140,21 @@ async def test_a_role_the_rule_does_not_name_and_the_requester_cannot_approve_an
     path = f"/console/approvals/{approval_id}/approve"
 
     async with signed_in(api, "dispatcher") as dispatcher:
-        form = await dispatcher.get("/console/approvals")
-        by_dispatcher = await dispatcher.post(path, {"csrf_token": form.csrf_token})
+        dispatcher_form = await dispatcher.get("/console/approvals")
+        by_dispatcher = await dispatcher.post(path, {"csrf_token": dispatcher_form.csrf_token})
     async with signed_in(api, "requester") as requester:
-        form = await requester.get("/console/approvals")
-        by_requester = await requester.post(path, {"csrf_token": form.csrf_token})
+        requester_form = await requester.get("/console/approvals")
+        by_requester = await requester.post(path, {"csrf_token": requester_form.csrf_token})
 
-    # The API's own refusals (403 forbidden, 403 self_approval), worded as on the API.
+    # Neither is offered the forms; a POST anyway gets the API's own refusals (403
+    # forbidden, 403 self_approval), worded as on the API.
+    assert "Not yours to decide: only supervisor may decide (you are dispatcher)." in (
+        dispatcher_form.text
+    )
+    assert "Not yours to decide: you asked for this call: another person decides." in (
+        requester_form.text
+    )
+    assert path not in dispatcher_form.text + requester_form.text
     assert by_dispatcher.status == 403
     assert refusal(by_dispatcher) == (
         "Not done: rule emergency-dispatch lets only supervisor decide this approval."

@@ -3,17 +3,14 @@ set, else the configured bridge's /metrics, and it says which; a source down is 
 
 from __future__ import annotations
 
-import asyncio
 import html
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestServer
 
 from dispatch_api.settings import ApiSettings
@@ -22,12 +19,16 @@ from telemetry import JsonLog
 from testkit.api import COMPLETE_TICKET, Api
 from testkit.console import Page, signed_in
 from tests.bridge.conftest import Bridge, bridge, bridge_overrides, bridge_retry
-from tests.deploy.test_prometheus_e2e import Prometheus, prometheus
+from tests.deploy.test_prometheus_e2e import Prometheus, prometheus, prometheus_extra_bridges
 
 # The bridge harness and the real-Prometheus fixture, re-exported for pytest.
-__all__ = ["bridge", "bridge_overrides", "bridge_retry", "prometheus"]
-
-SEEN_S = 30.0
+__all__ = [
+    "bridge",
+    "bridge_overrides",
+    "bridge_retry",
+    "prometheus",
+    "prometheus_extra_bridges",
+]
 
 
 @asynccontextmanager
@@ -66,18 +67,6 @@ def source(page: Page) -> str:
     return html.unescape(found.group(1))
 
 
-async def _until_scraped(server: Prometheus, promql: str, want: float) -> None:
-    deadline = time.monotonic() + SEEN_S
-    while True:
-        body = await server.get("/api/v1/query", query=promql)
-        result = body["data"]["result"] if body else []
-        if result and float(result[0]["value"][1]) == want:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"Prometheus did not see {promql} == {want} within {SEEN_S}s")
-        await asyncio.sleep(0.2)
-
-
 async def _calls(bridge: Bridge) -> None:
     created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
     tid = created.body["result"]["ticket"]["id"]
@@ -93,7 +82,7 @@ async def test_the_tools_page_reads_a_real_prometheus_fleet_wide_and_says_so(
     prometheus: Prometheus, bridge: Bridge, api_settings: ApiSettings
 ) -> None:
     await _calls(bridge)
-    await _until_scraped(prometheus, "sum(tool_invocations_total)", 4)
+    await prometheus.until_equal("sum(tool_invocations_total)", 4)
 
     async with (
         replica(bridge.api, api_settings, prometheus_url=prometheus.url) as api,
