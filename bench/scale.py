@@ -183,7 +183,9 @@ async def run(tickets: int) -> dict[str, Any]:
                     assert resp.status == 200, (path, resp.status)
 
             # The dispatcher's default view (every state, newest first) and a filtered one,
-            # apart: each has its own query plan.
+            # apart: each has its own query plan. generate.py never makes a READY_TO_SCHEDULE
+            # ticket P1 (both come from g's residues), so the filtered view is the worst
+            # case: a page that matches nothing reads the whole state's index range.
             results["console_queue"] = await _timed(lambda: page("/console/queue"), 100)
             results["console_queue_filtered"] = await _timed(
                 lambda: page("/console/queue?state=READY_TO_SCHEDULE&priority=P1"), 100
