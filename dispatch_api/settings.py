@@ -98,6 +98,9 @@ class ApiSettings:
     drain_delay_s: float = 0.0
     #: How long a console sign-in lasts (the session cookie's Max-Age and the row's expiry).
     console_session_minutes: int = 480
+    #: Mark console cookies Secure even when the request reached dispatch-api over plain
+    #: HTTP: TLS ends at a proxy in front (the k8s Ingress). Over TLS they always are.
+    console_secure_cookies: bool = False
     #: A URL with `{trace_id}` (e.g. Jaeger's `https://jaeger.example/trace/{trace_id}`): the
     #: console links each timeline event's trace id there. Unset: trace ids are plain text.
     trace_ui_url: str | None = None

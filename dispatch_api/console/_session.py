@@ -117,7 +117,7 @@ def _sign_in_page(request: web.Request, status: int, message: str | None) -> web
         path=COOKIE_PATH,
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=_secure(request),
     )
     return response
 
@@ -146,7 +146,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         max_age=int(lifetime.total_seconds()),
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=_secure(request),
     )
     response.del_cookie(SIGN_IN_CSRF_COOKIE, path=COOKIE_PATH)
     return response
@@ -158,3 +158,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     response = web.Response(status=303, headers={"Location": SIGN_IN})
     response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.config_dict[SETTINGS].console_secure_cookies

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import NotFound
-from ..service import queue_view
+from ..service import evidence_view, queue_view
 from ..web._keys import CLOCK, SERVICE, SETTINGS
 from ._format import countdown, trace_link
 from ._render import page
@@ -84,19 +84,14 @@ async def ticket(request: web.Request) -> web.Response:
 
 
 def _evidence_row(e: Any, tid: uuid.UUID) -> dict[str, Any]:
+    """The API's view of the item, with who captured it in one line and the console's own
+    download URL (the page's session, not an API token, fetches it)."""
+    view = evidence_view(e, str(tid))
+    who = view["captured_by"]
     return {
-        "id": e.id,
-        "kind": str(e.kind),
-        "tag": e.tag,
-        "content_type": e.content_type,
-        "size_bytes": e.size_bytes,
-        "sha256": e.sha256,
-        "uri": e.uri,
-        "captured_by": f"{e.captured_by_type} {e.captured_by_id} ({e.captured_by_role})",
-        "captured_at": e.captured_at.isoformat(),
-        "download": (
-            f"/console/tickets/{tid}/evidence/{e.id}/content" if e.stored_inline else None
-        ),
+        **view,
+        "captured_by": f"{who['actor_type']} {who['actor_id']} ({who['role']})",
+        "download": f"/console/tickets/{tid}/evidence/{e.id}/content" if e.stored_inline else None,
     }
 
 

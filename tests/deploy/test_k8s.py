@@ -276,6 +276,7 @@ def test_the_console_is_exposed_over_tls_for_its_paths_only_and_reads_prometheus
     assert ingress["tls"][0]["hosts"] == [rule["host"]]
     settings = load_api_settings(_config_map("dispatch-api-config"))
     assert settings.prometheus_url == "http://prometheus-operated.monitoring.svc:9090"
+    assert settings.console_secure_cookies  # TLS ends at the Ingress, cookies stay Secure
     peers = [
         p
         for r in _one("NetworkPolicy", "dispatch-api-ingress")["spec"]["ingress"]

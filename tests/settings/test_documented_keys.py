@@ -32,6 +32,7 @@ SAMPLES: dict[tuple[str, str], Any] = {
     ("", "prometheus_url"): "http://prometheus:9090",
     ("", "bridge_url"): "http://bridge:8080",
     ("", "trace_ui_url"): "https://jaeger.example/trace/{trace_id}",
+    ("", "console_secure_cookies"): True,
     ("bridge", "gateway_token"): "gateway-token",
     # OAuth on needs an issuer and the public URL; then agent keys may be off.
     ("bridge", "public_url"): "https://bridge.example",

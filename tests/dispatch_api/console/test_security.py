@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import uuid
 
 import pytest
 
@@ -130,3 +131,35 @@ async def test_the_token_appears_in_no_url_page_or_log_line(
         if line.get("endpoint") == "/console/sign-in" and line.get("method") == "POST"
     ]
     assert sign_ins == [(401, None, None), (303, "disp-1", "dispatcher")]
+
+
+#: Console routes anyone may reach: the sign-in form and the static files.
+_OPEN = ("/console/sign-in", "/console/static")
+
+
+async def test_every_console_route_but_sign_in_and_static_needs_a_session(api: Api) -> None:
+    """Without a session (none, or a made-up cookie) a page sends the browser to sign in
+    and a form is refused 403; nothing is shown or done."""
+    assert api.app is not None
+    checked = []
+    for route in api.app.router.routes():
+        assert route.resource is not None
+        template = route.resource.canonical
+        if not template.startswith("/console") or template.startswith(_OPEN):
+            continue
+        path = template.replace("{ticket_id}", str(uuid.uuid4()))
+        path = path.replace("{evidence_id}", str(uuid.uuid4()))
+        path = path.replace("{approval_id}", str(uuid.uuid4()))
+        for cookie in ({}, {"Cookie": "dispatch_console=made-up"}):
+            async with api.session.request(
+                route.method, path, headers=cookie, allow_redirects=False
+            ) as resp:
+                status, location = resp.status, resp.headers.get("Location")
+            where = f"{route.method} {template} {cookie}"
+            if route.method == "POST":
+                assert status == 403, where
+            else:
+                assert (status, location) == (303, "/console/sign-in"), where
+        checked.append((route.method, template))
+    assert ("GET", "/console/tickets/{ticket_id}") in checked
+    assert ("POST", "/console/approvals/{approval_id}/approve") in checked

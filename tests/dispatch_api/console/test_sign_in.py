@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -191,3 +192,35 @@ async def test_over_tls_the_session_cookie_is_secure(
     attributes = [a.strip().lower() for a in reply.headers["Set-Cookie"].split(";")]
     assert "secure" in attributes
     assert "httponly" in attributes
+
+
+async def test_behind_a_tls_proxy_the_setting_keeps_the_session_cookie_secure(
+    api: Api, api_settings: ApiSettings, clock: FakeClock
+) -> None:
+    """TLS ends at the k8s Ingress, so dispatch-api sees plain HTTP: with
+    DISPATCH_CONSOLE_SECURE_COOKIES both console cookies are Secure anyway (the proxy's
+    client speaks HTTPS); without it they are not."""
+    flags = []
+    for secure in (True, False):
+        settings = replace(api_settings, console_secure_cookies=secure)
+        server = TestServer(create_app(settings, api.database_url, clock=clock))
+        await server.start_server()
+        try:
+            async with aiohttp.ClientSession(base_url=str(server.make_url(""))) as session:
+                async with session.get("/console/sign-in") as form:
+                    csrf = form.cookies["console_csrf"]
+                # What a browser on the far side of the TLS proxy sends back.
+                async with session.post(
+                    "/console/sign-in",
+                    data={"token": api.tokens["dispatcher"], "csrf_token": csrf.value},
+                    headers={"Cookie": f"console_csrf={csrf.value}"},
+                    allow_redirects=False,
+                ) as signed:
+                    assert signed.status == 303
+                    flags.append(
+                        (bool(csrf["secure"]), bool(signed.cookies["dispatch_console"]["secure"]))
+                    )
+        finally:
+            await server.close()
+
+    assert flags == [(True, True), (False, False)]
