@@ -112,6 +112,7 @@ def _print_banner(creds: DevCredentials, path: Path) -> None:
     print(
         f"dispatch-api  {creds.api_url}   (token with the supervisor role: {creds.api_token})\n"
         f"bridge        {creds.bridge_url}   (agent key, every tool: {creds.agent_key})\n"
+        f"console       {creds.api_url}/console/   (sign in with the supervisor token)\n"
         f"credentials   {path}\n"
         "Ctrl-C stops.",
         file=sys.stderr,

@@ -101,7 +101,12 @@ def test_the_credentials_are_written_once_both_services_listen(product: dict[str
     # The file exists only once both answer, so a reader of it never finds a dead address.
     assert _get(creds["api_url"] + "/v1/tickets", creds["api_token"])[0] == 200
     assert _get(creds["bridge_url"] + "/v1/tools", creds["agent_key"])[0] == 200
-    assert "Ctrl-C stops." in product["stderr"].read_text()
+    banner = product["stderr"].read_text()
+    assert "Ctrl-C stops." in banner
+    console = f"{creds['api_url']}/console/"
+    assert f"console       {console}" in banner
+    with urllib.request.urlopen(console + "sign-in", timeout=10) as resp:
+        assert resp.status == 200  # the banner's address serves the console
 
 
 async def test_up_points_the_consoles_tool_page_at_its_own_bridge(
