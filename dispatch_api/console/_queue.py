@@ -1,5 +1,6 @@
 """The queue page: every visible ticket (a technician's own only), filtered by state and
-priority, newest first, a page at a time; and its rows alone, which console.js swaps in."""
+priority, oldest first (as the API pages them), a page at a time; and its rows alone,
+which console.js swaps in."""
 
 from __future__ import annotations
 
