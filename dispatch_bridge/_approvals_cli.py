@@ -163,13 +163,20 @@ def listing(approvals: list[dict[str, Any]], now: datetime) -> str:
     return table(rows, headers)
 
 
-async def approvals(ends: Endpoints, status: str, as_json: bool) -> str:
-    """Approvals in `status` (pending by default, `all` for every status), oldest first."""
+#: At most this many approvals are listed (`--status all` would otherwise page through
+#: the whole history); the text output says when the list was cut.
+MAX_LISTED = 1000
+
+
+async def approvals(ends: Endpoints, status: str, as_json: bool, most: int = MAX_LISTED) -> str:
+    """Approvals in `status` (pending by default, `all` for every status), oldest first,
+    the first `most` of them."""
     found: list[dict[str, Any]] = []
     cursor: str | None = None
     async with aiohttp.ClientSession() as session:
-        while True:
-            query = "limit=200" + ("" if status == "all" else f"&status={quote(status)}")
+        while len(found) < most:
+            query = f"limit={min(200, most - len(found))}"
+            query += "" if status == "all" else f"&status={quote(status)}"
             if cursor:
                 query += f"&cursor={quote(cursor)}"
             page = await _call(session, ends, "GET", f"/v1/approvals?{query}")
@@ -177,11 +184,13 @@ async def approvals(ends: Endpoints, status: str, as_json: bool) -> str:
             cursor = page.get("next_cursor")
             if not cursor:
                 break
+    cut = cursor is not None and len(found) >= most
     if as_json:
         return orjson.dumps(found, option=orjson.OPT_INDENT_2).decode()
     if not found:
         return f"no {'' if status == 'all' else status + ' '}approvals"
-    return listing(found, datetime.now(UTC))
+    text = listing(found, datetime.now(UTC))
+    return f"{text}\n(the first {most} shown; there are more)" if cut else text
 
 
 async def decide(

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from dispatch_bridge._approvals_cli import approvals
 from testkit.api import COMPLETE_TICKET, FakeClock, Reply
 
 from .conftest import Bridge, operator_endpoints
@@ -203,3 +204,20 @@ async def test_who_may_not_decide_an_unknown_id_and_a_changed_ticket_each_get_on
     assert ticket.body["state"] == "ON_HOLD"
     for run in (gateway, technician, itself, unknown, stale):
         assert run.stderr.count("\n") == 1
+
+
+async def test_the_listing_is_bounded_and_says_when_it_was_cut(bridge: Bridge) -> None:
+    for _ in range(3):
+        asked = await _ask_to_cancel(bridge, await _ticket(bridge), str(uuid.uuid4()))
+        assert asked.status == 202, asked.body
+    ends = operator_endpoints(bridge)
+
+    cut = await approvals(ends, "pending", as_json=False, most=2)
+    whole = await approvals(ends, "pending", as_json=False, most=3)
+    as_json = json.loads(await approvals(ends, "pending", as_json=True, most=2))
+
+    assert cut.endswith("(the first 2 shown; there are more)")
+    assert cut.count("ticket.cancel") == 2
+    assert "there are more" not in whole
+    assert whole.count("ticket.cancel") == 3
+    assert len(as_json) == 2
