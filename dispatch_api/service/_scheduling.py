@@ -72,12 +72,13 @@ class ScheduleRules:
         """Save a change that books the technician's time. The exclusion constraint's refusal
         (another booking committed since `review` looked) comes back as the conflict, with
         the savepoint rolled back so the rejection can still be recorded."""
+        assert after.technician_id is not None  # the caller saves bookings only
+        await bookings.lock_diary(conn, after.technician_id)
         try:
             async with conn.transaction():  # a savepoint: the outer transaction goes on
                 await tickets.save(conn, record, after, sla, event)
         except asyncpg.ExclusionViolationError:
             # The constraint only covers rows with a technician and a window.
-            assert after.technician_id is not None
             assert after.window_start is not None
             assert after.window_end is not None
             booking = Schedule(after.technician_id, after.window_start, after.window_end)

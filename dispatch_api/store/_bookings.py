@@ -17,6 +17,20 @@ _ASSIGNED = "('SCHEDULED', 'DISPATCHED', 'ON_SITE')"
 MAX_BOOKINGS = 200
 #: Other technicians suggested in a refusal.
 MAX_CANDIDATES = 5
+#: The advisory-lock class of technicians' diaries (the two-key form, so it cannot meet the
+#: migrations' single-key lock).
+_DIARY_LOCK = 0x0B00C
+
+
+async def lock_diary(conn: asyncpg.Connection, technician_id: str) -> None:
+    """Hold the technician's diary until the transaction ends.
+
+    Two transactions writing overlapping bookings would each find the other's uncommitted
+    row in the exclusion constraint's index and wait for it: PostgreSQL breaks that deadlock
+    by failing one after `deadlock_timeout`. Taken in turn, the second sees the first's
+    committed booking and gets a plain exclusion violation.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _DIARY_LOCK, technician_id)
 
 
 async def bookings(

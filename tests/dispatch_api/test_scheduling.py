@@ -176,6 +176,23 @@ async def test_two_schedulers_racing_for_one_technician_book_exactly_once(
     assert await api.count(booked) == 1
 
 
+async def test_a_crowd_racing_for_one_technician_gets_one_booking_and_conflicts_not_errors(
+    api: Api,
+) -> None:
+    """Eight schedulers at once for overlapping windows: without taking the diary in turn,
+    two uncommitted bookings wait on each other in the constraint's index and PostgreSQL
+    fails one as a deadlock (a 500). Every loser must get the conflict an agent can use."""
+    tickets = [await api.create_ticket() for _ in range(8)]
+    later = {**WINDOW, "window_start": "2026-11-27T14:00:00Z", "window_end": "2026-11-27T16:00:00Z"}
+    replies = await asyncio.gather(
+        *(api.act(t["id"], "schedule", (WINDOW, later)[i % 2]) for i, t in enumerate(tickets))
+    )
+    assert sorted(r.status for r in replies) == [200] + [409] * 7, [r.body for r in replies]
+    assert {r.body["code"] for r in replies if r.status == 409} == {"schedule_conflict"}
+    booked = "SELECT count(*) FROM tickets WHERE technician_id = 'tech-1' AND state = 'SCHEDULED'"
+    assert await api.count(booked) == 1
+
+
 async def test_a_booking_committed_after_the_check_is_caught_by_the_constraint(api: Api) -> None:
     """The read-then-write gap, opened on purpose: another transaction books tech-1 and holds
     its commit while this schedule is checked; the exclusion constraint still refuses it."""
