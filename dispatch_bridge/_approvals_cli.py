@@ -23,7 +23,17 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from ._ops import Endpoints, OpsError, duration, emit, table
+from ._ops import (
+    MAX_LISTED,
+    Endpoints,
+    OpsError,
+    Page,
+    cut_note,
+    duration,
+    emit,
+    gather,
+    table,
+)
 
 EXIT_FORBIDDEN = 3
 EXIT_NOT_FOUND = 4
@@ -163,34 +173,23 @@ def listing(approvals: list[dict[str, Any]], now: datetime) -> str:
     return table(rows, headers)
 
 
-#: At most this many approvals are listed (`--status all` would otherwise page through
-#: the whole history); the text output says when the list was cut.
-MAX_LISTED = 1000
-
-
 async def approvals(ends: Endpoints, status: str, as_json: bool, most: int = MAX_LISTED) -> str:
     """Approvals in `status` (pending by default, `all` for every status), oldest first,
     the first `most` of them."""
-    found: list[dict[str, Any]] = []
-    cursor: str | None = None
     async with aiohttp.ClientSession() as session:
-        while len(found) < most:
-            query = f"limit={min(200, most - len(found))}"
-            query += "" if status == "all" else f"&status={quote(status)}"
-            if cursor:
-                query += f"&cursor={quote(cursor)}"
-            page = await _call(session, ends, "GET", f"/v1/approvals?{query}")
-            found += page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-    cut = cursor is not None and len(found) >= most
+
+        async def page(cursor: str | None, rows: int) -> Page:
+            query = f"limit={rows}" + ("" if status == "all" else f"&status={quote(status)}")
+            query += f"&cursor={quote(cursor)}" if cursor else ""
+            got = await _call(session, ends, "GET", f"/v1/approvals?{query}")
+            return got["items"], got.get("next_cursor")
+
+        found, cut = await gather(page, most)
     if as_json:
         return orjson.dumps(found, option=orjson.OPT_INDENT_2).decode()
     if not found:
         return f"no {'' if status == 'all' else status + ' '}approvals"
-    text = listing(found, datetime.now(UTC))
-    return f"{text}\n(the first {most} shown; there are more)" if cut else text
+    return cut_note(listing(found, datetime.now(UTC)), cut, most, "approvals")
 
 
 async def decide(

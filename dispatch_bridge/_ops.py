@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -63,6 +64,36 @@ class Endpoints:
         return cls(**{k: str(v or "") for k, v in values.items()})
 
 
+#: At most this many rows are gathered for one listing: a ticket's whole history, the whole
+#: queue or every approval ever would otherwise be paged without end. The text output says
+#: when a listing was cut.
+MAX_LISTED = 1000
+#: Rows asked for per request while gathering.
+PAGE_ROWS = 200
+
+#: One page: its rows and where the next one starts (None after the last).
+Page = tuple[list[dict[str, Any]], Any]
+
+
+async def gather(
+    next_page: Callable[[Any, int], Awaitable[Page]], most: int = MAX_LISTED
+) -> tuple[list[dict[str, Any]], bool]:
+    """At most `most` rows, page by page (`next_page(start, rows)`, start None first), and
+    whether there were more."""
+    found: list[dict[str, Any]] = []
+    start: Any = None
+    while len(found) < most:
+        rows, start = await next_page(start, min(PAGE_ROWS, most - len(found)))
+        found += rows[: most - len(found)]
+        if not start:
+            break
+    return found, bool(start)
+
+
+def cut_note(text: str, cut: bool, most: int, what: str) -> str:
+    return f"{text}\n(the first {most} {what} shown; there are more)" if cut else text
+
+
 async def _get(session: aiohttp.ClientSession, url: str, secret: str, what: str) -> Any:
     try:
         async with session.get(url, headers={"Authorization": f"Bearer {secret}"}) as resp:
@@ -106,18 +137,17 @@ def duration(seconds: float | None) -> str | None:
     return f"{sign}{s // 60}m{s % 60:02d}s"
 
 
-async def why(ends: Endpoints, ticket_id: str, as_json: bool) -> str:
-    """The ticket's timeline as a story: who did what, why, with which evidence."""
-    events: list[dict[str, Any]] = []
-    after = 0
+async def why(ends: Endpoints, ticket_id: str, as_json: bool, most: int = MAX_LISTED) -> str:
+    """The ticket's timeline as a story: who did what, why, with which evidence (its first
+    `most` events)."""
     async with aiohttp.ClientSession() as session:
-        while True:
-            url = f"{ends.api_url}/v1/tickets/{ticket_id}/timeline?after_seq={after}&limit=500"
-            page = await _get(session, url, ends.api_token, f"ticket {ticket_id}")
-            events += page["events"]
-            if page["next_after_seq"] is None:
-                break
-            after = page["next_after_seq"]
+
+        async def page(after: int | None, rows: int) -> Page:
+            url = f"{ends.api_url}/v1/tickets/{ticket_id}/timeline?after_seq={after or 0}"
+            got = await _get(session, f"{url}&limit={rows}", ends.api_token, f"ticket {ticket_id}")
+            return got["events"], got["next_after_seq"]
+
+        events, cut = await gather(page, most)
     if as_json:
         return orjson.dumps(events, option=orjson.OPT_INDENT_2).decode()
     rows = []
@@ -155,7 +185,7 @@ async def why(ends: Endpoints, ticket_id: str, as_json: bool) -> str:
         "request_id",
         "trace_id",
     ]
-    return table(rows, headers)
+    return cut_note(table(rows, headers), cut, most, "events")
 
 
 def _approved_by(details: dict[str, Any]) -> str:
@@ -164,21 +194,18 @@ def _approved_by(details: dict[str, Any]) -> str:
     return f" approved by {by.get('id')} ({by.get('role')})" if isinstance(by, dict) else ""
 
 
-async def queue(ends: Endpoints, states: list[str], as_json: bool) -> str:
-    items: list[dict[str, Any]] = []
-    cursor = None
+async def queue(ends: Endpoints, states: list[str], as_json: bool, most: int = MAX_LISTED) -> str:
+    """The queue in `states` (every state when empty), oldest first, its first `most` tickets."""
     async with aiohttp.ClientSession() as session:
-        while True:
-            query = "&".join([f"state={s}" for s in states] + ["limit=200"])
-            if cursor:
-                query += f"&cursor={cursor}"
-            page = await _get(
-                session, f"{ends.api_url}/v1/tickets?{query}", ends.api_token, "queue"
-            )
-            items += page["items"]
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
+
+        async def page(cursor: str | None, rows: int) -> Page:
+            query = "&".join([f"state={quote(s)}" for s in states] + [f"limit={rows}"])
+            query += f"&cursor={quote(cursor)}" if cursor else ""
+            url = f"{ends.api_url}/v1/tickets?{query}"
+            got = await _get(session, url, ends.api_token, "queue")
+            return got["items"], got["next_cursor"]
+
+        items, cut = await gather(page, most)
     if as_json:
         return orjson.dumps(items, option=orjson.OPT_INDENT_2).decode()
     rows = [
@@ -204,14 +231,19 @@ async def queue(ends: Endpoints, states: list[str], as_json: bool) -> str:
         "missing",
         "last change",
     ]
-    return table(rows, headers)
+    return cut_note(table(rows, headers), cut, most, "tickets")
 
 
-async def sla(ends: Endpoints, as_json: bool) -> str:
+#: The most /v1/sla lists per status (it is not paged: the most urgent come first).
+SLA_ROWS = 200
+
+
+async def sla(ends: Endpoints, as_json: bool, most: int = SLA_ROWS) -> str:
+    """Breached and at-risk tickets, the most urgent `most` of each."""
     found: dict[str, list[dict[str, Any]]] = {}
     async with aiohttp.ClientSession() as session:
         for status in ("breached", "at_risk"):
-            url = f"{ends.api_url}/v1/sla?status={status}&limit=200"
+            url = f"{ends.api_url}/v1/sla?status={status}&limit={most}"
             found[status] = (await _get(session, url, ends.api_token, "sla"))["items"]
     if as_json:
         return orjson.dumps(found, option=orjson.OPT_INDENT_2).decode()
@@ -228,7 +260,8 @@ async def sla(ends: Endpoints, as_json: bool) -> str:
         for status, items in found.items()
         for t in items
     ]
-    return table(
+    full = [status for status, items in found.items() if len(items) >= most]
+    text = table(
         rows,
         [
             "status",
@@ -240,6 +273,9 @@ async def sla(ends: Endpoints, as_json: bool) -> str:
             "technician",
         ],
     )
+    for status in full:
+        text += f"\n(the first {most} {status} shown; there may be more)"
+    return text
 
 
 async def tools(ends: Endpoints, as_json: bool, stuck_after_s: float = 10.0) -> str:

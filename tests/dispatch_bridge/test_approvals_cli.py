@@ -216,7 +216,7 @@ async def test_the_listing_is_bounded_and_says_when_it_was_cut(bridge: Bridge) -
     whole = await approvals(ends, "pending", as_json=False, most=3)
     as_json = json.loads(await approvals(ends, "pending", as_json=True, most=2))
 
-    assert cut.endswith("(the first 2 shown; there are more)")
+    assert cut.endswith("(the first 2 approvals shown; there are more)")
     assert cut.count("ticket.cancel") == 2
     assert "there are more" not in whole
     assert whole.count("ticket.cancel") == 3

@@ -93,6 +93,38 @@ async def test_queue_and_sla_show_waiting_time_and_time_left(
     assert "-5m00s" in sla_text
 
 
+async def test_why_queue_and_sla_are_bounded_and_say_when_they_were_cut(
+    bridge: Bridge, clock: FakeClock
+) -> None:
+    """A ticket's whole history or the whole queue is not paged without end: each listing
+    stops at its bound and says so, and a listing within it says nothing."""
+    tids = []
+    for _ in range(3):
+        created = await bridge.invoke("ticket.create", {**COMPLETE_TICKET, "priority": "P1"})
+        tids.append(created.body["result"]["ticket"]["id"])
+    story = await _rb2_ticket(bridge)  # six events
+    clock.advance(hours=3)
+    ends = operator_endpoints(bridge)
+
+    cut_story = await why(ends, story, as_json=False, most=4)
+    whole_story = await why(ends, story, as_json=False, most=6)
+    cut_json = orjson.loads(await why(ends, story, as_json=True, most=4))
+    cut_queue = await queue(ends, ["READY_TO_SCHEDULE"], as_json=False, most=2)
+    whole_queue = await queue(ends, ["READY_TO_SCHEDULE"], as_json=False, most=3)
+    cut_sla = await sla(ends, as_json=False, most=2)
+
+    assert cut_story.endswith("(the first 4 events shown; there are more)")
+    assert [e["seq"] for e in cut_json] == [1, 2, 3, 4]
+    assert "there are more" not in whole_story
+    assert "evidence_attached" in whole_story
+    assert "evidence_attached" not in cut_story
+    assert cut_queue.endswith("(the first 2 tickets shown; there are more)")
+    assert sum(t in cut_queue for t in tids) == 2
+    assert "there are more" not in whole_queue
+    assert all(t in whole_queue for t in tids)
+    assert cut_sla.endswith("(the first 2 breached shown; there may be more)")
+
+
 async def test_tools_shows_failure_ratio_latency_and_stuck_calls(bridge: Bridge) -> None:
     created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
     tid = created.body["result"]["ticket"]["id"]
