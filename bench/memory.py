@@ -145,6 +145,9 @@ class Bridge:
             # All the calls come from one key: its per-key cap must not refuse them either.
             "DISPATCH_AGENT_MAX_IN_FLIGHT": str(self.max_in_flight),
             "DISPATCH_AGENT_MAX_BYTES_PER_S": str(2**40),
+            # Each call comes on a connection of its own (plus the probe's): the server's
+            # connection cap (default 1,024) would answer the rest 503 too_many_connections.
+            "DISPATCH_MAX_CONNECTIONS": str(self.max_in_flight + 64),
         }
         cli = str(Path(sys.executable).parent / "dispatch-bridge")
         self.proc = await asyncio.create_subprocess_exec(
