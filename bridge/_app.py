@@ -233,7 +233,7 @@ def _dispatch_client(
         assert settings.gateway_token is not None
         # One long-lived session per process, created here (after any instrumentation),
         # never at import. Loopback and IP addresses skip the resolver's thread pool.
-        connector = aiohttp.TCPConnector(limit=settings.max_in_flight, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(limit=settings.api_max_connections, ttl_dns_cache=300)
         async with aiohttp.ClientSession(
             connector=connector, trace_configs=[client_trace_config()]
         ) as session:
@@ -247,6 +247,7 @@ def _dispatch_client(
                 sleep=asyncio.sleep,
                 observer=_attempt_logger(app[LOG]),
                 on_retry=lambda ctx, reason: metrics.retries.labels(ctx.tool_name, reason).inc(),
+                max_connections=settings.api_max_connections,
             )
             metrics.watch(client)
             app[CLIENT] = client

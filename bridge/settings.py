@@ -76,9 +76,13 @@ class BridgeSettings:
     rate_limit_per_s: float = 50.0
     rate_limit_burst: int = 100
     #: Admission control: tool calls beyond this many in flight are refused at once with
-    #: `rate_limited` (and each admitted call has a connection to dispatch-api ready), so
-    #: overload sheds work instead of queueing it without bound.
+    #: `rate_limited`, so overload sheds work instead of queueing it without bound.
     max_in_flight: int = 256
+    #: Connections to dispatch-api (the pool): calls beyond wait for one within their try's
+    #: time, then `upstream_unavailable` (outcome none: never sent). Apart from
+    #: max_in_flight so that many calls waiting on a slow dispatch-api do not each hold a
+    #: connection, its buffers and descriptors (bench/memory.py).
+    api_max_connections: int = 128
     #: Fairness: one agent key may have at most this many calls, and request bodies of at
     #: most this many bytes, in flight; beyond, `rate_limited` at once (see _fairness.py).
     #: Well below max_in_flight, so no one key can take the whole budget.
@@ -120,6 +124,7 @@ class BridgeSettings:
         check(self.rate_limit_per_s > 0, "DISPATCH_RATE_LIMIT_PER_S", "must be positive")
         check(self.rate_limit_burst >= 1, "DISPATCH_RATE_LIMIT_BURST", "must be at least 1")
         check(self.max_in_flight >= 1, "DISPATCH_MAX_IN_FLIGHT", "must be at least 1")
+        check(self.api_max_connections >= 1, "DISPATCH_API_MAX_CONNECTIONS", "must be >= 1")
         check(self.agent_max_in_flight >= 1, "DISPATCH_AGENT_MAX_IN_FLIGHT", "must be >= 1")
         check(
             self.agent_max_in_flight_bytes >= 1024,
@@ -181,6 +186,7 @@ class BridgeSettings:
             "max_call_bytes": self.max_call_bytes,
             "rate_limit": {"per_s": self.rate_limit_per_s, "burst": self.rate_limit_burst},
             "max_in_flight": self.max_in_flight,
+            "api_max_connections": self.api_max_connections,
             "agent_max_in_flight": self.agent_max_in_flight,
             "agent_max_in_flight_bytes": self.agent_max_in_flight_bytes,
             "agent_max_bytes_per_s": self.agent_max_bytes_per_s,

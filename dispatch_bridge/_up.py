@@ -85,7 +85,7 @@ async def up_command(config: Config, args: argparse.Namespace) -> int:
         drain_timeout_s=bridge.drain_timeout_s,
         drain_delay_s=bridge.drain_delay_s,
         limits=config.server,
-        reserved_descriptors=settings.db_pool_max + bridge.max_in_flight,
+        reserved_descriptors=settings.db_pool_max + bridge.api_max_connections,
         listening=listening,
     )
     return 0

@@ -156,7 +156,7 @@ async def _serve_bridge(config: Config, args: argparse.Namespace) -> int:
         drain_timeout_s=bridge.drain_timeout_s,
         drain_delay_s=bridge.drain_delay_s,
         limits=config.server,
-        reserved_descriptors=bridge.max_in_flight,
+        reserved_descriptors=bridge.api_max_connections,
     )
     return 0
 

@@ -21,6 +21,7 @@ from ._errors import (
     DeadlineExceeded,
     DispatchError,
     InvalidResponse,
+    PoolExhausted,
     ProblemResponse,
     TransportFailure,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "DispatchError",
     "InvalidResponse",
     "PolicyError",
+    "PoolExhausted",
     "ProblemResponse",
     "RetryBudget",
     "RetryConfig",

@@ -33,6 +33,7 @@ from ._errors import (
     DeadlineExceeded,
     DispatchError,
     InvalidResponse,
+    PoolExhausted,
     ProblemResponse,
     TransportFailure,
 )
@@ -83,6 +84,8 @@ def retry_reason(exc: DispatchError) -> str:
         return f"http_{exc.status}"
     if isinstance(exc, AttemptTimedOut):
         return "timeout"
+    if isinstance(exc, PoolExhausted):
+        return "pool"
     if isinstance(exc, TransportFailure):
         return "connect"
     return "other"
@@ -101,6 +104,7 @@ class DispatchClient:
         rng: random.Random | None = None,
         observer: AttemptObserver | None = None,
         on_retry: RetryObserver | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -111,6 +115,9 @@ class DispatchClient:
         self._rng = rng or random.Random()
         self._observer = observer
         self._on_retry = on_retry
+        # At most this many requests out at once (the session's pool, sized alike): the rest
+        # wait here, within their try's time, holding no request or connection objects.
+        self._slots = None if max_connections is None else asyncio.Semaphore(max_connections)
         self.budget = RetryBudget(retry.budget, clock)
         self.breaker = CircuitBreaker(retry.breaker, clock)
 
@@ -220,6 +227,10 @@ class DispatchClient:
                 record.replayed = exc.replayed
                 if _counts_against_breaker(exc):
                     self.breaker.record_failure(ctx.actor_id)
+                elif isinstance(exc, PoolExhausted):
+                    # Nothing reached dispatch-api: no verdict on its health either way.
+                    if probe:
+                        self.breaker.record_abandoned()
                 else:
                     self.breaker.record_success(ctx.actor_id)
                 raise
@@ -279,16 +290,29 @@ class DispatchClient:
         if body is not None:
             headers["Content-Type"] = "application/json"
         token = resend_count.set(attempt - 1)  # read by the client span (http.request.resend_count)
+        slots, holding = self._slots, False
         try:
             async with asyncio.timeout(try_timeout_s):
-                async with self._session.request(
-                    method, self._base + path, data=body, params=params, headers=headers
-                ) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
-                    replayed = resp.headers.get("Idempotent-Replayed", "").lower() == "true"
+                if slots is not None:
+                    await slots.acquire()
+                    holding = True
+                try:
+                    async with self._session.request(
+                        method, self._base + path, data=body, params=params, headers=headers
+                    ) as resp:
+                        raw = await resp.read()
+                        status = resp.status
+                        retry_after = _retry_after(resp.headers.get("Retry-After"))
+                        replayed = resp.headers.get("Idempotent-Replayed", "").lower() == "true"
+                finally:
+                    if slots is not None and holding:
+                        slots.release()
         except TimeoutError as exc:
+            if slots is not None and not holding:
+                raise PoolExhausted(
+                    f"try {attempt}: no connection to dispatch-api came free within"
+                    f" {try_timeout_s:.3f}s; the request was not sent"
+                ) from exc
             raise AttemptTimedOut(f"try {attempt} took longer than {try_timeout_s:.3f}s") from exc
         except aiohttp.ClientConnectorError as exc:
             # No connection was made (refused, DNS, TLS handshake): the request never left.
@@ -345,6 +369,8 @@ def _counts_against_breaker(exc: DispatchError) -> bool:
     is a healthy downstream saying no."""
     if isinstance(exc, ProblemResponse):
         return exc.status >= 500
+    if isinstance(exc, PoolExhausted):  # all connections busy: the bridge's queue, not a fault
+        return False
     return isinstance(exc, TransportFailure | AttemptTimedOut | InvalidResponse)
 
 

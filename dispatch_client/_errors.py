@@ -4,6 +4,7 @@
     ├── ProblemResponse            dispatch-api answered 4xx/5xx (problem+json parsed)
     ├── ApprovalPending            dispatch-api answered 202: a person must approve it first
     ├── TransportFailure           connect refused, reset, DNS: no answer at all
+    │   └── PoolExhausted          no pooled connection came free within the try: never sent
     ├── AttemptTimedOut            one try exceeded the per-try timeout
     ├── InvalidResponse            a 2xx whose body is not JSON: a broken downstream
     ├── DeadlineExceeded           the call's overall deadline ran out
@@ -84,6 +85,15 @@ class TransportFailure(DispatchError):
         #: False when the failure proves the request never left (connect refused, DNS).
         self.sent = sent
         super().__init__(*args)
+
+
+class PoolExhausted(TransportFailure):
+    """Every pooled connection to dispatch-api stayed busy for the whole try: the request
+    never left (`sent` False), and dispatch-api is not known to be unhealthy, so the breaker
+    does not count it."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args, sent=False)
 
 
 class AttemptTimedOut(DispatchError):

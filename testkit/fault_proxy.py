@@ -19,7 +19,8 @@ dispatch-api and the embedded PostgreSQL) and can, on demand:
 - `random_faults(rate, rng)`: each request, with probability `rate`, gets one of the
   faults above (drop, reset or a delay), for history checks and soaks.
 
-`requests` counts the HTTP requests forwarded; `faults` counts what was injected.
+`requests` counts the HTTP requests forwarded; `faults` counts what was injected;
+`peak_connections` is the most client connections open at once.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class FaultProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.requests = 0
+        self.connections = 0
+        self.peak_connections = 0
         self.drop_responses = 0
         self.reset_requests = 0
         self.delay_s = 0.0
@@ -131,12 +134,15 @@ class FaultProxy:
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
+        self.connections += 1
+        self.peak_connections = max(self.peak_connections, self.connections)
         try:
             up_reader, up_writer = await self._connect_upstream()
         except OSError:
             writer.transport.abort()
             self._writers.discard(writer)
             self._tasks.discard(task)
+            self.connections -= 1
             return
         self._writers.add(up_writer)
         large = [False]  # whether the request now answered on this connection is large
@@ -152,6 +158,7 @@ class FaultProxy:
                 w.transport.abort()
                 self._writers.discard(w)
             self._tasks.discard(task)
+            self.connections -= 1
 
     def _draw_fault(self) -> None:
         if self._fault_rate <= 0 or self._rng.random() >= self._fault_rate:
