@@ -50,6 +50,7 @@ from ._keys import (
 from ._metrics import BridgeMetrics
 from ._origins import OriginPolicy
 from ._pipeline import Pipeline
+from ._trim import idle_trim
 from .settings import BridgeSettings
 
 _log = logging.getLogger("bridge")
@@ -188,6 +189,7 @@ def create_bridge_app(
     app[ORIGINS] = OriginPolicy(settings.mcp_allowed_origins)
     app[DRAINING] = [False]
     app.cleanup_ctx.append(_dispatch_client(clock))
+    app.cleanup_ctx.append(idle_trim(lambda a: len(a[INFLIGHT]), settings.idle_trim_mb, log))
     app.on_response_prepare.append(_resource.challenge)
     app.on_shutdown.append(_start_draining)
     r = app.router

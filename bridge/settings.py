@@ -83,6 +83,9 @@ class BridgeSettings:
     #: max_in_flight so that many calls waiting on a slow dispatch-api do not each hold a
     #: connection, its buffers and descriptors (bench/memory.py).
     api_max_connections: int = 128
+    #: Once no call is in flight and RSS grew this many MiB since the last time, give freed
+    #: memory back to the OS (a full gc and glibc's malloc_trim; see bridge/_trim.py); 0: off.
+    idle_trim_mb: int = 16
     #: Fairness: one agent key may have at most this many calls, and request bodies of at
     #: most this many bytes, in flight; beyond, `rate_limited` at once (see _fairness.py).
     #: Well below max_in_flight, so no one key can take the whole budget.
@@ -125,6 +128,7 @@ class BridgeSettings:
         check(self.rate_limit_burst >= 1, "DISPATCH_RATE_LIMIT_BURST", "must be at least 1")
         check(self.max_in_flight >= 1, "DISPATCH_MAX_IN_FLIGHT", "must be at least 1")
         check(self.api_max_connections >= 1, "DISPATCH_API_MAX_CONNECTIONS", "must be >= 1")
+        check(self.idle_trim_mb >= 0, "DISPATCH_IDLE_TRIM_MB", "must be >= 0 (0: off)")
         check(self.agent_max_in_flight >= 1, "DISPATCH_AGENT_MAX_IN_FLIGHT", "must be >= 1")
         check(
             self.agent_max_in_flight_bytes >= 1024,
@@ -187,6 +191,7 @@ class BridgeSettings:
             "rate_limit": {"per_s": self.rate_limit_per_s, "burst": self.rate_limit_burst},
             "max_in_flight": self.max_in_flight,
             "api_max_connections": self.api_max_connections,
+            "idle_trim_mb": self.idle_trim_mb,
             "agent_max_in_flight": self.agent_max_in_flight,
             "agent_max_in_flight_bytes": self.agent_max_in_flight_bytes,
             "agent_max_bytes_per_s": self.agent_max_bytes_per_s,

@@ -465,3 +465,16 @@ def test_serve_bridge_without_its_gateway_token_exits_2_saying_how_to_get_one(
     assert "dispatch-bridge: invalid setting: DISPATCH_GATEWAY_TOKEN: " in done.stderr
     assert "create-principal" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_connection_pool_and_idle_trim_are_read_checked_and_shown(tmp_path: Path) -> None:
+    defaults = BridgeSettings()
+    from_env = load_bridge_settings(
+        {"DISPATCH_API_MAX_CONNECTIONS": "32"}, _config(tmp_path, "[bridge]\nidle_trim_mb = 0\n")
+    )
+
+    assert defaults.api_max_connections < defaults.max_in_flight
+    assert (from_env.api_max_connections, from_env.idle_trim_mb) == (32, 0)
+    assert from_env.describe()["api_max_connections"] == 32
+    assert "DISPATCH_API_MAX_CONNECTIONS" in _refusal({"DISPATCH_API_MAX_CONNECTIONS": "0"})
+    assert "DISPATCH_IDLE_TRIM_MB" in _refusal({"DISPATCH_IDLE_TRIM_MB": "-1"})
