@@ -152,6 +152,11 @@ def _openapi(document: bytes) -> Callable[[web.Request], Awaitable[web.Response]
     return handler
 
 
+def _calls(app: web.Application) -> tuple[int, int]:
+    """(calls in flight, calls started so far): what the idle trim (_trim.py) watches."""
+    return len(app[INFLIGHT]), app[INFLIGHT].started
+
+
 def _no_request_metrics(request: web.Request, status: int, route: str, latency: float) -> None:
     """Tool metrics are recorded by the pipeline, per tool; HTTP routes add nothing here."""
 
@@ -189,7 +194,7 @@ def create_bridge_app(
     app[ORIGINS] = OriginPolicy(settings.mcp_allowed_origins)
     app[DRAINING] = [False]
     app.cleanup_ctx.append(_dispatch_client(clock))
-    app.cleanup_ctx.append(idle_trim(lambda a: len(a[INFLIGHT]), settings.idle_trim_mb, log))
+    app.cleanup_ctx.append(idle_trim(_calls, settings.idle_trim_mb, log))
     app.on_response_prepare.append(_resource.challenge)
     app.on_shutdown.append(_start_draining)
     r = app.router

@@ -36,6 +36,11 @@ class InFlightRegistry:
     def __len__(self) -> int:
         return len(self._calls)
 
+    @property
+    def started(self) -> int:
+        """Calls started since the process began (an idle check compares two readings)."""
+        return self._next
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Calls oldest first, each with its age in milliseconds."""
         now = self._clock()

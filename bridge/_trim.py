@@ -4,13 +4,15 @@ After a burst (bench/memory.py: 2,000 calls in flight) the live Python heap is b
 size before, yet the process keeps what it grew: the server connections of the burst die in
 reference cycles and wait for the next full collection, and glibc keeps the chunks freed
 inside its heap (its trim threshold only gives back the heap's free top). So when no call is
-in flight and RSS has grown by `threshold_bytes` since the last trim, one full
+in flight, none has started for a whole check interval, and RSS has grown by
+`threshold_bytes` since the last trim, one full
 `gc.collect()` and glibc's `malloc_trim(0)` (which also releases free pages inside the heap)
 give it back. pymalloc's 1 MiB arenas go back only when wholly empty, so a part stays
 (bench/results/analysis.md, "Memory").
 
 The check costs one read of /proc/self/statm a second; the trim itself (a full collection,
-tens of ms) runs only when idle and at most once per growth. On a libc without
+tens of ms) runs only after a second without any call, and at most once per growth, so a
+steady trickle of calls never meets it. On a libc without
 `malloc_trim` (musl, macOS) or without /proc, nothing is done.
 """
 
@@ -47,18 +49,24 @@ def resident_bytes() -> int | None:
         return None
 
 
+#: (calls in flight, calls started so far).
+Calls = Callable[[], tuple[int, int]]
+
+
 class IdleTrim:
-    """Trims when nothing is `busy()` and RSS grew `threshold_bytes` over the last trim."""
+    """Trims when no call was in flight or started since the previous check and RSS grew
+    `threshold_bytes` over the last trim."""
 
     def __init__(
         self,
-        busy: Callable[[], int],
+        calls: Calls,
         threshold_bytes: int,
         *,
         trim: Callable[[], object] | None,
         rss: Callable[[], int | None] = resident_bytes,
     ) -> None:
-        self._busy = busy
+        self._calls = calls
+        self._started = calls()[1]
         self._threshold = threshold_bytes
         self._trim = trim
         self._rss = rss
@@ -66,7 +74,10 @@ class IdleTrim:
 
     def check(self) -> tuple[int, int] | None:
         """Trim if due; (RSS before, RSS after) when it did."""
-        if self._trim is None or self._floor is None or self._busy() > 0:
+        in_flight, started = self._calls()
+        quiet = in_flight == 0 and started == self._started
+        self._started = started
+        if self._trim is None or self._floor is None or not quiet:
             return None
         before = self._rss()
         if before is None or before < self._floor + self._threshold:
@@ -81,7 +92,7 @@ class IdleTrim:
 
 
 def idle_trim(
-    busy: Callable[[web.Application], int], threshold_mb: int, log: JsonLog
+    calls: Callable[[web.Application], tuple[int, int]], threshold_mb: int, log: JsonLog
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup_ctx checking once a second; off when `threshold_mb` is 0."""
 
@@ -89,7 +100,7 @@ def idle_trim(
         if threshold_mb <= 0:
             yield
             return
-        trimmer = IdleTrim(lambda: busy(app), threshold_mb * 1024 * 1024, trim=glibc_trim())
+        trimmer = IdleTrim(lambda: calls(app), threshold_mb * 1024 * 1024, trim=glibc_trim())
 
         async def loop() -> None:
             while True:

@@ -1,5 +1,6 @@
-"""Freed memory goes back to the OS once a burst is over (bridge/_trim.py): only when no
-call is in flight, only after RSS grew by the threshold, once per growth. The decision is
+"""Freed memory goes back to the OS once a burst is over (bridge/_trim.py): only after a
+check interval with no call in flight or started, only after RSS grew by the threshold,
+once per growth. The decision is
 pure logic (fake RSS and trim); glibc's malloc_trim itself is called for real."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class _Process:
     def __init__(self) -> None:
         self.rss = 70 * MB
         self.busy = 0
+        self.started = 0
         self.trims = 0
         self.stays = 80 * MB  # what a trim cannot give back (live data, pymalloc arenas)
 
@@ -28,7 +30,7 @@ class _Process:
 
     def trimmer(self, *, can_trim: bool = True) -> IdleTrim:
         return IdleTrim(
-            lambda: self.busy,
+            lambda: (self.busy, self.started),
             16 * MB,
             trim=self.trim if can_trim else None,
             rss=lambda: self.rss,
@@ -38,7 +40,7 @@ class _Process:
 def test_after_a_burst_the_idle_bridge_trims_once_and_not_again_until_it_grows() -> None:
     process = _Process()
     trimmer = process.trimmer()
-    process.rss, process.busy = 140 * MB, 2000  # the burst
+    process.rss, process.busy, process.started = 140 * MB, 2000, 2000  # the burst
 
     during = trimmer.check()
     process.busy = 0
@@ -54,6 +56,23 @@ def test_after_a_burst_the_idle_bridge_trims_once_and_not_again_until_it_grows()
     assert (again, small) == (None, None)  # what could not be given back is not retried
     assert grown == (100 * MB, 80 * MB)
     assert process.trims == 2
+
+
+def test_a_steady_trickle_of_calls_never_meets_a_trim() -> None:
+    process = _Process()
+    trimmer = process.trimmer()
+    process.rss = 200 * MB
+    seen = []
+    for _ in range(5):  # one short call between each two checks: none in flight at a check
+        process.started += 1
+        seen.append(trimmer.check())
+    process.busy = 1
+    seen.append(trimmer.check())  # a call in flight, none started since
+
+    assert seen == [None] * 6
+    assert process.trims == 0
+    process.busy = 0
+    assert trimmer.check() == (200 * MB, 80 * MB)  # a whole interval with no call
 
 
 def test_below_the_threshold_or_without_malloc_trim_nothing_is_done() -> None:
