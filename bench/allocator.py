@@ -5,15 +5,17 @@ buffer per read, cut down to what arrived. glibc serves blocks above its mmap th
 (128 KiB by default) with mmap, so a small read can cost mmap, mremap and munmap
 (python/cpython#85451). The default threshold is also dynamic: each larger block freed
 raises it and the trim threshold with it, so the heap keeps its free top and RSS creeps
-(bench/results/soak.md). Three settings, side by side:
+(bench/results/soak.md). Four settings, side by side:
 
 - glibc defaults (dynamic thresholds);
 - the image's: both fixed at 128 KiB (RSS flat in the soak; every read buffer from mmap);
 - both at 1 MiB (read buffers from the heap: faster, but RSS grew 4.9 % (bridge) and
   7.4 % (dispatch-api) in a 10-minute soak, still growing in its second half).
+- the image's, with `PYTHONMALLOC=malloc` (every Python object from glibc: no pymalloc
+  arenas, so the bridge's idle trim can give a burst's memory back; bench/memory.py).
 
 Two measures: a socket round trip in one asyncio process (an echo over loopback, CPU µs
-per round trip, the read path alone), and saturation throughput through the bridge (three
+per round trip, the read path alone), and saturation throughput through the bridge (four
 products, each its own PostgreSQL, dispatch-api and bridge, driven in turn, interleaved).
 """
 
@@ -35,6 +37,9 @@ SETTINGS: dict[str, dict[str, str]] = {
     "defaults": {},
     "image": ALLOCATOR_ENV,
     "1 MiB": {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "1048576"},
+    # Every Python object from glibc instead of pymalloc: what bench/memory.py's burst needs
+    # to give its memory back (pymalloc arenas stay pinned); its price is measured here.
+    "image, PYTHONMALLOC=malloc": {**ALLOCATOR_ENV, "PYTHONMALLOC": "malloc"},
 }
 
 # Echo over loopback, one 600-byte message outstanding: prints CPU µs per round trip.
@@ -87,11 +92,12 @@ async def run(bench: Bench) -> list[Figure]:
     async with AsyncExitStack() as stack:
         products = {name: Product(allocator=setting) for name, setting in SETTINGS.items()}
         benches = await side_by_side(stack, bench, products)
-        image, large = [], []
+        image, large, libc = [], [], []
         for _ in range(sizes.reps):
             defaults = await bridge_saturation(benches["defaults"])
             image.append(await bridge_saturation(benches["image"]) / defaults)
             large.append(await bridge_saturation(benches["1 MiB"]) / defaults)
+            libc.append(await bridge_saturation(benches["image, PYTHONMALLOC=malloc"]) / defaults)
     tool = "wrk" if have_wrk() else "aiohttp closed loop"
     return [
         *(
@@ -100,4 +106,7 @@ async def run(bench: Bench) -> list[Figure]:
         ),
         figure("Alloc", f"throughput, image (128 KiB) / glibc defaults ({tool})", image, ""),
         figure("Alloc", f"throughput, 1 MiB thresholds / glibc defaults ({tool})", large, ""),
+        figure(
+            "Alloc", f"throughput, image + PYTHONMALLOC=malloc / glibc defaults ({tool})", libc, ""
+        ),
     ]

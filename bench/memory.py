@@ -24,6 +24,12 @@ RSS every 50 ms while they are in flight, count the calls in flight (gauge
 are to the baseline taken once after a warm-up, before the first burst, so growth across
 repetitions counts against them.
 
+Then once more with `PYTHONMALLOC=malloc` (one repetition, no target): with pymalloc the
+burst's memory stays in 1 MiB arenas that one surviving object pins, a floor near 1.8x the
+baseline that no trim can lower; with glibc malloc for every object the bridge's idle trim
+(`DISPATCH_IDLE_TRIM_MB`, bridge/_trim.py) gives it back. Which to ship is a CPU question
+(the Alloc rows measure its throughput).
+
 `BENCH_MEMORY_CALLS` and `BENCH_MEMORY_SLOW_S` override the sizes (defaults: 2,000 calls and
 5 s; 200 calls and 0.5 s in a quick run).
 """
@@ -111,7 +117,13 @@ class SlowDownstream:
 class Bridge:
     """`dispatch-bridge serve-bridge` in a process of its own, pointed at `api_url`."""
 
-    def __init__(self, api_url: str, timeout_s: float, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        timeout_s: float,
+        max_in_flight: int,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="dispatch-bench-memory-"))
         self.key = secrets.token_urlsafe(32)
         self.supervisor_key = secrets.token_urlsafe(32)
@@ -120,6 +132,7 @@ class Bridge:
         self.api_url = api_url
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
+        self.extra_env = extra_env or {}
         self.proc: asyncio.subprocess.Process | None = None
 
     def headers(self, key: str | None = None) -> dict[str, str]:
@@ -154,6 +167,7 @@ class Bridge:
             # Each call comes on a connection of its own (plus the probe's): the server's
             # connection cap (default 1,024) would answer the rest 503 too_many_connections.
             "DISPATCH_MAX_CONNECTIONS": str(self.max_in_flight + 64),
+            **self.extra_env,
         }
         cli = str(Path(sys.executable).parent / "dispatch-bridge")
         self.proc = await asyncio.create_subprocess_exec(
@@ -303,40 +317,67 @@ async def _real_ticket(bench: Bench) -> dict[str, Any]:
     return ticket
 
 
+@dataclass
+class Measured:
+    baseline: int = 0
+    high_water: int = 0
+    peaks: list[float] = field(default_factory=list)
+    soon: list[float] = field(default_factory=list)
+    idle: list[float] = field(default_factory=list)
+    gauges: list[int] = field(default_factory=list)
+    ops: list[int] = field(default_factory=list)
+    downs: list[int] = field(default_factory=list)
+
+
+async def _measure(
+    bench: Bench, downstream: SlowDownstream, calls: int, reps: int, idle_s: float, **env: str
+) -> Measured:
+    """A bridge of its own (with `env` on top of the image's): warm-up, baseline, bursts."""
+    # Loose enough that no call times out though the bridge queues them in waves behind its
+    # connection pool (100 connections would make 2,000 calls 20 waves of `delay_s`).
+    timeout_s = math.ceil(downstream.delay_s * max(calls / 100, 1) + 60)
+    bridge = Bridge(downstream.url, timeout_s, max_in_flight=calls, extra_env=env)
+    probe = aiohttp.ClientSession()
+    out = Measured()
+    try:
+        await bridge.start()
+        async with _client(timeout_s) as http:  # warm-up
+            await _calls(http, bridge, bench, min(100, calls))
+        await asyncio.sleep(SETTLE_S)
+        out.baseline = bridge.rss()
+        for _ in range(reps):
+            burst = await _burst(probe, bridge, downstream, bench, calls)
+            await asyncio.sleep(SETTLE_S)
+            out.soon.append(bridge.rss() / out.baseline)
+            await asyncio.sleep(idle_s - SETTLE_S)
+            out.idle.append(bridge.rss() / out.baseline)
+            out.peaks.append(burst.peak_rss / MB)
+            out.gauges.append(burst.in_flight_gauge)
+            out.ops.append(burst.in_flight_ops)
+            out.downs.append(burst.downstream_peak)
+        out.high_water = bridge.high_water()
+    finally:
+        await probe.close()
+        await bridge.stop()
+    return out
+
+
 async def run(bench: Bench) -> list[Figure]:
     sizes = bench.sizes
     calls = int(os.environ.get("BENCH_MEMORY_CALLS", QUICK_CALLS if sizes.quick else CALLS))
     slow_s = float(os.environ.get("BENCH_MEMORY_SLOW_S", QUICK_SLOW_S if sizes.quick else SLOW_S))
     idle_s = SETTLE_S if sizes.quick else IDLE_S
-    # Loose enough that no call times out even if the bridge queued them in waves behind a
-    # connection-pool limit (100 connections would make 2,000 calls 20 waves of `slow_s`).
-    timeout_s = math.ceil(slow_s * max(calls / 100, 1) + 60)
     downstream = SlowDownstream(await _real_ticket(bench), slow_s)
-    bridge = Bridge(downstream.url, timeout_s, max_in_flight=calls)
-    probe = aiohttp.ClientSession()
     try:
         await downstream.start()
-        await bridge.start()
-        async with _client(timeout_s) as http:  # warm-up
-            await _calls(http, bridge, bench, min(100, calls))
-        await asyncio.sleep(SETTLE_S)
-        baseline = bridge.rss()
-        peaks, soon, idle, gauges, ops, downs = [], [], [], [], [], []
-        for _ in range(max(sizes.reps, 1)):
-            burst = await _burst(probe, bridge, downstream, bench, calls)
-            await asyncio.sleep(SETTLE_S)
-            soon.append(bridge.rss() / baseline)
-            await asyncio.sleep(idle_s - SETTLE_S)
-            idle.append(bridge.rss() / baseline)
-            peaks.append(burst.peak_rss / MB)
-            gauges.append(burst.in_flight_gauge)
-            ops.append(burst.in_flight_ops)
-            downs.append(burst.downstream_peak)
-        high_water = bridge.high_water()
+        m = await _measure(bench, downstream, calls, max(sizes.reps, 1), idle_s)
+        # The same with glibc malloc for every object (no pymalloc arenas to pin): what the
+        # idle trim can give back then. One repetition: it is a comparison, not a target.
+        libc = await _measure(bench, downstream, calls, 1, SETTLE_S, PYTHONMALLOC="malloc")
     finally:
-        await probe.close()
-        await bridge.stop()
         await downstream.stop()
+    baseline, high_water = m.baseline, m.high_water
+    peaks, soon, idle, gauges, ops, downs = m.peaks, m.soon, m.idle, m.gauges, m.ops, m.downs
     n = f"{calls:,}"
     queued = max(gauges) > max(downs)
     figures = [
@@ -378,6 +419,14 @@ async def run(bench: Bench) -> list[Figure]:
     return [
         *figures,
         figure("Memory", "bridge baseline RSS after warm-up (MB)", [baseline / MB], ""),
+        figure(
+            "Memory",
+            "PYTHONMALLOC=malloc: bridge RSS after / baseline",
+            libc.soon,
+            "",
+            f"peak {libc.peaks[0]:.1f} MB, baseline {libc.baseline / MB:.1f} MB; no pymalloc"
+            " arenas, so the idle trim (DISPATCH_IDLE_TRIM_MB) gives the burst's memory back",
+        ),
         figure("Memory", "max calls in flight seen (tool_calls_in_flight)", gauges, "", f"of {n}"),
         figure("Memory", "calls in flight seen by GET /v1/ops/inflight", ops, "", "0: not seen"),
         figure(
