@@ -4,15 +4,15 @@ After a burst (bench/memory.py: 2,000 calls in flight) the live Python heap is b
 size before, yet the process keeps what it grew: the server connections of the burst die in
 reference cycles and wait for the next full collection, and glibc keeps the chunks freed
 inside its heap (its trim threshold only gives back the heap's free top). So when no call is
-in flight, none has started for a whole check interval, and RSS has grown by
+in flight, none has started for two check intervals, and RSS has grown by
 `threshold_bytes` since the last trim, one full
 `gc.collect()` and glibc's `malloc_trim(0)` (which also releases free pages inside the heap)
 give it back. pymalloc's 1 MiB arenas go back only when wholly empty, so a part stays
 (bench/results/analysis.md, "Memory").
 
-The check costs one read of /proc/self/statm a second; the trim itself (a full collection,
-tens of ms) runs only after a second without any call, and at most once per growth, so a
-steady trickle of calls never meets it. On a libc without
+The check costs one read of /proc/self/statm twice a second; the trim itself (a full
+collection, tens of ms) runs only after two checks in a row without any call, and at most
+once per growth, so a steady trickle of calls never meets it. On a libc without
 `malloc_trim` (musl, macOS) or without /proc, nothing is done.
 """
 
@@ -67,6 +67,7 @@ class IdleTrim:
     ) -> None:
         self._calls = calls
         self._started = calls()[1]
+        self._quiet = 0
         self._threshold = threshold_bytes
         self._trim = trim
         self._rss = rss
@@ -75,9 +76,11 @@ class IdleTrim:
     def check(self) -> tuple[int, int] | None:
         """Trim if due; (RSS before, RSS after) when it did."""
         in_flight, started = self._calls()
-        quiet = in_flight == 0 and started == self._started
+        self._quiet = self._quiet + 1 if in_flight == 0 and started == self._started else 0
         self._started = started
-        if self._trim is None or self._floor is None or not quiet:
+        # Two quiet checks in a row: a whole interval after the last call ended, so what its
+        # connections held (closed by the agents once answered) has been let go too.
+        if self._trim is None or self._floor is None or self._quiet < 2:
             return None
         before = self._rss()
         if before is None or before < self._floor + self._threshold:
@@ -94,7 +97,7 @@ class IdleTrim:
 def idle_trim(
     calls: Callable[[web.Application], tuple[int, int]], threshold_mb: int, log: JsonLog
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup_ctx checking once a second; off when `threshold_mb` is 0."""
+    """A cleanup_ctx checking twice a second; off when `threshold_mb` is 0."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if threshold_mb <= 0:
@@ -104,7 +107,7 @@ def idle_trim(
 
         async def loop() -> None:
             while True:
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
                 if (done := trimmer.check()) is not None:
                     log.emit(
                         "memory_trimmed",

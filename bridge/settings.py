@@ -83,8 +83,8 @@ class BridgeSettings:
     #: max_in_flight so that many calls waiting on a slow dispatch-api do not each hold a
     #: connection, its buffers and descriptors (bench/memory.py).
     api_max_connections: int = 128
-    #: After a second with no call in flight or started, if RSS grew this many MiB since the
-    #: last time, give freed memory back to the OS (gc, glibc malloc_trim: _trim.py); 0: off.
+    #: When a second passes with no call in flight or started and RSS grew this many MiB
+    #: since the last time, give freed memory back to the OS (see _trim.py); 0: off.
     idle_trim_mb: int = 16
     #: Fairness: one agent key may have at most this many calls, and request bodies of at
     #: most this many bytes, in flight; beyond, `rate_limited` at once (see _fairness.py).
