@@ -21,7 +21,7 @@ from telemetry import UnsafeId, body_deadline, incoming_id, new_id
 from tools import Tool, ToolError
 
 from ._agents import Agent
-from ._keys import AGENTS, LIMITER, REQUIRED_SCOPE, SETTINGS, VERIFIER
+from ._keys import AGENTS, LIMITER, OVERLOAD, REQUIRED_SCOPE, SETTINGS, VERIFIER
 from ._oauth import looks_like_jwt
 from ._scopes import permits, scope_of, step_up
 from .settings import BridgeSettings
@@ -125,6 +125,14 @@ def rate_limit(request: web.Request, agent: Agent) -> ToolError | None:
         retryable=True,
         retry_after_ms=max(1, round(wait * 1000)),
     )
+
+
+def overloaded(request: web.Request) -> ToolError | None:
+    """`rate_limited` while the bridge's event loop lags (bridge/_overload.py), else None.
+    Asked after the key's own limits, so a key over them is told that (its doing), and
+    before the body is read, so a refusal costs the loop almost nothing."""
+    guard = request.app.get(OVERLOAD)
+    return None if guard is None else guard.refusal()
 
 
 def body_limit(settings: BridgeSettings, tool: Tool | None) -> int:

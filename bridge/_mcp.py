@@ -32,6 +32,7 @@ from ._edge import (
     RefusedRequest,
     authenticate,
     body_limit,
+    overloaded,
     rate_limit,
     read_body,
     require_scope,
@@ -319,7 +320,7 @@ async def _call(
     raw_meta = params.get("_meta")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     cid = request[CORRELATION_ID]
-    limited = rate_limit(request, agent)
+    limited = rate_limit(request, agent) or overloaded(request)
     if limited is not None:
         pipeline.count_refusal(tool.name, "rate_limited")
         return _tool_result(Outcome(tool.name, None, cid, None, error=limited))

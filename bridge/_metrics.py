@@ -53,6 +53,12 @@ class BridgeMetrics:
         self.in_flight = Gauge(
             "tool_calls_in_flight", "Tool calls running now", ["tool"], registry=registry
         )
+        self.loop_lag_ms = Gauge(
+            "event_loop_lag_ms",
+            "How late the event loop runs its timers now (ms); above DISPATCH_MAX_LOOP_LAG_MS"
+            " new tool calls are refused",
+            registry=registry,
+        )
         self.retries = Counter(
             "tool_retries",
             "HTTP retries to dispatch-api, by tool and the failure that caused them",

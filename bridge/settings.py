@@ -79,6 +79,10 @@ class BridgeSettings:
     #: `rate_limited` (and each admitted call has a connection to dispatch-api ready), so
     #: overload sheds work instead of queueing it without bound.
     max_in_flight: int = 256
+    #: Overload admission: while the event loop runs its timers later than this, new tool
+    #: calls are refused at once with `rate_limited` before their body is read (see
+    #: _overload.py); 0 turns it off.
+    max_loop_lag_ms: float = 20.0
     #: Fairness: one agent key may have at most this many calls, and request bodies of at
     #: most this many bytes, in flight; beyond, `rate_limited` at once (see _fairness.py).
     #: Well below max_in_flight, so no one key can take the whole budget.
@@ -120,6 +124,7 @@ class BridgeSettings:
         check(self.rate_limit_per_s > 0, "DISPATCH_RATE_LIMIT_PER_S", "must be positive")
         check(self.rate_limit_burst >= 1, "DISPATCH_RATE_LIMIT_BURST", "must be at least 1")
         check(self.max_in_flight >= 1, "DISPATCH_MAX_IN_FLIGHT", "must be at least 1")
+        check(self.max_loop_lag_ms >= 0, "DISPATCH_MAX_LOOP_LAG_MS", "must not be negative")
         check(self.agent_max_in_flight >= 1, "DISPATCH_AGENT_MAX_IN_FLIGHT", "must be >= 1")
         check(
             self.agent_max_in_flight_bytes >= 1024,
@@ -181,6 +186,7 @@ class BridgeSettings:
             "max_call_bytes": self.max_call_bytes,
             "rate_limit": {"per_s": self.rate_limit_per_s, "burst": self.rate_limit_burst},
             "max_in_flight": self.max_in_flight,
+            "max_loop_lag_ms": self.max_loop_lag_ms,
             "agent_max_in_flight": self.agent_max_in_flight,
             "agent_max_in_flight_bytes": self.agent_max_in_flight_bytes,
             "agent_max_bytes_per_s": self.agent_max_bytes_per_s,
