@@ -32,7 +32,7 @@ async def lagging_loop(bridge: Bridge) -> AsyncIterator[None]:
     busy = [True]
 
     def hog() -> None:
-        time.sleep(0.02)  # CPU work holding the loop, as a saturated bridge does
+        hold_the_loop(0.02)  # CPU work, as a saturated bridge's
         if busy[0]:
             loop.call_soon(hog)
 
@@ -43,6 +43,11 @@ async def lagging_loop(bridge: Bridge) -> AsyncIterator[None]:
     finally:
         busy[0] = False
         await _until(lambda: bridge.app[OVERLOAD].lag_ms < 5)
+
+
+def hold_the_loop(seconds: float) -> None:
+    """Block the event loop, as CPU-bound work does (deliberately: this is the load)."""
+    time.sleep(seconds)
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -118,7 +123,7 @@ async def test_a_burst_at_normal_load_is_never_refused(bridge: Bridge) -> None:
 async def test_a_single_stall_of_the_loop_refuses_nothing(bridge: Bridge) -> None:
     created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
     ticket = created.body["result"]["ticket"]["id"]
-    time.sleep(0.2)  # one long pause (a GC, the OS scheduling another process): not overload
+    hold_the_loop(0.2)  # one long pause (a GC, the OS running another process): not overload
 
     after = await bridge.invoke("ticket.get", {"ticket_id": ticket})
 
