@@ -189,7 +189,9 @@ def create_bridge_app(
     app[INFLIGHT] = InFlightRegistry(clock)
     app[ORIGINS] = OriginPolicy(settings.mcp_allowed_origins)
     app[DRAINING] = [False]
-    app.cleanup_ctx.append(overload_guard(OVERLOAD, _max_loop_lag_s))
+    app.cleanup_ctx.append(
+        overload_guard(OVERLOAD, settings.max_loop_lag_ms / 1000, app[METRICS].loop_lag)
+    )
     app.cleanup_ctx.append(_dispatch_client(clock))
     app.on_response_prepare.append(_resource.challenge)
     app.on_shutdown.append(_start_draining)
@@ -226,12 +228,6 @@ async def _start_draining(app: web.Application) -> None:
     if PIPELINE in app:
         drain_s = app[SETTINGS].drain_timeout_s
         app[PIPELINE].drain(drain_s - min(0.5, drain_s / 10))
-
-
-def _max_loop_lag_s(app: web.Application) -> float:
-    metrics = app[METRICS]
-    metrics.loop_lag_ms.set_function(lambda: app[OVERLOAD].lag_ms)
-    return app[SETTINGS].max_loop_lag_ms / 1000
 
 
 def _dispatch_client(

@@ -320,7 +320,11 @@ async def _call(
     raw_meta = params.get("_meta")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     cid = request[CORRELATION_ID]
-    limited = rate_limit(request, agent) or overloaded(request)
+    limited = (  # the key's own limits first: its excess is its doing, not overload
+        rate_limit(request, agent)
+        or pipeline.key_refusal(agent, request.content_length or 0)
+        or overloaded(request)
+    )
     if limited is not None:
         pipeline.count_refusal(tool.name, "rate_limited")
         return _tool_result(Outcome(tool.name, None, cid, None, error=limited))

@@ -53,10 +53,10 @@ class BridgeMetrics:
         self.in_flight = Gauge(
             "tool_calls_in_flight", "Tool calls running now", ["tool"], registry=registry
         )
-        self.loop_lag_ms = Gauge(
-            "event_loop_lag_ms",
-            "How late the event loop runs its timers now (ms); above DISPATCH_MAX_LOOP_LAG_MS"
-            " new tool calls are refused",
+        self.loop_lag = Gauge(
+            "event_loop_lag_seconds",
+            "How late the event loop runs its timers now; above DISPATCH_MAX_LOOP_LAG_MS new"
+            " tool calls are refused",
             registry=registry,
         )
         self.retries = Counter(

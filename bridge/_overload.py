@@ -19,6 +19,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from prometheus_client import Gauge
 
 from tools import ToolError
 
@@ -82,7 +83,7 @@ class OverloadGuard:
 
     @property
     def lag_ms(self) -> float:
-        """The loop's lag now, for the `event_loop_lag_ms` gauge."""
+        """The loop's lag now (the `event_loop_lag_seconds` gauge, in seconds)."""
         return self._lag() * 1000
 
     def refusal(self) -> ToolError | None:
@@ -105,15 +106,17 @@ class OverloadGuard:
 
 
 def overload_guard(
-    key: web.AppKey[OverloadGuard], max_lag_s: Callable[[web.Application], float]
+    key: web.AppKey[OverloadGuard], max_lag_s: float, gauge: Gauge
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context that samples the app's loop lag while it runs and puts the guard
-    reading it in `app[key]` (bound: `max_lag_s(app)`)."""
+    """A cleanup context that samples the app's loop lag while it runs, puts the guard
+    reading it in `app[key]` and shows the lag on `gauge` (read at scrape time)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         lag = LoopLag(asyncio.get_running_loop())
         lag.start()
-        app[key] = OverloadGuard(lambda: lag.seconds, max_lag_s(app))
+        guard = OverloadGuard(lambda: lag.seconds, max_lag_s)
+        app[key] = guard
+        gauge.set_function(lambda: guard.lag_ms / 1000)
         try:
             yield
         finally:
