@@ -109,8 +109,8 @@ async def _saturation(bench: Bench, seconds: float) -> float:
     """The bridge's maximum goodput: 2xx answers per second from wrk at 16 connections.
 
     16, not more: on this machine throughput falls as closed-loop connections rise (with
-    overload admission off, pinned: 669 calls/s at 8, 604 at 16, 467 at 64), so more would
-    understate the maximum. A refusal is not a failure here (64 connections keep a queue
+    overload admission off, pinned, one run: 669 calls/s at 8, 604 at 16, 467 at 64), so
+    more would understate the maximum. A refusal is not a failure here (64 connections keep a queue
     of ~100 ms, which overload admission refuses): the 2xx rate is what the bridge did."""
     if not have_wrk():
         return await bridge_saturation(bench, 16, max(bench.sizes.requests, 2000))
