@@ -8,8 +8,9 @@ evidence and the Idempotency-Key, then one `act_on_ticket` call that claims the 
 its answer, writes the new state if the ticket is still at the version read, and appends
 the timeline event (no BEGIN/COMMIT: each statement is its own transaction). They are not
 copied here but recorded from dispatch-api itself, one hold and one resume
-(bench/sql_replay.py); the note gives their count, the round trips per action. Every side works on its own tickets, one per concurrent worker (no
-row-lock queueing), and does the same work per transaction:
+(bench/sql_replay.py); the note gives their count, the round trips per action. Every side
+works on its own tickets, one per concurrent worker (no row-lock queueing), and does the
+same work per transaction:
 
 - A, HTTP: POST /v1/tickets/{id}/hold|resume to dispatch-api, a fresh Idempotency-Key each,
   from `wrk` (a Lua script hands each connection a free ticket and a unique key; aiohttp
