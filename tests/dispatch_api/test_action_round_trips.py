@@ -8,6 +8,8 @@ import uuid
 
 import asyncpg
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from dispatch_api.settings import ApiSettings
 from testkit.api import Api, window
@@ -88,3 +90,50 @@ async def test_a_re_sent_complete_is_replayed_from_one_read(api: Api) -> None:
     assert (first, again) == (200, 200)
     assert len(sent) == 1, sent
     assert [e["type"] for e in await api.timeline(tid)].count("completed") == 1
+
+
+async def test_a_traced_action_has_one_database_span_listing_its_statements(
+    api: Api, spans: InMemorySpanExporter
+) -> None:
+    tid = await ready_to_complete(api)
+    spans.clear()
+
+    reply = await api.act(tid, "complete", {"reason": "done"})
+
+    assert reply.status == 200
+    finished = spans.get_finished_spans()
+    server = [s for s in finished if s.kind is SpanKind.SERVER]
+    database = [s for s in finished if (s.attributes or {}).get("db.system") == "postgresql"]
+    assert len(server) == 1
+    assert [s.name for s in database] == ["statements"]
+    (span,) = database
+    assert span.parent is not None
+    assert span.parent.span_id == server[0].context.span_id
+    attributes = span.attributes or {}
+    assert attributes["db.statement_count"] == 2
+    assert attributes["db.operations"] == ("SELECT", "SELECT")
+    statements = attributes["db.statements"]
+    assert isinstance(statements, tuple)
+    assert "act_on_ticket" in statements[1]
+    assert tid not in "".join(statements)  # texts only: never the parameters
+
+
+async def test_a_traced_transaction_has_one_span_from_begin_to_commit(
+    api: Api, spans: InMemorySpanExporter
+) -> None:
+    tid = str((await api.create_ticket())["id"])
+    spans.clear()
+
+    reply = await api.act(tid, "schedule", window(2))
+
+    assert reply.status == 200
+    database = [
+        s
+        for s in spans.get_finished_spans()
+        if (s.attributes or {}).get("db.system") == "postgresql"
+    ]
+    assert [s.name for s in database] == ["transaction"]
+    operations = (database[0].attributes or {})["db.operations"]
+    assert isinstance(operations, tuple)
+    assert (operations[0], operations[-1]) == ("BEGIN", "COMMIT")
+    assert (database[0].attributes or {})["db.statement_count"] == len(operations)
