@@ -122,3 +122,31 @@ async def test_a_ticket_changed_between_the_read_and_the_write_is_read_again(api
     events = await api.timeline(tid)
     assert [e["type"] for e in events[-2:]] == ["note_added", "completed"]
     assert [e["seq"] for e in events] == list(range(1, before + 3))
+
+
+async def test_a_complete_whose_key_another_request_holds_is_a_retryable_409_doing_nothing(
+    api: Api,
+) -> None:
+    tid = await ready_to_complete(api, 7)
+    key = str(uuid.uuid4())
+    before = await api.timeline(tid)
+    other = await connect(api.database_url)
+    try:
+        # Another request claimed the key and has not committed (lock_timeout is 1 s here).
+        tx = other.transaction()
+        await tx.start()
+        await other.execute(
+            "INSERT INTO idempotency_keys (principal_id, key, fingerprint, method, path,"
+            " created_at) VALUES ('sup-1', $1, '\\x00', 'POST', '/v1/tickets', now())",
+            key,
+        )
+        reply = await api.act(tid, "complete", {"reason": "fixed"}, key=key)
+        await tx.rollback()
+    finally:
+        await other.close()
+
+    assert reply.status == 409, reply.body
+    assert reply.body["code"] == "request_in_progress"
+    assert reply.headers["Retry-After"] == "1"
+    assert await api.timeline(tid) == before
+    assert await api.count("SELECT count(*) FROM idempotency_keys WHERE key = $1", key) == 0
