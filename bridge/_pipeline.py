@@ -212,6 +212,11 @@ class Pipeline:
         correlation_id: str,
         dry_run: bool = False,
     ) -> Outcome:
+        if not trace.get_current_span().is_recording():
+            # Sampling was decided at the server span: under the ParentBased sampler a child
+            # of an unrecorded span is never recorded, so building one would only cost CPU.
+            # The trace id still reaches logs and dispatch-api (traceparent) from that span.
+            return await self._run(agent, tool, arguments, tool_call_id, correlation_id, dry_run)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": tool.name,
