@@ -62,8 +62,8 @@ _SELF_AUTHENTICATED = frozenset({"/v1/tools/{name}/invoke"})
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: correlation id in and out, every error as problem+json, never a 500 body."""
     try:
-        request[CORRELATION_ID] = new_id()  # until the caller's is validated
-        request[CORRELATION_ID] = correlation_id(request)
+        minted = request[CORRELATION_ID] = new_id()  # until the caller's is validated
+        request[CORRELATION_ID] = correlation_id(request, minted)
         route = request.match_info.route.resource
         template = route.canonical if route is not None else ""
         if template.startswith("/v1/") and template not in _SELF_AUTHENTICATED:

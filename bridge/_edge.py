@@ -55,13 +55,14 @@ def single_header(request: web.Request, name: str) -> None:
         )
 
 
-def correlation_id(request: web.Request) -> str:
-    """The caller's X-Correlation-ID, or a new one; RefusedRequest (400) when it is unsafe
-    or when it, X-Request-ID or Idempotency-Key is sent twice."""
+def correlation_id(request: web.Request, minted: str | None = None) -> str:
+    """The caller's X-Correlation-ID, or `minted` (a new one when not given); RefusedRequest
+    (400) when it is unsafe or when it, X-Request-ID or Idempotency-Key is sent twice."""
     for name in SINGLE_HEADERS:
         single_header(request, name)
     try:
-        return incoming_id(request.headers.get("X-Correlation-ID"), "X-Correlation-ID") or new_id()
+        found = incoming_id(request.headers.get("X-Correlation-ID"), "X-Correlation-ID")
+        return found or minted or new_id()
     except UnsafeId as exc:
         raise RefusedRequest(400, str(exc), {"header": exc.header}) from None
 

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from dispatch_client import CallContext, DispatchClient, DispatchError
-from telemetry import current_ids
+from telemetry import current_ids, new_id
 from tools import HTTP_STATUS, Tool, ToolError, from_dispatch_error, name_index
 
 from ._agents import Agent
@@ -78,7 +78,7 @@ def request_id_for(agent: Agent, tool: Tool, tool_call_id: str | None) -> str:
     """A fresh UUID per call; derived from (agent, tool, tool_call_id) when the agent names
     its call, so a re-delivered call deduplicates at dispatch-api."""
     if tool_call_id is None:
-        return str(uuid.uuid4())
+        return new_id()
     return str(uuid.uuid5(REQUEST_ID_NAMESPACE, f"{agent.id}\n{tool.name}\n{tool_call_id}"))
 
 
