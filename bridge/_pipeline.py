@@ -128,7 +128,7 @@ class Pipeline:
         """Count a call the transport refused before the pipeline ran (no key, rate limit,
         unreadable body), so tool_invocations_total sees every call."""
         tool = self.resolve(name)
-        self._metrics.invocations.labels(tool.name if tool else UNKNOWN_TOOL, code).inc()
+        self._metrics.invoked(tool.name if tool else UNKNOWN_TOOL, code).inc()
 
     async def invoke(
         self,
@@ -155,7 +155,8 @@ class Pipeline:
             self._in_flight += 1
             if self._per_key is not None:
                 self._per_key.enter(agent.id, body_bytes)
-            self._metrics.in_flight.labels(tool.name).inc()
+            in_flight = self._metrics.running(tool.name)
+            in_flight.inc()
             try:
                 outcome = await self._execute(
                     agent, tool, arguments, tool_call_id, correlation_id, dry_run
@@ -164,15 +165,15 @@ class Pipeline:
                 self._in_flight -= 1
                 if self._per_key is not None:
                     self._per_key.leave(agent.id, body_bytes)
-                self._metrics.in_flight.labels(tool.name).dec()
+                in_flight.dec()
         label = tool.name if tool is not None else UNKNOWN_TOOL
         code = "ok" if outcome.error is None else outcome.error.code
         if dry_run:
             error_code = None if outcome.error is None else code
             self._metrics.dry_runs.labels(label, dry_run_outcome(outcome.result, error_code)).inc()
             return replace(outcome, dry_run=True)
-        self._metrics.invocations.labels(label, code).inc()
-        self._metrics.latency_ms.labels(label).observe((time.perf_counter() - started) * 1000)
+        self._metrics.invoked(label, code).inc()
+        self._metrics.latency_of(label).observe((time.perf_counter() - started) * 1000)
         return outcome
 
     def key_refusal(self, agent: Agent, body_bytes: int) -> ToolError | None:
