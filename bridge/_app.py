@@ -234,9 +234,13 @@ def _dispatch_client(
         # One long-lived session per process, created here (after any instrumentation),
         # never at import. Loopback and IP addresses skip the resolver's thread pool.
         connector = aiohttp.TCPConnector(limit=settings.max_in_flight, ttl_dns_cache=300)
-        async with aiohttp.ClientSession(
-            connector=connector, trace_configs=[client_trace_config()]
-        ) as session:
+        async with (
+            aiohttp.ClientSession(
+                connector=connector, trace_configs=[client_trace_config()]
+            ) as session,
+            # The same pool, without the trace config: for tries outside recorded traces.
+            aiohttp.ClientSession(connector=connector, connector_owner=False) as untraced,
+        ):
             metrics = app[METRICS]
             client = DispatchClient(
                 session,
@@ -247,6 +251,7 @@ def _dispatch_client(
                 sleep=asyncio.sleep,
                 observer=_attempt_logger(app[LOG]),
                 on_retry=lambda ctx, reason: metrics.retries.labels(ctx.tool_name, reason).inc(),
+                untraced=untraced,
             )
             metrics.watch(client)
             app[CLIENT] = client
