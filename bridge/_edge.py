@@ -161,6 +161,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise too_large(limit)
     chunks, total = [], 0
     try:
+        if request.content.is_eof():
+            # All of it came with the head (a small call's usual case): nothing to wait
+            # for, so no deadline to arm (a timer armed and cancelled, ~5 µs a call).
+            raw = request.content.read_nowait()
+            if len(raw) > limit:
+                raise too_large(limit)
+            return raw
         async with body_deadline(request):  # a trickled body answers 408, never holds on
             async for chunk in request.content.iter_chunked(64 * 1024):
                 total += len(chunk)
