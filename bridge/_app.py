@@ -234,12 +234,17 @@ def _dispatch_client(
         # One long-lived session per process, created here (after any instrumentation),
         # never at import. Loopback and IP addresses skip the resolver's thread pool.
         connector = aiohttp.TCPConnector(limit=settings.max_in_flight, ttl_dns_cache=300)
+        # No session-wide timeout: every try has its own (DispatchClient), and aiohttp's
+        # default (300 s) would arm and cancel one more timer per request for nothing.
+        unbounded = aiohttp.ClientTimeout(total=None)
         async with (
             aiohttp.ClientSession(
-                connector=connector, trace_configs=[client_trace_config()]
+                connector=connector, trace_configs=[client_trace_config()], timeout=unbounded
             ) as session,
             # The same pool, without the trace config: for tries outside recorded traces.
-            aiohttp.ClientSession(connector=connector, connector_owner=False) as untraced,
+            aiohttp.ClientSession(
+                connector=connector, connector_owner=False, timeout=unbounded
+            ) as untraced,
         ):
             metrics = app[METRICS]
             client = DispatchClient(
