@@ -64,8 +64,8 @@ _SELF_AUTHENTICATED = frozenset({"/v1/tools/{name}/invoke"})
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: correlation id in and out, every error as problem+json, never a 500 body."""
     try:
-        request[CORRELATION_ID] = new_id()  # until the caller's is validated
-        request[CORRELATION_ID] = correlation_id(request)
+        minted = request[CORRELATION_ID] = new_id()  # until the caller's is validated
+        request[CORRELATION_ID] = correlation_id(request, minted)
         route = request.match_info.route.resource
         template = route.canonical if route is not None else ""
         if template.startswith("/v1/") and template not in _SELF_AUTHENTICATED:
@@ -239,9 +239,18 @@ def _dispatch_client(
         # One long-lived session per process, created here (after any instrumentation),
         # never at import. Loopback and IP addresses skip the resolver's thread pool.
         connector = aiohttp.TCPConnector(limit=settings.max_in_flight, ttl_dns_cache=300)
-        async with aiohttp.ClientSession(
-            connector=connector, trace_configs=[client_trace_config()]
-        ) as session:
+        # No session-wide timeout: every try has its own (DispatchClient), and aiohttp's
+        # default (300 s) would arm and cancel one more timer per request for nothing.
+        unbounded = aiohttp.ClientTimeout(total=None)
+        async with (
+            aiohttp.ClientSession(
+                connector=connector, trace_configs=[client_trace_config()], timeout=unbounded
+            ) as session,
+            # The same pool, without the trace config: for tries outside recorded traces.
+            aiohttp.ClientSession(
+                connector=connector, connector_owner=False, timeout=unbounded
+            ) as untraced,
+        ):
             metrics = app[METRICS]
             client = DispatchClient(
                 session,
@@ -252,6 +261,7 @@ def _dispatch_client(
                 sleep=asyncio.sleep,
                 observer=_attempt_logger(app[LOG]),
                 on_retry=lambda ctx, reason: metrics.retries.labels(ctx.tool_name, reason).inc(),
+                untraced=untraced,
             )
             metrics.watch(client)
             app[CLIENT] = client

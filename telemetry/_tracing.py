@@ -233,6 +233,16 @@ def client_trace_config() -> aiohttp.TraceConfig:
     return config
 
 
+def propagate_unrecorded(headers: dict[str, str]) -> bool:
+    """Outside a recorded span: inject the current trace context into `headers` (downstream
+    joins the trace) and True, the request needs no client span; False inside a recorded
+    one, whose client span (client_trace_config) injects it."""
+    if trace.get_current_span().is_recording():
+        return False
+    propagate.inject(headers)
+    return True
+
+
 def tracing_middleware(service: str, excluded: Collection[str]) -> Middleware:
     """A SERVER span per request, continuing the caller's `traceparent`; none for `excluded`
     paths (health probes and scrapes would drown the traces)."""
