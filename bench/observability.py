@@ -77,7 +77,7 @@ async def run(bench: Bench) -> list[Figure]:
     note = f"{len(received)} OTLP exports, {sum(received) // 1024} KiB"
     return [
         figure(
-            "S4", f"throughput, observability on (1 % traced) / off ({tool})", sampled, ">= 0.93"
+            "S4", f"throughput, observability on (1 % traced) / off ({tool})", sampled, ">= 0.95"
         ),
         figure("S4", f"throughput, on (100 % traced) / off ({tool})", full, ">= 0.8", note),
     ]

@@ -50,7 +50,8 @@ class Statement:
 
 @dataclass(frozen=True, slots=True)
 class Recording:
-    """One action's transaction as dispatch-api sent it, BEGIN and COMMIT included."""
+    """One action's statements as dispatch-api sent them (BEGIN and COMMIT included, when
+    it sent them)."""
 
     statements: tuple[Statement, ...]
     ticket: str  # the ticket it acted on
@@ -153,9 +154,13 @@ def _tracing() -> None:
 
 
 def _transaction(logged: list[Statement], action: str) -> tuple[Statement, ...]:
-    """The one BEGIN .. COMMIT among the statements logged during the request."""
+    """The statements logged during the request: its one BEGIN .. COMMIT when it ran one (the
+    transaction path), else every statement (the two-round-trip path: a read, then one
+    statement that is its own transaction)."""
     starts = [i for i, s in enumerate(logged) if _word(s.sql) == "BEGIN"]
     ends = [i for i, s in enumerate(logged) if _word(s.sql) == "COMMIT"]
+    if not starts and not ends and logged:
+        return tuple(logged)
     if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
         raise RuntimeError(f"S3: {action} did not send one transaction: {logged}")
     return tuple(logged[starts[0] : ends[0] + 1])

@@ -44,11 +44,13 @@ from ._keys import (
     LOG,
     METRICS,
     ORIGINS,
+    OVERLOAD,
     PIPELINE,
     SETTINGS,
 )
 from ._metrics import BridgeMetrics
 from ._origins import OriginPolicy
+from ._overload import overload_guard
 from ._pipeline import Pipeline
 from ._trim import idle_trim
 from .settings import BridgeSettings
@@ -63,8 +65,8 @@ _SELF_AUTHENTICATED = frozenset({"/v1/tools/{name}/invoke"})
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: correlation id in and out, every error as problem+json, never a 500 body."""
     try:
-        request[CORRELATION_ID] = new_id()  # until the caller's is validated
-        request[CORRELATION_ID] = correlation_id(request)
+        minted = request[CORRELATION_ID] = new_id()  # until the caller's is validated
+        request[CORRELATION_ID] = correlation_id(request, minted)
         route = request.match_info.route.resource
         template = route.canonical if route is not None else ""
         if template.startswith("/v1/") and template not in _SELF_AUTHENTICATED:
@@ -193,6 +195,9 @@ def create_bridge_app(
     app[INFLIGHT] = InFlightRegistry(clock)
     app[ORIGINS] = OriginPolicy(settings.mcp_allowed_origins)
     app[DRAINING] = [False]
+    app.cleanup_ctx.append(
+        overload_guard(OVERLOAD, settings.max_loop_lag_ms / 1000, app[METRICS].loop_lag)
+    )
     app.cleanup_ctx.append(_dispatch_client(clock))
     app.cleanup_ctx.append(idle_trim(_calls, settings.idle_trim_mb, log))
     app.on_response_prepare.append(_resource.challenge)
@@ -241,9 +246,18 @@ def _dispatch_client(
         # One long-lived session per process, created here (after any instrumentation),
         # never at import. Loopback and IP addresses skip the resolver's thread pool.
         connector = aiohttp.TCPConnector(limit=settings.api_max_connections, ttl_dns_cache=300)
-        async with aiohttp.ClientSession(
-            connector=connector, trace_configs=[client_trace_config()]
-        ) as session:
+        # No session-wide timeout: every try has its own (DispatchClient), and aiohttp's
+        # default (300 s) would arm and cancel one more timer per request for nothing.
+        unbounded = aiohttp.ClientTimeout(total=None)
+        async with (
+            aiohttp.ClientSession(
+                connector=connector, trace_configs=[client_trace_config()], timeout=unbounded
+            ) as session,
+            # The same pool, without the trace config: for tries outside recorded traces.
+            aiohttp.ClientSession(
+                connector=connector, connector_owner=False, timeout=unbounded
+            ) as untraced,
+        ):
             metrics = app[METRICS]
             client = DispatchClient(
                 session,
@@ -255,6 +269,7 @@ def _dispatch_client(
                 observer=_attempt_logger(app[LOG]),
                 on_retry=lambda ctx, reason: metrics.retries.labels(ctx.tool_name, reason).inc(),
                 max_connections=settings.api_max_connections,
+                untraced=untraced,
             )
             metrics.watch(client)
             app[CLIENT] = client

@@ -12,6 +12,7 @@ from ._inflight import InFlightRegistry
 from ._metrics import BridgeMetrics
 from ._oauth import TokenVerifier
 from ._origins import OriginPolicy
+from ._overload import OverloadGuard
 from ._pipeline import Pipeline
 from .settings import BridgeSettings
 
@@ -24,6 +25,8 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 METRICS = web.AppKey("metrics", BridgeMetrics)
 LOG = web.AppKey("log", JsonLog)
 ORIGINS = web.AppKey("origins", OriginPolicy)
+#: Refuses new calls while the event loop lags (DISPATCH_MAX_LOOP_LAG_MS).
+OVERLOAD = web.AppKey("overload", OverloadGuard)
 #: Present when OAuth is on (DISPATCH_OAUTH_ISSUER): checks access tokens.
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 #: Set when shutdown begins: /readyz answers 503 so load balancers stop sending calls.

@@ -32,6 +32,7 @@ from ._edge import (
     RefusedRequest,
     authenticate,
     body_limit,
+    overloaded,
     rate_limit,
     read_body,
     require_scope,
@@ -319,7 +320,11 @@ async def _call(
     raw_meta = params.get("_meta")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     cid = request[CORRELATION_ID]
-    limited = rate_limit(request, agent)
+    limited = (  # the key's own limits first: its excess is its doing, not overload
+        rate_limit(request, agent)
+        or pipeline.key_refusal(agent, request.content_length or 0)
+        or overloaded(request)
+    )
     if limited is not None:
         pipeline.count_refusal(tool.name, "rate_limited")
         return _tool_result(Outcome(tool.name, None, cid, None, error=limited))
@@ -338,22 +343,27 @@ async def _call(
     # string values are propagation headers: the propagators raise on anything else.
     carrier = {k: v for k in _TRACE_KEYS if isinstance(v := meta.get(k), str)}
     parent = propagate.extract(carrier) if "traceparent" in carrier else None
-    # Spans, like logs and metrics, name the tool canonically, whichever spelling was called.
-    with _tracer.start_as_current_span(
-        f"tools/call {tool.name}",
-        context=parent,
-        kind=SpanKind.SERVER if parent is not None else SpanKind.INTERNAL,
-        attributes={"mcp.method.name": "tools/call", "gen_ai.tool.name": tool.name},
-    ):
-        outcome = await pipeline.invoke(
-            agent,
-            tool.name,
-            params.get("arguments", {}),
-            call_id,
-            cid,
-            request.content.total_bytes,  # the body that carried the call, for the key's cap
-            dry_run,
-        )
+    invocation = pipeline.invoke(
+        agent,
+        tool.name,
+        params.get("arguments", {}),
+        call_id,
+        cid,
+        request.content.total_bytes,  # the body that carried the call, for the key's cap
+        dry_run,
+    )
+    if parent is None and not trace.get_current_span().is_recording():
+        # An unrecorded request span's child is not recorded either (ParentBased): skip it.
+        outcome = await invocation
+    else:
+        # Spans, like logs and metrics, name the tool canonically, whichever spelling was called.
+        with _tracer.start_as_current_span(
+            f"tools/call {tool.name}",
+            context=parent,
+            kind=SpanKind.SERVER if parent is not None else SpanKind.INTERNAL,
+            attributes={"mcp.method.name": "tools/call", "gen_ai.tool.name": tool.name},
+        ):
+            outcome = await invocation
     arguments = params.get("arguments")
     log_context(request).update(
         actor_type="agent",

@@ -53,12 +53,46 @@ class BridgeMetrics:
         self.in_flight = Gauge(
             "tool_calls_in_flight", "Tool calls running now", ["tool"], registry=registry
         )
+        self.loop_lag = Gauge(
+            "event_loop_lag_seconds",
+            "How late the event loop runs its timers now; above DISPATCH_MAX_LOOP_LAG_MS new"
+            " tool calls are refused",
+            registry=registry,
+        )
         self.retries = Counter(
             "tool_retries",
             "HTTP retries to dispatch-api, by tool and the failure that caused them",
             ["tool", "reason"],
             registry=registry,
         )
+
+        # `.labels()` hashes and validates its values on every call (a few µs, four times a
+        # call): the children are kept here instead. Both label sets are bounded (catalog
+        # tools and UNKNOWN_TOOL; tool error codes), so are these caches.
+        self._invoked: dict[tuple[str, str], Any] = {}
+        self._running: dict[str, Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def invoked(self, tool: str, code: str) -> Any:
+        """The tool_invocations_total child of (tool, code)."""
+        child = self._invoked.get((tool, code))
+        if child is None:
+            child = self._invoked[(tool, code)] = self.invocations.labels(tool, code)
+        return child
+
+    def running(self, tool: str) -> Any:
+        """The tool_calls_in_flight child of `tool` (a catalog tool: only those run)."""
+        child = self._running.get(tool)
+        if child is None:
+            child = self._running[tool] = self.in_flight.labels(tool)
+        return child
+
+    def latency_of(self, tool: str) -> Any:
+        """The tool_latency_ms child of `tool`."""
+        child = self._latency.get(tool)
+        if child is None:
+            child = self._latency[tool] = self.latency_ms.labels(tool)
+        return child
 
     def watch(self, client: DispatchClient) -> None:
         """Expose the client's retry budget and breaker (state lives in the client)."""

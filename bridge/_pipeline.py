@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from dispatch_client import CallContext, DispatchClient, DispatchError
-from telemetry import current_ids
+from telemetry import current_ids, new_id
 from tools import HTTP_STATUS, Tool, ToolError, from_dispatch_error, name_index
 
 from ._agents import Agent
@@ -78,7 +78,7 @@ def request_id_for(agent: Agent, tool: Tool, tool_call_id: str | None) -> str:
     """A fresh UUID per call; derived from (agent, tool, tool_call_id) when the agent names
     its call, so a re-delivered call deduplicates at dispatch-api."""
     if tool_call_id is None:
-        return str(uuid.uuid4())
+        return new_id()
     return str(uuid.uuid5(REQUEST_ID_NAMESPACE, f"{agent.id}\n{tool.name}\n{tool_call_id}"))
 
 
@@ -128,7 +128,7 @@ class Pipeline:
         """Count a call the transport refused before the pipeline ran (no key, rate limit,
         unreadable body), so tool_invocations_total sees every call."""
         tool = self.resolve(name)
-        self._metrics.invocations.labels(tool.name if tool else UNKNOWN_TOOL, code).inc()
+        self._metrics.invoked(tool.name if tool else UNKNOWN_TOOL, code).inc()
 
     async def invoke(
         self,
@@ -155,7 +155,8 @@ class Pipeline:
             self._in_flight += 1
             if self._per_key is not None:
                 self._per_key.enter(agent.id, body_bytes)
-            self._metrics.in_flight.labels(tool.name).inc()
+            in_flight = self._metrics.running(tool.name)
+            in_flight.inc()
             try:
                 outcome = await self._execute(
                     agent, tool, arguments, tool_call_id, correlation_id, dry_run
@@ -164,15 +165,15 @@ class Pipeline:
                 self._in_flight -= 1
                 if self._per_key is not None:
                     self._per_key.leave(agent.id, body_bytes)
-                self._metrics.in_flight.labels(tool.name).dec()
+                in_flight.dec()
         label = tool.name if tool is not None else UNKNOWN_TOOL
         code = "ok" if outcome.error is None else outcome.error.code
         if dry_run:
             error_code = None if outcome.error is None else code
             self._metrics.dry_runs.labels(label, dry_run_outcome(outcome.result, error_code)).inc()
             return replace(outcome, dry_run=True)
-        self._metrics.invocations.labels(label, code).inc()
-        self._metrics.latency_ms.labels(label).observe((time.perf_counter() - started) * 1000)
+        self._metrics.invoked(label, code).inc()
+        self._metrics.latency_of(label).observe((time.perf_counter() - started) * 1000)
         return outcome
 
     def key_refusal(self, agent: Agent, body_bytes: int) -> ToolError | None:
@@ -212,6 +213,11 @@ class Pipeline:
         correlation_id: str,
         dry_run: bool = False,
     ) -> Outcome:
+        if not trace.get_current_span().is_recording():
+            # Sampling was decided at the server span: under the ParentBased sampler a child
+            # of an unrecorded span is never recorded, so building one would only cost CPU.
+            # The trace id still reaches logs and dispatch-api (traceparent) from that span.
+            return await self._run(agent, tool, arguments, tool_call_id, correlation_id, dry_run)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": tool.name,

@@ -14,7 +14,15 @@ from tools import FORMATS, HTTP_STATUS, MAX_ERRORS, ToolError, mcp_tool
 
 from ._call_ids import IDEMPOTENCY_KEY, agent_call_id
 from ._dry_run import dry_run_flag
-from ._edge import RefusedRequest, authenticate, body_limit, rate_limit, read_body, require_scope
+from ._edge import (
+    RefusedRequest,
+    authenticate,
+    body_limit,
+    overloaded,
+    rate_limit,
+    read_body,
+    require_scope,
+)
 from ._keys import AGENT, CORRELATION_ID, INFLIGHT, PIPELINE, SETTINGS
 from ._pipeline import Outcome
 
@@ -90,6 +98,8 @@ async def invoke(request: web.Request) -> web.Response:
         limited = rate_limit(request, agent)
         if limited is None:  # the key's own in-flight limits, before its body is read
             limited = request.app[PIPELINE].key_refusal(agent, request.content_length or 0)
+        if limited is None:
+            limited = overloaded(request)
         if limited is not None:
             raise limited
         body = await _read_invocation(request, name)

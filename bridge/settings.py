@@ -86,6 +86,10 @@ class BridgeSettings:
     #: When a second passes with no call in flight or started and RSS grew this many MiB
     #: since the last time, give freed memory back to the OS (see _trim.py); 0: off.
     idle_trim_mb: int = 16
+    #: Overload admission: while the event loop runs its timers later than this, new tool
+    #: calls are refused at once with `rate_limited` before their body is read (see
+    #: _overload.py); 0 turns it off.
+    max_loop_lag_ms: float = 20.0
     #: Fairness: one agent key may have at most this many calls, and request bodies of at
     #: most this many bytes, in flight; beyond, `rate_limited` at once (see _fairness.py).
     #: Well below max_in_flight, so no one key can take the whole budget.
@@ -129,6 +133,7 @@ class BridgeSettings:
         check(self.max_in_flight >= 1, "DISPATCH_MAX_IN_FLIGHT", "must be at least 1")
         check(self.api_max_connections >= 1, "DISPATCH_API_MAX_CONNECTIONS", "must be >= 1")
         check(self.idle_trim_mb >= 0, "DISPATCH_IDLE_TRIM_MB", "must be >= 0 (0: off)")
+        check(self.max_loop_lag_ms >= 0, "DISPATCH_MAX_LOOP_LAG_MS", "must not be negative")
         check(self.agent_max_in_flight >= 1, "DISPATCH_AGENT_MAX_IN_FLIGHT", "must be >= 1")
         check(
             self.agent_max_in_flight_bytes >= 1024,
@@ -192,6 +197,7 @@ class BridgeSettings:
             "max_in_flight": self.max_in_flight,
             "api_max_connections": self.api_max_connections,
             "idle_trim_mb": self.idle_trim_mb,
+            "max_loop_lag_ms": self.max_loop_lag_ms,
             "agent_max_in_flight": self.agent_max_in_flight,
             "agent_max_in_flight_bytes": self.agent_max_in_flight_bytes,
             "agent_max_bytes_per_s": self.agent_max_bytes_per_s,

@@ -65,6 +65,18 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(_ecma_classes(pattern), re.ASCII)
 
 
+def portable_pattern(pattern: str) -> str | None:
+    """`pattern` as this module's validator means it, for a regex engine whose classes are
+    Unicode-wide (a compiled validator's): `\\s`/`\\S` spelled out as ECMA-262 means them;
+    None when it uses a class that differs between the engines (`\\d`, `\\w`, `\\b`)."""
+    if re.search(r"\\[dDwWbB]", pattern.replace("\\\\", "")):
+        return None
+    try:
+        return _ecma_classes(pattern)
+    except ValueError:
+        return None
+
+
 def _ecma_classes(pattern: str) -> str:
     """`pattern` with `\\s` and `\\S` spelled out as ECMA-262 means them."""
     out, i, in_class = [], 0, False
@@ -174,5 +186,6 @@ __all__ = [
     "Validator",
     "openapi_document",
     "parse_datetime",
+    "portable_pattern",
     "too_deep",
 ]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextvars
 import types
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,52 @@ def instrument_database() -> None:
         instrumentor.instrument()
 
 
+#: The statements of the unit of database work under way, when `database_span` is open.
+_batch: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "database_batch", default=None
+)
+
+
+@contextmanager
+def database_span(name: str) -> Iterator[None]:
+    """One CLIENT span for a unit of database work (a transaction, an action's round trips)
+    in recorded traces, instead of one per statement: building a span per statement cost
+    more than the statement's own client work. Its statements (text, never parameters)
+    and their count are attributes, so the trace still says what SQL ran."""
+    if not trace.get_current_span().is_recording():
+        yield
+        return
+    statements: list[str] = []
+    token = _batch.set(statements)
+    tracer = trace.get_tracer("dispatch_bridge.database")
+    try:
+        with tracer.start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
+        ) as span:
+            try:
+                yield
+            finally:
+                span.set_attribute("db.statement_count", len(statements))
+                span.set_attribute("db.operations", [_operation(s) for s in statements])
+                span.set_attribute("db.statements", statements)
+    finally:
+        _batch.reset(token)
+
+
+def _operation(statement: str) -> str:
+    words = statement.split(maxsplit=1)
+    return words[0].rstrip(";").upper() if words else ""
+
+
+def _in_batch(statement: Any) -> bool:
+    """Whether a `database_span` takes this statement (listed on it: no span of its own)."""
+    batch = _batch.get()
+    if batch is None:
+        return False
+    batch.append(statement if isinstance(statement, str) else "")
+    return True
+
+
 def _recorded_only_asyncpg() -> Any:
     # Imported late: the instrumentation imports asyncpg, which the bridge never needs.
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
@@ -130,11 +177,15 @@ def _recorded_only_asyncpg() -> Any:
         tests/telemetry/test_instrumentation_internals.py fails if they move."""
 
         async def _do_execute(self, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if _in_batch(args[0] if args else None):
+                return await func(*args, **kwargs)
             if not trace.get_current_span().is_recording():
                 return await func(*args, **kwargs)
             return await super()._do_execute(func, instance, args, kwargs)  # type: ignore[no-untyped-call]
 
         async def _do_cursor_execute(self, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if _in_batch(getattr(instance, "_query", None)):
+                return await func(*args, **kwargs)
             if not trace.get_current_span().is_recording():
                 return await func(*args, **kwargs)
             return await super()._do_cursor_execute(func, instance, args, kwargs)  # type: ignore[no-untyped-call]
@@ -142,6 +193,8 @@ def _recorded_only_asyncpg() -> Any:
         async def _do_prepared_execute(
             self, func: Any, instance: Any, args: Any, kwargs: Any
         ) -> Any:
+            if _in_batch(getattr(instance, "_query", None)):
+                return await func(*args, **kwargs)
             if not trace.get_current_span().is_recording():
                 return await func(*args, **kwargs)
             return await super()._do_prepared_execute(func, instance, args, kwargs)  # type: ignore[no-untyped-call]
@@ -178,6 +231,16 @@ def client_trace_config() -> aiohttp.TraceConfig:
 
     config.on_request_start[0] = start_when_recorded
     return config
+
+
+def propagate_unrecorded(headers: dict[str, str]) -> bool:
+    """Outside a recorded span: inject the current trace context into `headers` (downstream
+    joins the trace) and True, the request needs no client span; False inside a recorded
+    one, whose client span (client_trace_config) injects it."""
+    if trace.get_current_span().is_recording():
+        return False
+    propagate.inject(headers)
+    return True
 
 
 def tracing_middleware(service: str, excluded: Collection[str]) -> Middleware:

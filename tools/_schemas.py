@@ -8,14 +8,16 @@ Output schemas refer to shared definitions as `#/$defs/Name`; loading copies `_d
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from itertools import islice
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import ValidationError
 
-from schemas import FORMAT_CHECKER, Validator
+from schemas import FORMAT_CHECKER, Validator, portable_pattern
 
 from ._errors import ToolError
 
@@ -50,15 +52,24 @@ def output_schema(tool: str) -> dict[str, Any]:
 class ArgumentValidator:
     """A compiled validator for one tool's input; errors read as path, expected, received."""
 
-    def __init__(self, tool: str, schema: dict[str, Any]) -> None:
+    def __init__(self, tool: str, schema: dict[str, Any], *, compiled: bool = True) -> None:
+        """`compiled`: let the compiled check accept valid arguments first (see below)."""
         Validator.check_schema(schema)
         self._tool = tool
         self._validator = Validator(schema, format_checker=FORMAT_CHECKER)
+        self._fast = _compiled_check(schema) if compiled else None
+
+    @property
+    def compiled(self) -> bool:
+        """Whether valid arguments are accepted by the compiled check."""
+        return self._fast is not None
 
     def validate(self, arguments: Any) -> None:
         """Raise ToolError `invalid_arguments` listing the first MAX_ERRORS violations
         (`details.more_errors` says when there were more): the answer stays small, and
         validation stops there instead of walking all of a hostile body."""
+        if self._fast is not None and self._fast(arguments):
+            return
         first = list(islice(self._validator.iter_errors(arguments), MAX_ERRORS + 1))
         if not first:
             return
@@ -80,6 +91,70 @@ class ArgumentValidator:
             f"Invalid arguments for {self._tool}: {summary}. Fix them and call again.",
             details=details,
         )
+
+
+def _compiled_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """A compiled (jsonschema-rs) check that says only "valid": the Python validator above
+    costs ~5 % of a call's CPU on the bridge, this well under 1 µs. It is never more lenient:
+    the same date-time check, patterns with the same classes (schemas.portable_pattern),
+    every other format asserted (stricter than ours, which only annotate). When it says
+    "invalid" the Python validator decides and words the errors, as before. None (Python
+    only) for a schema it cannot take as ours means it."""
+    translated = _portable(schema)
+    if translated is None:
+        return None
+    formats = {name: check for name, (check, _) in FORMAT_CHECKER.checkers.items()}
+    try:
+        compiled = jsonschema_rs.validator_for(
+            translated, validate_formats=True, formats=formats, ignore_unknown_formats=True
+        )
+    except (ValueError, jsonschema_rs.ValidationError):
+        return None
+
+    def check(instance: Any) -> bool:
+        try:
+            valid: bool = compiled.is_valid(instance)
+        except ValueError:  # a value it cannot convert (a lone surrogate): Python decides
+            return False
+        return valid
+
+    return check
+
+
+#: Keywords whose values are instances, not schemas: a "pattern" member there is data.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+
+
+class _NotPortable(Exception):
+    """A pattern of the schema cannot be given to the compiled validator as we mean it."""
+
+
+def _portable(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """`schema` with every `pattern` made portable; None when one cannot be."""
+    try:
+        converted: dict[str, Any] = _convert(schema)
+    except _NotPortable:
+        return None
+    return converted
+
+
+def _convert(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_convert(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DATA_KEYWORDS:
+            out[key] = value
+        elif key == "pattern" and isinstance(value, str):
+            pattern = portable_pattern(value)
+            if pattern is None:
+                raise _NotPortable(value)
+            out[key] = pattern
+        else:
+            out[key] = _convert(value)
+    return out
 
 
 def _describe(error: ValidationError) -> list[dict[str, str]]:

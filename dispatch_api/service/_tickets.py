@@ -58,12 +58,13 @@ from ..store import (
 )
 from ..store import _evidence as evidence_store
 from ..store import _sla as sla_store
+from . import _fast as fast
 from ._caller import Caller, event_for
 from ._dry_run import DryRun, rehearse
 from ._gate import gate, would_gate
 from ._matching import matching_technicians
 from ._scheduling import ScheduleRules, release
-from ._views import event_view, evidence_view, queue_view, ticket_view
+from ._views import event_view, queue_view, ticket_view
 
 Clock = Callable[[], datetime]
 
@@ -161,7 +162,43 @@ class TicketService:
                 return gated
             return await self._apply(conn, caller, record, command, now, details or {})
 
+        if isinstance(key, IdempotencyKey) and not isinstance(command, Schedule):
+            response = await self._fast(caller, key, ticket_id, command, details, arguments)
+            if response is not None:
+                return response
         return await self._idempotent(key, work)
+
+    async def _fast(
+        self,
+        caller: Caller,
+        key: IdempotencyKey,
+        ticket_id: uuid.UUID,
+        command: Command,
+        details: Mapping[str, Any] | None,
+        arguments: Mapping[str, Any] | None,
+    ) -> StoredResponse | None:
+        """The two-round-trip path (`_fast.act`), counted as `_idempotent` counts."""
+        try:
+            response = await fast.act(
+                self._pool,
+                caller,
+                key,
+                ticket_id,
+                command,
+                details or {},
+                arguments,
+                self._templates,
+                self._targets,
+                self._policy,
+                self._clock(),
+            )
+        except Unprocessable as exc:
+            if self._metrics is not None and exc.code == "idempotency_conflict":
+                self._metrics.conflicts.inc()
+            raise
+        if response is not None and self._metrics is not None:
+            self._count(self._metrics, response)
+        return response
 
     async def attach_evidence(
         self,
@@ -390,25 +427,7 @@ class TicketService:
                     return await self._reject(conn, caller, before, refused, seq, now, reason)
             else:
                 await tickets.save(conn, record, after, sla, event)
-            changed = before.state is not after.state
-            # The view shows the newest items: the one just attached joins them.
-            evidence = (record.evidence + ((new_evidence,) if new_evidence else ()))[
-                -evidence_store.TICKET_EVIDENCE_ITEMS :
-            ]
-            updated = TicketRecord(
-                after,
-                record.created_at,
-                now,
-                now if changed else record.state_entered_at,
-                seq,
-                evidence,
-                sla,
-            )
-            result = {"ticket": ticket_view(updated), "event": event_view(event)}
-            if new_evidence is not None:
-                return _ok(201, {**result, "evidence": evidence_view(new_evidence, before.id)})
-            transition = (str(before.state), str(after.state)) if changed else None
-            return StoredResponse(200, orjson.dumps(result), transition=transition)
+            return fast.accepted_response(record, after, sla, event, now, new_evidence)
         return await self._reject(conn, caller, before, decision, seq, now, reason)
 
     async def apply(
@@ -451,10 +470,6 @@ class TicketService:
 
     # Events are built the same way by every use case (approvals too).
     _event = staticmethod(event_for)
-
-
-def _ok(status: int, body: dict[str, Any]) -> StoredResponse:
-    return StoredResponse(status, orjson.dumps(body))
 
 
 def _require_role(actor: Actor, action: Action) -> None:

@@ -1,5 +1,6 @@
 """dispatch-api's database adapter: asyncpg pool, migrations and the SQL of each aggregate."""
 
+from . import _actions as actions
 from . import _approvals as approvals
 from . import _bookings as bookings
 from . import _idempotency as idempotency
@@ -28,6 +29,7 @@ __all__ = [
     "StoredResponse",
     "TicketFilter",
     "TicketRecord",
+    "actions",
     "approvals",
     "bookings",
     "connect",

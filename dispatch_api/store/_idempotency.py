@@ -77,7 +77,7 @@ async def claim(
             now,
         )
     except asyncpg.LockNotAvailableError as exc:
-        raise _in_progress() from exc
+        raise in_progress() from exc
     if inserted:
         return None
     row = await conn.fetchrow(
@@ -89,18 +89,33 @@ async def claim(
     if row is None:
         # The purge removed the key, expired, between the claim and this read: a retry
         # claims it afresh.
-        raise _in_progress()
-    if row["fingerprint"] != key.fingerprint:
+        raise in_progress()
+    return stored_answer(key, *row)
+
+
+def stored_answer(
+    key: IdempotencyKey,
+    fingerprint: bytes,
+    method: str,
+    path: str,
+    status: int | None,
+    body: bytes | None,
+) -> StoredResponse:
+    """The replay of the answer stored under `key`; raises 422 `idempotency_conflict`
+    when the key was used for a different request."""
+    if fingerprint != key.fingerprint:
         raise Unprocessable(
             "idempotency_conflict",
             "this Idempotency-Key was already used for a different request;"
             " use a new key for a new request",
-            extensions={"original_method": row["method"], "original_path": row["path"]},
+            extensions={"original_method": method, "original_path": path},
         )
-    return StoredResponse(row["status_code"], bytes(row["response_body"]), replayed=True)
+    if status is None or body is None:  # not committed with an answer yet
+        raise in_progress()
+    return StoredResponse(status, bytes(body), replayed=True)
 
 
-def _in_progress() -> Conflict:
+def in_progress() -> Conflict:
     return Conflict(
         "request_in_progress",
         "a request with this Idempotency-Key is still being processed; retry shortly",

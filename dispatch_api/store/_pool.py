@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
+from telemetry import database_span
+
 from ..errors import Conflict, Unavailable
 
 
@@ -128,15 +130,18 @@ async def _acquired(pool: ConnectionPool) -> AsyncIterator[Any]:
 
 @asynccontextmanager
 async def connection(pool: ConnectionPool) -> AsyncIterator[Any]:
-    """A pooled connection for reads, with database failures mapped to ApiError."""
-    with _translated():
+    """A pooled connection for reads (and the two statements of an action: see
+    service/_fast.py), with database failures mapped to ApiError; one span for all its
+    statements."""
+    with _translated(), database_span("statements"):
         async with _acquired(pool) as conn:
             yield conn
 
 
 @asynccontextmanager
 async def transaction(pool: ConnectionPool) -> AsyncIterator[Any]:
-    """A connection inside a transaction, with database failures mapped to ApiError."""
-    with _translated():
+    """A connection inside a transaction, with database failures mapped to ApiError; one
+    span for the transaction, BEGIN and COMMIT included."""
+    with _translated(), database_span("transaction"):
         async with _acquired(pool) as conn, conn.transaction():
             yield conn

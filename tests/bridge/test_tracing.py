@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, SamplingResult, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from testkit.api import COMPLETE_TICKET, WINDOW, parsed_logs
@@ -150,3 +153,35 @@ async def test_both_services_log_the_trace_with_their_own_span_ids(
     assert api_line["endpoint"] == "/v1/tickets"
     assert api_line["status_code"] == 201
     assert bridge_line["ticket_id"] == api_line["ticket_id"] == reply.body["result"]["ticket"]["id"]
+
+
+def _drop(sampler: object, *args: Any, **kwargs: Any) -> SamplingResult:
+    return SamplingResult(Decision.DROP, None, kwargs.get("trace_state"))
+
+
+async def test_an_unsampled_call_records_no_span_yet_its_trace_id_reaches_logs_and_timeline(
+    bridge: Bridge,
+    spans: InMemorySpanExporter,
+    log_lines: list[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sampling decided once, at the request: nothing below an unsampled request builds a
+    span, but its trace id is still the envelope's, every log line's and (by traceparent)
+    dispatch-api's, on the timeline."""
+    monkeypatch.setattr(TraceIdRatioBased, "should_sample", _drop)  # a 0 % sampling ratio
+    spans.clear()
+    log_lines.clear()
+
+    reply = await bridge.invoke("ticket.create", COMPLETE_TICKET, tool_call_id="call-8")
+
+    trace_id = reply.body["trace_id"]
+    assert reply.status == 200
+    assert len(trace_id) == 32
+    assert int(trace_id, 16)
+    assert spans.get_finished_spans() == ()
+    assert reply.body["result"]["event"]["trace_id"] == trace_id
+    lines = [
+        line for line in parsed_logs(log_lines) if line["request_id"] == reply.body["request_id"]
+    ]
+    assert {line["event"] for line in lines} == {"http_request", "upstream_attempt"}
+    assert {line["trace_id"] for line in lines} == {trace_id}
