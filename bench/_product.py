@@ -73,7 +73,9 @@ class Product:
             "agent_key": agent_key,
         }
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+            **{
+                k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "PYTHONMALLOC"))
+            },
             **self.allocator,
             "DISPATCH_DATABASE_URL": self.dsn,
             "DISPATCH_API_PORT": str(api_port),

@@ -11,8 +11,9 @@ raises it and the trim threshold with it, so the heap keeps its free top and RSS
 - the image's: both fixed at 128 KiB (RSS flat in the soak; every read buffer from mmap);
 - both at 1 MiB (read buffers from the heap: faster, but RSS grew 4.9 % (bridge) and
   7.4 % (dispatch-api) in a 10-minute soak, still growing in its second half).
-- the image's, with `PYTHONMALLOC=malloc` (every Python object from glibc: no pymalloc
-  arenas, so the bridge's idle trim can give a burst's memory back; bench/memory.py).
+- the image's thresholds with pymalloc (Python's default) instead of the image's
+  `PYTHONMALLOC=malloc` (every Python object from glibc: no pymalloc arenas, so the
+  bridge's idle trim can give a burst's memory back; bench/memory.py).
 
 Two measures: a socket round trip in one asyncio process (an echo over loopback, CPU µs
 per round trip, the read path alone), and saturation throughput through the bridge (four
@@ -37,9 +38,9 @@ SETTINGS: dict[str, dict[str, str]] = {
     "defaults": {},
     "image": ALLOCATOR_ENV,
     "1 MiB": {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "1048576"},
-    # Every Python object from glibc instead of pymalloc: what bench/memory.py's burst needs
-    # to give its memory back (pymalloc arenas stay pinned); its price is measured here.
-    "image, PYTHONMALLOC=malloc": {**ALLOCATOR_ENV, "PYTHONMALLOC": "malloc"},
+    # The image takes every Python object from glibc (what bench/memory.py's burst needs to
+    # give its memory back: pymalloc arenas stay pinned); this side measures its price.
+    "image, pymalloc": {**ALLOCATOR_ENV, "PYTHONMALLOC": "pymalloc"},
 }
 
 # Echo over loopback, one 600-byte message outstanding: prints CPU µs per round trip.
@@ -69,7 +70,9 @@ asyncio.run(main(int(sys.argv[1])))
 
 
 def _echo_us(setting: dict[str, str], round_trips: int) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | setting
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "PYTHONMALLOC"))
+    } | setting
     out = subprocess.run(
         [sys.executable, "-c", _ECHO, str(round_trips)],
         env=env,
@@ -92,21 +95,21 @@ async def run(bench: Bench) -> list[Figure]:
     async with AsyncExitStack() as stack:
         products = {name: Product(allocator=setting) for name, setting in SETTINGS.items()}
         benches = await side_by_side(stack, bench, products)
-        image, large, libc = [], [], []
+        image, large, pymalloc = [], [], []
         for _ in range(sizes.reps):
             defaults = await bridge_saturation(benches["defaults"])
             image.append(await bridge_saturation(benches["image"]) / defaults)
             large.append(await bridge_saturation(benches["1 MiB"]) / defaults)
-            libc.append(await bridge_saturation(benches["image, PYTHONMALLOC=malloc"]) / defaults)
+            pymalloc.append(await bridge_saturation(benches["image, pymalloc"]) / defaults)
     tool = "wrk" if have_wrk() else "aiohttp closed loop"
     return [
         *(
             figure("Alloc", f"socket round trip, CPU µs ({name})", values, "")
             for name, values in echo.items()
         ),
-        figure("Alloc", f"throughput, image (128 KiB) / glibc defaults ({tool})", image, ""),
-        figure("Alloc", f"throughput, 1 MiB thresholds / glibc defaults ({tool})", large, ""),
         figure(
-            "Alloc", f"throughput, image + PYTHONMALLOC=malloc / glibc defaults ({tool})", libc, ""
+            "Alloc", f"throughput, image (128 KiB, malloc) / glibc defaults ({tool})", image, ""
         ),
+        figure("Alloc", f"throughput, 1 MiB thresholds / glibc defaults ({tool})", large, ""),
+        figure("Alloc", f"throughput, image with pymalloc / glibc defaults ({tool})", pymalloc, ""),
     ]

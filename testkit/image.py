@@ -4,5 +4,10 @@ these against the Dockerfile."""
 
 from __future__ import annotations
 
-#: The glibc allocator settings the Dockerfile gives both services (see the comment there).
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+#: The allocator settings the Dockerfile gives both services (see the comment there): glibc's
+#: thresholds, and Python's objects from glibc rather than pymalloc.
+ALLOCATOR_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "131072",
+    "MALLOC_TRIM_THRESHOLD_": "131072",
+    "PYTHONMALLOC": "malloc",
+}

@@ -210,9 +210,10 @@ def test_benchmarks_run_the_services_with_the_images_allocator_settings() -> Non
     # The soak's RSS figure holds for the image only if the bench starts the services the
     # same way; a threshold changed in one place and not the other fails here.
     env = _runtime_env()
-    malloc = {k: v for k, v in env.items() if k.startswith("MALLOC_")}
-    assert malloc == ALLOCATOR_ENV
-    assert all(int(v) > 0 for v in malloc.values())
+    allocator = {k: v for k, v in env.items() if k.startswith(("MALLOC_", "PYTHONMALLOC"))}
+    assert allocator == ALLOCATOR_ENV
+    assert all(int(v) > 0 for k, v in allocator.items() if k.startswith("MALLOC_"))
+    assert allocator["PYTHONMALLOC"] == "malloc"
 
 
 def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
