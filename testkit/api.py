@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -181,6 +183,24 @@ def window(
 
 #: A window in the future of FakeClock's start, for the technician `tech-1`.
 WINDOW = window(0)
+
+
+async def ready_to_complete(api: Api, n: int = 0) -> str:
+    """A ticket on site with the evidence completion needs (`n`: its booking's window)."""
+    tid = str((await api.create_ticket())["id"])
+    for action, body in (("schedule", window(n)), ("dispatch", {}), ("arrive", {})):
+        assert (await api.act(tid, action, body)).status == 200
+    for kind, tag in (("photo", "before"), ("photo", "after"), ("signature", "customer")):
+        content = f"{kind}-{tag}".encode()
+        evidence = {
+            "kind": kind,
+            "tag": tag,
+            "content_type": "image/png",
+            "content_base64": base64.b64encode(content).decode(),
+            "sha256": hashlib.sha256(content).hexdigest(),
+        }
+        assert (await api.act(tid, "evidence", evidence)).status == 201
+    return tid
 
 
 async def ensure_technicians(

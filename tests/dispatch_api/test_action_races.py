@@ -5,30 +5,10 @@ ticket changed between the read and the write is read again."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import uuid
 
 from dispatch_api.store import connect
-from testkit.api import Api, window
-
-
-async def ready_to_complete(api: Api, n: int = 0) -> str:
-    """A ticket on site with the evidence completion needs (`n`: its booking's window)."""
-    tid = str((await api.create_ticket())["id"])
-    for action, body in (("schedule", window(n)), ("dispatch", {}), ("arrive", {})):
-        assert (await api.act(tid, action, body)).status == 200
-    for kind, tag in (("photo", "before"), ("photo", "after"), ("signature", "customer")):
-        content = f"{kind}-{tag}".encode()
-        evidence = {
-            "kind": kind,
-            "tag": tag,
-            "content_type": "image/png",
-            "content_base64": base64.b64encode(content).decode(),
-            "sha256": hashlib.sha256(content).hexdigest(),
-        }
-        assert (await api.act(tid, "evidence", evidence)).status == 201
-    return tid
+from testkit.api import Api, ready_to_complete
 
 
 async def test_twenty_concurrent_completes_with_one_key_complete_the_ticket_once(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import uuid
 
 import asyncpg
@@ -12,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from dispatch_api.settings import ApiSettings
-from testkit.api import Api, window
+from testkit.api import Api, ready_to_complete, window
 
 
 @pytest.fixture
@@ -27,24 +25,6 @@ def api_settings() -> ApiSettings:
         sla_sweep_interval_s=3600,
         idempotency_purge_interval_s=3600,
     )
-
-
-async def ready_to_complete(api: Api, n: int = 0) -> str:
-    """A ticket on site with the evidence completion needs (`n`: its booking's window)."""
-    tid = str((await api.create_ticket())["id"])
-    for action, body in (("schedule", window(n)), ("dispatch", {}), ("arrive", {})):
-        assert (await api.act(tid, action, body)).status == 200
-    for kind, tag in (("photo", "before"), ("photo", "after"), ("signature", "customer")):
-        content = f"{kind}-{tag}".encode()
-        evidence = {
-            "kind": kind,
-            "tag": tag,
-            "content_type": "image/png",
-            "content_base64": base64.b64encode(content).decode(),
-            "sha256": hashlib.sha256(content).hexdigest(),
-        }
-        assert (await api.act(tid, "evidence", evidence)).status == 201
-    return tid
 
 
 async def statements_of(api: Api, tid: str, action: str, key: str) -> tuple[int, list[str]]:
