@@ -21,7 +21,7 @@ from telemetry import UnsafeId, body_deadline, incoming_id, new_id
 from tools import Tool, ToolError
 
 from ._agents import Agent
-from ._keys import AGENTS, LIMITER, OVERLOAD, REQUIRED_SCOPE, SETTINGS, VERIFIER
+from ._keys import AGENTS, LIMITER, OVERLOAD, PIPELINE, REQUIRED_SCOPE, SETTINGS, VERIFIER
 from ._oauth import looks_like_jwt
 from ._scopes import permits, scope_of, step_up
 from .settings import BridgeSettings
@@ -128,10 +128,19 @@ def rate_limit(request: web.Request, agent: Agent) -> ToolError | None:
     )
 
 
-def overloaded(request: web.Request) -> ToolError | None:
-    """`rate_limited` while the bridge's event loop lags (bridge/_overload.py), else None.
-    Asked after the key's own limits, so a key over them is told that (its doing), and
-    before the body is read, so a refusal costs the loop almost nothing."""
+def admission(request: web.Request, agent: Agent) -> ToolError | None:
+    """Whether a tool call may start, asked before its body is read (a refusal costs the
+    loop almost nothing): `rate_limited` from the key's token bucket, then its in-flight
+    limits, then the bridge's overload guard (bridge/_overload.py); else None. The key's
+    own limits come first, so a key over them is told that (its doing), not overload."""
+    return (
+        rate_limit(request, agent)
+        or request.app[PIPELINE].key_refusal(agent, request.content_length or 0)
+        or _overloaded(request)
+    )
+
+
+def _overloaded(request: web.Request) -> ToolError | None:
     guard = request.app.get(OVERLOAD)
     return None if guard is None else guard.refusal()
 

@@ -30,10 +30,9 @@ from ._call_ids import IDEMPOTENCY_KEY, agent_call_id
 from ._dry_run import META_DRY_RUN, dry_run_flag
 from ._edge import (
     RefusedRequest,
+    admission,
     authenticate,
     body_limit,
-    overloaded,
-    rate_limit,
     read_body,
     require_scope,
     too_large,
@@ -320,11 +319,7 @@ async def _call(
     raw_meta = params.get("_meta")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     cid = request[CORRELATION_ID]
-    limited = (  # the key's own limits first: its excess is its doing, not overload
-        rate_limit(request, agent)
-        or pipeline.key_refusal(agent, request.content_length or 0)
-        or overloaded(request)
-    )
+    limited = admission(request, agent)
     if limited is not None:
         pipeline.count_refusal(tool.name, "rate_limited")
         return _tool_result(Outcome(tool.name, None, cid, None, error=limited))

@@ -16,10 +16,9 @@ from ._call_ids import IDEMPOTENCY_KEY, agent_call_id
 from ._dry_run import dry_run_flag
 from ._edge import (
     RefusedRequest,
+    admission,
     authenticate,
     body_limit,
-    overloaded,
-    rate_limit,
     read_body,
     require_scope,
 )
@@ -95,11 +94,7 @@ async def invoke(request: web.Request) -> web.Response:
     try:
         agent = await authenticate(request)
         require_scope(request, agent, request.app[PIPELINE].resolve(name))
-        limited = rate_limit(request, agent)
-        if limited is None:  # the key's own in-flight limits, before its body is read
-            limited = request.app[PIPELINE].key_refusal(agent, request.content_length or 0)
-        if limited is None:
-            limited = overloaded(request)
+        limited = admission(request, agent)
         if limited is not None:
             raise limited
         body = await _read_invocation(request, name)
