@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 
 from bench._load import Call, closed_loop, have_wrk, latencies, wrk
-from bench._product import Product
+from bench._product import Product, cpu_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ async def side_by_side(
     scenarios that drive several configurations of the whole product in turn."""
     started = await asyncio.gather(*(stack.enter_async_context(p) for p in products.values()))
     benches = {
-        name: Bench(product, bench.http, bench.sizes)
+        name: Bench(product, bench.http, bench.sizes, out=bench.out, sections=bench.sections)
         for name, product in zip(products, started, strict=True)
     }
     for b in benches.values():
@@ -159,3 +159,14 @@ async def bridge_saturation(
         connections=connections,
         seconds=1 if sizes.quick else sizes.seconds,
     )
+
+
+async def cpu_per_call(b: Bench, call: Call, *names: str) -> float:
+    """CPU seconds per call of `b`'s named processes (postgres: the server and its
+    backends) over a closed loop of `call`."""
+    # CPU times tick every 10 ms: measure over enough calls to resolve a ratio.
+    n = max(b.sizes.requests * 2, 20 if b.sizes.quick else 1000)
+    procs = [(b.product.process(name), name == "postgres") for name in names]
+    before = sum(cpu_seconds(p, tree=tree) for p, tree in procs)
+    await closed_loop(call, n, b.sizes.concurrency)
+    return (sum(cpu_seconds(p, tree=tree) for p, tree in procs) - before) / n

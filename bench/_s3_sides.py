@@ -51,8 +51,10 @@ async def last_seqs(
 # --- side A: HTTP ---------------------------------------------------------------------------
 
 
-def http_transaction(bench: Bench, ticket: str, held: dict[str, bool]) -> Transaction:
-    url = f"{bench.product.urls['api']}/v1/tickets/{ticket}/"
+def http_transaction(bench: Bench, server: str, ticket: str, held: dict[str, bool]) -> Transaction:
+    """The action due on `ticket`, posted to the server at `server` (dispatch-api or the
+    floor of bench/action_floor.py)."""
+    url = f"{server}/v1/tickets/{ticket}/"
     base = {**bench.api_headers, "Content-Type": "application/json"}
     http = bench.http
 

@@ -18,11 +18,16 @@ same work per transaction:
 - B, raw asyncpg: the recorded statements with the recorded arguments (ticket, key and
   timeline number substituted) from a pool like the API's (same codecs and session
   settings) in this process, closed loop.
+- F, the floor of A: a minimal aiohttp server (bench/action_floor.py, its own process)
+  that answers the same requests from the same wrk script with the recorded statements
+  and nothing else (no auth, validation, rules or telemetry): what any Python service
+  answering this action over HTTP on asyncpg pays. A against F is what dispatch-api's
+  own work costs; F against B is what HTTP in Python costs.
 - C, pgbench: the same statements as a custom script (`-M prepared`, each client numbering
   its ticket's events and choosing hold or resume by them); the recorded values are -D
   constants.
 
-Ratios of transactions per second, A B C interleaved per repetition after a warm-up, with
+Ratios of transactions per second, A B F C interleaved per repetition after a warm-up, with
 `synchronous_commit` on and then off (ALTER SYSTEM + reload, so the API's pooled sessions
 follow; restored at the end). CPU per committed transaction per process is reported too.
 """
@@ -32,20 +37,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import pickle
+import subprocess
+import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
+import psutil
 
 from bench import _s3_sides as s3
+from bench import profile
 from bench._context import Bench
 from bench._load import have_wrk, wrk
 from bench._product import cpu_seconds
 from bench._report import Figure, figure
 from bench.sql_replay import pgbench, pgbench_script, record
 from dispatch_api.store import connect, create_pool
+from testkit.processes import free_port
 
 #: Every S3 ticket is created alike, so what was recorded on one replays on any other.
 TICKET_FIELDS = {
@@ -62,7 +75,7 @@ EVIDENCE = (("photo", "before"), ("photo", "after"), ("signature", "customer"))
 class Outcome:
     tps: float
     committed: int  # transactions committed (timeline events written)
-    cpu: dict[str, float]  # CPU seconds: api, postgres, client
+    cpu: dict[str, float]  # CPU seconds: api (the HTTP server: dispatch-api or F), postgres, client
 
 
 async def _post(bench: Bench, path: str, body: bytes, status: int = 200) -> Any:
@@ -135,14 +148,42 @@ class _Sides:
         self.script, self.defines = pgbench_script(self.hold, self.resume, self.tickets["pgbench"])
         n = len(self.hold.statements)
         self.note = f"{n} round trips per action, recorded from dispatch-api, on every side"
+        await self._start_floor(dsn)
+
+    async def _start_floor(self, dsn: str) -> None:
+        """The minimal server (side F), on the recordings just made."""
+        with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as f:
+            f.write(pickle.dumps((self.hold, self.resume)))
+        self.recordings = f.name
+        port = free_port()
+        self.floor = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+            [sys.executable, "-m", "bench.action_floor", str(port), dsn, f.name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.floor_url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                async with self.bench.http.get(self.floor_url + "/") as r:
+                    if r.status == 404:  # listening
+                        return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError("S3: the minimal action server did not start")
 
     async def close(self) -> None:
+        if hasattr(self, "floor"):
+            self.floor.terminate()
+            await asyncio.to_thread(self.floor.wait, 30)
+            Path(self.recordings).unlink()  # noqa: ASYNC240 - a small local file
         await self.pool.close()
         await self.conn.close()
 
-    def _cpu(self) -> tuple[float, float, float, float]:
+    def _cpu(self, side: str) -> tuple[float, float, float, float]:
+        server = psutil.Process(self.floor.pid) if side == "floor" else self.api
         return (
-            cpu_seconds(self.api),
+            cpu_seconds(server),
             s3.postgres_cpu(self.postmaster),
             s3.own_cpu(),
             s3.children_cpu(),
@@ -155,8 +196,10 @@ class _Sides:
         held = {t: not s3.hold_due(n, hold) for t, n in seqs.items()}
         before = await _committed(self.conn, tickets)
         known = {p.pid for p in self.postmaster.children()}
-        cpu0 = self._cpu()
-        if side == "http" and self.wrk:
+        cpu0 = self._cpu(side)
+        web = side in ("http", "floor")
+        base = self.floor_url if side == "floor" else bench.product.urls["api"]
+        if web and self.wrk:
             lua = s3.WRK_LUA % {
                 "tickets": "{"
                 + ", ".join(f'["{t}"] = {str(h).lower()}' for t, h in held.items())
@@ -166,7 +209,7 @@ class _Sides:
                 "hold": s3.HOLD_BODY.decode(),
                 "resume": s3.RESUME_BODY.decode(),
             }
-            url = bench.product.urls["api"] + "/"
+            url = base + "/"
             tps = await asyncio.to_thread(
                 functools.partial(
                     wrk,
@@ -177,8 +220,8 @@ class _Sides:
                     socket_errors_fail=True,
                 )
             )
-        elif side == "http":
-            calls = [s3.http_transaction(bench, t, held) for t in tickets[:c]]
+        elif web:
+            calls = [s3.http_transaction(bench, base, t, held) for t in tickets[:c]]
             tps = await s3.closed_loop(calls, seconds, count)
         elif side == "asyncpg":
             calls = [s3.raw_transaction(self.pool, t, seqs, hold, self.resume) for t in tickets]
@@ -189,13 +232,13 @@ class _Sides:
                 pgbench, dsn, self.script, self.defines, c, seconds, per_client
             )
         await s3.reaped(self.postmaster, known)
-        cpu1 = self._cpu()
+        cpu1 = self._cpu(side)
         committed = await _committed(self.conn, tickets) - before
         await s3.last_seqs(self.conn, tickets, hold)  # every transaction was a hold or a resume
         if committed <= 0:
             raise RuntimeError(f"S3 {side}: no transaction committed")
         # The load generator: this process (aiohttp, asyncpg) or a child (wrk, pgbench).
-        external = side == "pgbench" or (side == "http" and self.wrk)
+        external = side == "pgbench" or (web and self.wrk)
         client = cpu1[3] - cpu0[3] if external else cpu1[2] - cpu0[2]
         cpu = {"api": cpu1[0] - cpu0[0], "postgres": cpu1[1] - cpu0[1], "client": client}
         return Outcome(tps, committed, cpu)
@@ -204,7 +247,8 @@ class _Sides:
 async def run(bench: Bench) -> list[Figure]:
     sizes, c = bench.sizes, bench.sizes.concurrency
     seconds = None if sizes.quick else max(1, round(sizes.seconds))
-    counts = {"http": 2 * c, "asyncpg": c, "pgbench": c}  # wrk's FIFO needs spare tickets
+    # wrk's FIFO needs spare tickets
+    counts = {"http": 2 * c, "asyncpg": c, "floor": 2 * c, "pgbench": c}
     ids = await asyncio.gather(*(_new_ticket(bench) for _ in range(sum(counts.values()) + 1)))
     probe, rest = ids[0], iter(ids[1:])
     tickets = {side: [next(rest) for _ in range(n)] for side, n in counts.items()}
@@ -221,6 +265,13 @@ async def run(bench: Bench) -> list[Figure]:
                 for side in tickets:
                     out[side].append(await sides.once(side, seconds, sizes.requests))
             figures += _figures(out, setting, sides.tool, sides.note)
+            if setting == "on":
+
+                async def load(seconds: float) -> float:
+                    return (await sides.once("http", round(seconds), sizes.requests)).tps
+
+                what = f"S3's HTTP side ({sides.tool}, hold / resume)"
+                await profile.sampled(bench, "api", "dispatch-api profile (S3)", what, load)
     finally:
         await _synchronous_commit(sides.conn, None)
         await sides.close()
@@ -242,7 +293,7 @@ async def _synchronous_commit(conn: asyncpg.Connection, value: str | None) -> No
 
 def _figures(out: dict[str, list[Outcome]], setting: str, tool: str, note: str) -> list[Figure]:
     sc = f"synchronous_commit {setting}"
-    http, raw, pgb = out["http"], out["asyncpg"], out["pgbench"]
+    http, raw, pgb, floor = out["http"], out["asyncpg"], out["pgbench"], out["floor"]
     figures = [
         figure(
             "S3",
@@ -258,7 +309,22 @@ def _figures(out: dict[str, list[Outcome]], setting: str, tool: str, note: str) 
             "",  # information: pgbench is C with no Python on its side (issue 20)
             note,
         ),
+        figure(
+            "S3",
+            f"minimal aiohttp server ({tool}) / raw asyncpg, transactions/s ({sc}), the floor",
+            [a.tps / b.tps for a, b in zip(floor, raw, strict=True)],
+            "",
+            note,
+        ),
+        figure(
+            "S3",
+            f"HTTP ({tool}) / minimal aiohttp server, transactions/s ({sc})",
+            [a.tps / b.tps for a, b in zip(http, floor, strict=True)],
+            "",
+            note,
+        ),
         figure("S3", f"HTTP ({tool}) transactions/s ({sc})", [o.tps for o in http], ""),
+        figure("S3", f"minimal server transactions/s ({sc})", [o.tps for o in floor], ""),
         figure("S3", f"raw asyncpg transactions/s ({sc})", [o.tps for o in raw], ""),
         figure("S3", f"pgbench transactions/s ({sc})", [o.tps for o in pgb], ""),
     ]
@@ -268,6 +334,11 @@ def _figures(out: dict[str, list[Outcome]], setting: str, tool: str, note: str) 
 
     for label, outcomes, processes in (
         ("HTTP", http, (("api", "dispatch-api"), ("postgres", "postgres"), ("client", tool))),
+        (
+            "minimal server",
+            floor,
+            (("api", "minimal server"), ("postgres", "postgres"), ("client", tool)),
+        ),
         ("raw asyncpg", raw, (("postgres", "postgres"), ("client", "bench process"))),
         ("pgbench", pgb, (("postgres", "postgres"), ("client", "pgbench"))),
     ):

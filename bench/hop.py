@@ -1,7 +1,8 @@
 """S1 added latency, S2 hop efficiency, S5 transports: what the bridge adds to a call.
 
 - S1: `ticket.get` through the bridge vs GET /v1/tickets/{id} straight to dispatch-api,
-  sequential (low load): p50 and p99 differences.
+  sequential (low load): p50 and p99 differences, and the same for the minimal proxy
+  (the floor of both).
 - S2: bridge CPU per call vs a minimal aiohttp forwarding proxy (bench/proxy_floor.py, the
   floor for a Python hop), and saturation throughput (wrk) through the bridge vs
   dispatch-api alone.
@@ -14,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bench._context import Bench
-from bench._load import Call, closed_loop, have_wrk, latencies, percentile, wrk
-from bench._product import cpu_seconds
+from bench._context import Bench, cpu_per_call
+from bench._load import closed_loop, have_wrk, latencies, percentile, wrk
 from bench._report import Figure, figure
 
 
@@ -24,16 +24,6 @@ async def run(bench: Bench) -> list[Figure]:
     sizes, calls, product = bench.sizes, bench.calls, bench.product
     for call in calls.values():  # warm-up
         await latencies(call, 50)
-    # CPU times tick every 10 ms: measure over enough calls to resolve a ratio.
-    cpu_calls = max(sizes.requests * 2, 20 if sizes.quick else 1000)
-
-    async def cpu_per_call(call: Call, *names: str) -> float:
-        """CPU seconds per call of the named processes (postgres: the server and its
-        backends)."""
-        procs = [(product.process(n), n == "postgres") for n in names]
-        before = sum(cpu_seconds(p, tree=tree) for p, tree in procs)
-        await closed_loop(call, cpu_calls, sizes.concurrency)
-        return (sum(cpu_seconds(p, tree=tree) for p, tree in procs) - before) / cpu_calls
 
     async def saturation(name: str) -> float:
         """wrk's requests/s against one of the prepared targets; aiohttp closed loop when
@@ -62,8 +52,8 @@ async def run(bench: Bench) -> list[Figure]:
             seconds=1 if sizes.quick else sizes.seconds,
         )
 
-    p50, p99, floor_p50, cpu_ratio, through, transports, invalid = [], [], [], [], [], [], []
-    bridge_us, proxy_us, invalid_bridge, p50_ratio = [], [], [], []
+    p50, p99, floor_p50, floor_p99, cpu_ratio, through = [], [], [], [], [], []
+    transports, invalid, bridge_us, proxy_us, invalid_bridge, p50_ratio = [], [], [], [], [], []
     for _ in range(sizes.reps):  # A B A B ...: drift hits both sides alike
         a = await latencies(calls["direct"], sizes.requests)
         b = await latencies(calls["bridge"], sizes.requests)
@@ -71,10 +61,11 @@ async def run(bench: Bench) -> list[Figure]:
         p99.append(percentile(b, 0.99) - percentile(a, 0.99))
         c = await latencies(calls["proxy"], sizes.requests)
         floor_p50.append(percentile(c, 0.5) - percentile(a, 0.5))
+        floor_p99.append(percentile(c, 0.99) - percentile(a, 0.99))
         # Issue 20: the hop's added latency against the floor any Python hop adds.
         p50_ratio.append(p50[-1] / max(floor_p50[-1], 1e-3))
-        bridge_us.append(await cpu_per_call(calls["bridge"], "bridge") * 1e6)
-        proxy_us.append(await cpu_per_call(calls["proxy"], "proxy") * 1e6)
+        bridge_us.append(await cpu_per_call(bench, calls["bridge"], "bridge") * 1e6)
+        proxy_us.append(await cpu_per_call(bench, calls["proxy"], "proxy") * 1e6)
         cpu_ratio.append(bridge_us[-1] / max(proxy_us[-1], 1e-3))
         alone = await saturation("direct")
         via = await saturation("bridge")
@@ -83,12 +74,12 @@ async def run(bench: Bench) -> list[Figure]:
         mcp = await saturation("mcp")
         transports.append(mcp / rest)
         system = ("bridge", "api", "postgres")
-        good = await cpu_per_call(calls["bridge"], *system)
-        bad = await cpu_per_call(calls["bridge_invalid"], *system)
+        good = await cpu_per_call(bench, calls["bridge"], *system)
+        bad = await cpu_per_call(bench, calls["bridge_invalid"], *system)
         invalid.append(bad / max(good, 1e-9))
         invalid_bridge.append(
-            await cpu_per_call(calls["bridge_invalid"], "bridge")
-            / max(await cpu_per_call(calls["bridge"], "bridge"), 1e-9)
+            await cpu_per_call(bench, calls["bridge_invalid"], "bridge")
+            / max(await cpu_per_call(bench, calls["bridge"], "bridge"), 1e-9)
         )
     tool = "wrk" if have_wrk() else "aiohttp closed loop"
     return [
@@ -96,6 +87,7 @@ async def run(bench: Bench) -> list[Figure]:
         figure("S1", "bridge added latency p50 (ms)", p50, ""),
         figure("S1", "bridge added latency p99 (ms)", p99, "<= 1.0"),
         figure("S1", "minimal proxy added latency p50 (ms), the floor", floor_p50, ""),
+        figure("S1", "minimal proxy added latency p99 (ms), the floor", floor_p99, ""),
         figure("S2", "bridge / minimal proxy CPU per call", cpu_ratio, "<= 1.5"),
         figure("S2", "bridge CPU per call (µs)", bridge_us, ""),
         figure("S2", "minimal proxy CPU per call (µs)", proxy_us, ""),

@@ -35,6 +35,14 @@ async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path
     table = (tmp_path / "latest.md").read_text()
     assert "| S5 | MCP / REST throughput" in table
     assert "## Bridge profile" in table
+    # Each miss's explanation: the floors and profiles beside the figures.
+    assert "## Minimal proxy profile" in table
+    assert "## dispatch-api profile (S3)" in table
+    assert "## Bridge profile at 100 % tracing (S4)" in table
+    assert "minimal aiohttp server (aiohttp closed loop) / raw asyncpg" in table
+    assert "OpenTelemetry SDK alone, the same spans recorded and exported" in table
+    assert "| S6 | unpinned, at 80 % of its max: p99 / p50" in table
+    assert "| S1 | minimal proxy added latency p99 (ms), the floor" in table
 
 
 async def test_the_scale_harness_runs_and_writes_its_table(tmp_path: Path) -> None:
