@@ -41,7 +41,8 @@ async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path
     assert "## Bridge profile at 100 % tracing (S4)" in table
     assert "minimal aiohttp server (aiohttp closed loop) / raw asyncpg" in table
     assert "OpenTelemetry SDK alone, the same spans recorded and exported" in table
-    assert "| S6 | unpinned, at 80 % of its max: p99 / p50" in table
+    assert "| S6 | minimal proxy at 80 % of its max: p99 / p50 (floor)" in table
+    assert "| S6 | DISPATCH_MAX_LOOP_LAG_MS=5: at 120 %, p50 of shed calls (ms)" in table
     assert "| S1 | minimal proxy added latency p99 (ms), the floor" in table
 
 
