@@ -136,13 +136,16 @@ def admission(request: web.Request, agent: Agent) -> ToolError | None:
     return (
         rate_limit(request, agent)
         or request.app[PIPELINE].key_refusal(agent, request.content_length or 0)
-        or _overloaded(request)
+        or _overloaded(request, agent)
     )
 
 
-def _overloaded(request: web.Request) -> ToolError | None:
+def _overloaded(request: web.Request, agent: Agent) -> ToolError | None:
     guard = request.app.get(OVERLOAD)
-    return None if guard is None else guard.refusal()
+    refused = None if guard is None else guard.refusal()
+    # Asked only while the loop lags: when one key holds most of the work in flight, the
+    # lag is its doing and the others' calls go on (issue 14's isolation holds under it).
+    return refused if refused is None or request.app[PIPELINE].sheds(agent) else None
 
 
 def body_limit(settings: BridgeSettings, tool: Tool | None) -> int:

@@ -18,6 +18,15 @@ A refusal happens before any work, like the global one: nothing was done, retry 
 (jittered, so a refused burst does not come back in step). The rate limiter's token bucket
 bounds how often a key calls; this bounds how much it has running, which is what a burst
 of slow, heavy calls costs.
+
+The same counts say whom to refuse while the bridge is overloaded (`sheds`): when one key
+holds most of the work in flight, the lag is its doing (a key's 5 MB uploads stall the loop
+for tens of milliseconds each), so only that key is refused, not every key whose call
+happens to arrive during the stall. A key that sent a heavy body in the last moments is
+held to the same, even with nothing in flight now: reading and parsing an upload happens
+before its call is counted, a refused one's body is still read off the socket, and the lag
+looks back over such a stretch. Otherwise the overload is everyone's, and every key is
+refused.
 """
 
 from __future__ import annotations
@@ -31,6 +40,16 @@ from tools import ToolError
 
 #: Keys in the byte budget beyond which those with a full bucket again are forgotten.
 _PRUNE_AT = 1024
+#: A call in flight weighs 1, plus 1 per this many bytes of its body: reading, parsing,
+#: validating and re-encoding a body costs the loop in proportion to its size.
+_BYTES_PER_WEIGHT = 64 * 1024
+#: A body this large (only inline evidence is) makes its key a suspect of the loop's lag for
+#: `_HEAVY_MEMORY_S` after it arrived, admitted or refused.
+_HEAVY_BYTES = 256 * 1024
+_HEAVY_MEMORY_S = 0.25
+#: The least weight that makes a key the one to shed for holding most of the work: one
+#: small call in flight is no one's overload, even when it is most of what is running.
+_DOMINANT_WEIGHT = 2.0
 
 
 class KeyAdmission:
@@ -51,12 +70,16 @@ class KeyAdmission:
         #: key -> (tokens, when): the byte budget, as a token bucket `max_bytes` deep. Only
         #: keys still paying off earlier bodies are kept (a full bucket is the default).
         self._budget: dict[str, tuple[float, float]] = {}
+        #: key -> when it last sent a heavy body (see `sheds`).
+        self._heavy: dict[str, float] = {}
 
     def refusal(self, key: str, body_bytes: int) -> ToolError | None:
         """Why `key` may not start a call of `body_bytes` now, or None when it may.
 
         A key with nothing in flight is always admitted one call, whatever its size (the
         body limit bounds that), so a single upload larger than the byte cap still runs."""
+        if body_bytes >= _HEAVY_BYTES:  # admitted or not, its body costs the loop
+            self._note_heavy(key)
         if self._calls[key] >= self._max_calls:
             return _refused(
                 "agent_concurrency",
@@ -112,6 +135,27 @@ class KeyAdmission:
         if self._calls[key] <= 0:  # keep the counters bounded by the keys busy now
             del self._calls[key]
             del self._bytes[key]
+
+    def _note_heavy(self, key: str) -> None:
+        now = self._clock()
+        self._heavy[key] = now
+        if len(self._heavy) > _PRUNE_AT:
+            self._heavy = {k: t for k, t in self._heavy.items() if now - t < _HEAVY_MEMORY_S}
+
+    def sheds(self, key: str) -> bool:
+        """Whether `key` is to be refused while the bridge is overloaded: when one key holds
+        more than half of the weight in flight (and more than a small call's), that key
+        only; else, when keys sent heavy bodies in the last `_HEAVY_MEMORY_S`, those keys
+        only; else every key."""
+        weights = {k: n + self._bytes[k] / _BYTES_PER_WEIGHT for k, n in self._calls.items()}
+        heaviest = max(weights, key=weights.__getitem__, default=None)
+        if heaviest is not None:
+            most = weights[heaviest]
+            if most >= _DOMINANT_WEIGHT and most * 2 > sum(weights.values()):
+                return key == heaviest
+        now = self._clock()
+        recent = {k for k, t in self._heavy.items() if now - t < _HEAVY_MEMORY_S}
+        return key in recent if recent else True
 
     def in_flight(self, key: str) -> tuple[int, int]:
         """(calls, body bytes) `key` has in flight."""

@@ -182,6 +182,11 @@ class Pipeline:
         without the bridge reading (and parsing) yet another large body for nothing."""
         return None if self._per_key is None else self._per_key.refusal(agent.id, body_bytes)
 
+    def sheds(self, agent: Agent) -> bool:
+        """Whether the overload guard's refusal applies to `agent` (see KeyAdmission.sheds);
+        without per-key accounting it applies to every key."""
+        return self._per_key is None or self._per_key.sheds(agent.id)
+
     def _refusal(self, agent: Agent, body_bytes: int) -> ToolError | None:
         # The key's own limits first: a key over them is told so (its doing, not the
         # bridge's), and its excess never counts against the budget the others share.

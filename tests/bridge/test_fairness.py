@@ -72,3 +72,59 @@ def test_a_body_larger_than_the_budget_needs_a_full_budget_and_leaves_a_debt() -
     assert refused.details["reason"] == "agent_byte_rate"
     clock.now += 31.0  # the debt paid, and a little more
     assert admission.refusal("a", 1) is None
+
+
+# --- whom the overload guard refuses ---------------------------------------------------
+
+
+def test_under_overload_a_key_holding_most_of_the_work_in_flight_is_the_only_one_shed() -> None:
+    admission = KeyAdmission(max_calls=16, max_bytes=16 * 2**20)
+    admission.enter("uploader", 7 * 2**20)  # one 7 MB evidence upload
+    for key in ("reader-1", "reader-2", "reader-3"):
+        admission.enter(key, 60)
+
+    assert admission.sheds("uploader") is True
+    assert [admission.sheds(k) for k in ("reader-1", "reader-2", "newcomer")] == [False] * 3
+
+
+def test_under_overload_every_key_is_shed_when_no_key_holds_most_of_the_work() -> None:
+    admission = KeyAdmission(max_calls=16, max_bytes=16 * 2**20)
+    assert admission.sheds("anyone") is True  # nothing in flight: the lag is no key's doing
+
+    for key in ("a", "b", "c"):
+        admission.enter(key, 60)
+        admission.enter(key, 60)
+    assert [admission.sheds(k) for k in ("a", "b", "c", "newcomer")] == [True] * 4
+
+    tie = KeyAdmission(max_calls=16, max_bytes=16 * 2**20)
+    tie.enter("x", 60)
+    tie.enter("y", 60)
+    assert [tie.sheds(k) for k in ("x", "y", "newcomer")] == [True] * 3  # half is not most
+
+
+def test_one_key_alone_is_shed_under_overload_and_others_once_its_work_ends() -> None:
+    admission = KeyAdmission(max_calls=16, max_bytes=16 * 2**20)
+    for _ in range(8):
+        admission.enter("only", 100)
+    assert admission.sheds("only") is True
+    assert admission.sheds("other") is False
+
+    for _ in range(8):
+        admission.leave("only", 100)
+    assert admission.sheds("other") is True
+
+
+def test_a_key_that_just_sent_a_heavy_body_is_shed_even_with_nothing_in_flight() -> None:
+    """Its upload was read and parsed before it counted as in flight (or refused and its
+    body still read off the socket): the lag looks back over that, so for a moment the key
+    is the one refused, and then no longer."""
+    clock = _Clock()
+    admission = KeyAdmission(max_calls=16, max_bytes=16 * 2**20, clock=clock)
+    admission.refusal("uploader", 7 * 2**20)  # asked at admission, before the body is read
+    admission.enter("reader", 60)
+
+    assert admission.sheds("uploader") is True
+    assert [admission.sheds(k) for k in ("reader", "newcomer")] == [False, False]
+
+    clock.now += 1.0
+    assert [admission.sheds(k) for k in ("uploader", "reader", "newcomer")] == [True] * 3

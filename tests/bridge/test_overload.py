@@ -5,6 +5,7 @@ normal load, and after a single stall, nothing is refused."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -143,3 +144,63 @@ async def test_the_metrics_show_the_loop_lag(bridge: Bridge) -> None:
 def _gauge(scrape: str, name: str) -> float:
     (line,) = [line for line in scrape.splitlines() if line.startswith(name + " ")]
     return float(line.split()[1])
+
+
+async def test_while_one_key_holds_most_of_the_work_only_its_calls_are_refused_for_overload(
+    bridge: Bridge,
+) -> None:
+    """The noisy neighbour: one key's large upload is in flight (its answer held back) while
+    the loop lags; another key's call goes on, the uploader's next one is refused."""
+    tid = (await bridge.invoke("ticket.create", COMPLETE_TICKET)).body["result"]["ticket"]["id"]
+    bridge.proxy.hold_large(512 * 1024)
+    upload = asyncio.create_task(
+        bridge.invoke("evidence.attach", _upload(tid), as_="dispatcher", tool_call_id="up-1")
+    )
+    try:
+        await _until(lambda: bridge.proxy.large_held == 1)
+        async with lagging_loop(bridge):
+            other = await bridge.invoke("ticket.get", {"ticket_id": tid}, as_="supervisor")
+            uploader = await bridge.invoke("ticket.get", {"ticket_id": tid}, as_="dispatcher")
+    finally:
+        bridge.proxy.release_large()
+        uploaded = await upload
+
+    assert other.status == 200, other.body
+    assert uploader.status == 429
+    assert uploader.body["error"]["details"]["reason"] == "bridge_overloaded"
+    assert uploaded.status == 200, uploaded.body
+
+
+async def test_while_no_key_holds_most_of_the_work_every_key_is_refused_for_overload(
+    bridge: Bridge,
+) -> None:
+    tid = (await bridge.invoke("ticket.create", COMPLETE_TICKET)).body["result"]["ticket"]["id"]
+    sent = bridge.proxy.requests
+    bridge.proxy.hold()
+    held = [
+        asyncio.create_task(bridge.invoke("ticket.get", {"ticket_id": tid}, as_=agent))
+        for agent in ("supervisor", "dispatcher")
+    ]
+    try:
+        await _until(lambda: bridge.proxy.requests == sent + 2)  # both held downstream
+        async with lagging_loop(bridge):
+            replies = [
+                await bridge.invoke("ticket.get", {"ticket_id": tid}, as_=agent)
+                for agent in ("supervisor", "dispatcher")
+            ]
+    finally:
+        bridge.proxy.release()
+        await asyncio.gather(*held)
+
+    assert [r.status for r in replies] == [429, 429]
+    assert {r.body["error"]["details"]["reason"] for r in replies} == {"bridge_overloaded"}
+
+
+def _upload(tid: str) -> dict[str, Any]:
+    """Evidence of ~600 kB inline (a body of ~820 kB): a heavy call."""
+    return {
+        "ticket_id": tid,
+        "kind": "document",
+        "content_type": "application/pdf",
+        "content_base64": base64.b64encode(b"%PDF" * (150 * 1024)).decode(),
+    }
