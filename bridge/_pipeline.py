@@ -111,8 +111,9 @@ class Pipeline:
 
     def drain(self, within_s: float) -> None:
         """Shutting down: calls still running `within_s` from now end then, each answered
-        `deadline_exceeded` (outcome unknown, safe to re-deliver), so the agent gets an
-        answer before the server stops waiting and cuts the connection."""
+        `deadline_exceeded` (outcome unknown once a try of a mutation went out, else none;
+        safe to re-deliver either way), so the agent gets an answer before the server stops
+        waiting and cuts the connection."""
         self._drain_at = asyncio.get_running_loop().time() + max(within_s, 0.0)
         for bound in self._bounds:
             bound.reschedule(self._drain_at)

@@ -205,12 +205,11 @@ class DispatchClient:
             started = self._clock()
             outcome = "ok"
             earlier = record.maybe_applied
-            # From here the request may go out: until this try proves otherwise (and also
-            # when it is cancelled mid-way), it may be applied.
-            record.maybe_applied = earlier or mutation
             record.replayed = False
             try:
-                result = await self._send(ctx, method, path, body, params, timeout, number)
+                result = await self._send(
+                    ctx, method, path, body, params, timeout, number, mutation=mutation
+                )
             except AttemptTimedOut as exc:
                 outcome = type(exc).__name__
                 previous.append(exc)
@@ -279,7 +278,13 @@ class DispatchClient:
         params: Any,
         try_timeout_s: float,
         attempt: int,
+        *,
+        mutation: bool = False,
     ) -> Any:
+        """One try. `mutation`: whether it may change something once it goes out, which
+        it may from the moment it holds a connection slot: until the try proves otherwise
+        (and also when it is cancelled mid-way) the call may then have been applied. A try
+        cancelled while waiting for a slot sent nothing, and leaves the record as it was."""
         headers = {
             "Authorization": self._auth,
             "X-Request-ID": ctx.request_id,
@@ -305,6 +310,8 @@ class DispatchClient:
                 if slots is not None:
                     await slots.acquire()
                     holding = True
+                if mutation:
+                    ctx.record.maybe_applied = True
                 try:
                     async with session.request(
                         method, self._base + path, data=body, params=params, headers=headers

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bridge._keys import CLIENT
+from bridge._keys import CLIENT, PIPELINE
 from dispatch_client import BreakerConfig, BreakerState, RetryConfig, RetryPolicy
 from testkit.api import COMPLETE_TICKET, WINDOW, parsed_logs
 
@@ -102,3 +102,41 @@ async def test_a_call_that_never_got_a_connection_is_upstream_unavailable_with_n
     )
     assert again.status == 200, again.body  # the same call, re-sent, is done once
     assert again.body["replayed"] is False
+
+
+#: Both calls wait as long as the test needs: only the drain ends them.
+WAITS = RetryConfig(
+    default=RetryPolicy(max_attempts=1, per_try_timeout_s=10.0, deadline_s=10.0),
+    breaker=BreakerConfig(failure_threshold=1, min_callers=1, open_s=30.0),
+)
+
+
+@pytest.mark.parametrize("bridge_retry", [WAITS])
+@pytest.mark.parametrize("bridge_overrides", [{"api_max_connections": 1}])
+async def test_a_drain_tells_a_mutation_still_waiting_for_a_connection_that_nothing_changed(
+    bridge: Bridge,
+) -> None:
+    """Cut by the drain, a mutation that went out may have been applied (unknown); one that
+    was still waiting for a connection sent nothing, and says so (none)."""
+    created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
+    tid = created.body["result"]["ticket"]["id"]
+    bridge.proxy.hold()
+    sent = asyncio.create_task(
+        bridge.invoke("ticket.schedule", {"ticket_id": tid, **WINDOW}, tool_call_id="sent-1")
+    )
+    await _held(bridge, 2)  # it holds the one connection, its answer held back
+    waiting = asyncio.create_task(
+        bridge.invoke("ticket.cancel", {"ticket_id": tid, "reason": "x"}, tool_call_id="wait-1")
+    )
+    await asyncio.sleep(0.2)  # admitted, and waiting for the connection
+    bridge.app[PIPELINE].drain(0.1)
+    cut_sent, cut_waiting = await asyncio.gather(sent, waiting)
+    bridge.proxy.release()
+
+    assert bridge.proxy.requests == 2  # the cancel never left the bridge
+    for reply in (cut_sent, cut_waiting):
+        assert reply.body["error"]["code"] == "deadline_exceeded"
+        assert reply.body["error"]["details"]["reason"] == "bridge_draining"
+    assert cut_sent.body["error"]["details"]["outcome"] == "unknown"
+    assert cut_waiting.body["error"]["details"]["outcome"] == "none"
+    assert "Nothing was changed" in cut_waiting.body["error"]["message"]
