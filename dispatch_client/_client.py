@@ -279,7 +279,7 @@ class DispatchClient:
         try_timeout_s: float,
         attempt: int,
         *,
-        mutation: bool = False,
+        mutation: bool,
     ) -> Any:
         """One try. `mutation`: whether it may change something once it goes out, which
         it may from the moment it holds a connection slot: until the try proves otherwise
