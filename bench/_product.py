@@ -5,7 +5,6 @@ plus the minimal forwarding proxy S2 compares against."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import psutil
 from dispatch_api.domain import Role
 from dispatch_api.store import connect, migrate, principals, start_embedded, templates
 from testkit.api import ensure_technicians
-from testkit.image import ALLOCATOR_ENV
+from testkit.image import ALLOCATOR_ENV, without_allocator_env
 from testkit.processes import free_port
 
 
@@ -73,9 +72,7 @@ class Product:
             "agent_key": agent_key,
         }
         env = {
-            **{
-                k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "PYTHONMALLOC"))
-            },
+            **without_allocator_env(),
             **self.allocator,
             "DISPATCH_DATABASE_URL": self.dsn,
             "DISPATCH_API_PORT": str(api_port),

@@ -23,7 +23,6 @@ products, each its own PostgreSQL, dispatch-api and bridge, driven in turn, inte
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from contextlib import AsyncExitStack
@@ -32,7 +31,7 @@ from bench._context import Bench, bridge_saturation, side_by_side
 from bench._load import have_wrk
 from bench._product import Product
 from bench._report import Figure, figure
-from testkit.image import ALLOCATOR_ENV
+from testkit.image import ALLOCATOR_ENV, without_allocator_env
 
 SETTINGS: dict[str, dict[str, str]] = {
     "defaults": {},
@@ -70,9 +69,7 @@ asyncio.run(main(int(sys.argv[1])))
 
 
 def _echo_us(setting: dict[str, str], round_trips: int) -> float:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "PYTHONMALLOC"))
-    } | setting
+    env = without_allocator_env() | setting
     out = subprocess.run(
         [sys.executable, "-c", _ECHO, str(round_trips)],
         env=env,

@@ -127,6 +127,7 @@ class _Sides:
         self.tool = "wrk" if self.wrk else "aiohttp closed loop"
         self.api = bench.product.process("api")
         self.postmaster = bench.product.process("postgres")
+        self.floor: subprocess.Popen[bytes] | None = None  # side F's server, once started
 
     async def start(self, probe: str) -> None:
         dsn, token = self.bench.product.dsn, self.bench.product.secrets["api_token"]
@@ -173,7 +174,7 @@ class _Sides:
         raise RuntimeError("S3: the minimal action server did not start")
 
     async def close(self) -> None:
-        if hasattr(self, "floor"):
+        if self.floor is not None:
             self.floor.terminate()
             await asyncio.to_thread(self.floor.wait, 30)
             Path(self.recordings).unlink()  # noqa: ASYNC240 - a small local file
@@ -181,7 +182,10 @@ class _Sides:
         await self.conn.close()
 
     def _cpu(self, side: str) -> tuple[float, float, float, float]:
-        server = psutil.Process(self.floor.pid) if side == "floor" else self.api
+        server = self.api
+        if side == "floor":
+            assert self.floor is not None, "start() starts side F's server"
+            server = psutil.Process(self.floor.pid)
         return (
             cpu_seconds(server),
             s3.postgres_cpu(self.postmaster),

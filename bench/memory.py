@@ -58,7 +58,7 @@ from aiohttp import web
 
 from bench._context import Bench
 from bench._report import Figure, figure
-from testkit.image import ALLOCATOR_ENV
+from testkit.image import ALLOCATOR_ENV, without_allocator_env
 from testkit.processes import free_port
 
 CALLS, SLOW_S = 2000, 5.0
@@ -151,9 +151,7 @@ class Bridge:
             f"memory-ops:supervisor:{sha256(self.supervisor_key.encode()).hexdigest()}",
         ]
         env = {
-            **{
-                k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "PYTHONMALLOC"))
-            },
+            **without_allocator_env(),
             **ALLOCATOR_ENV,
             "DISPATCH_API_URL": self.api_url,
             "DISPATCH_GATEWAY_TOKEN": secrets.token_urlsafe(32),

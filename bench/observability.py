@@ -164,7 +164,9 @@ async def _replayed(endpoint: str, calls: int, trace: Path) -> float:
         str(trace),
         stdout=subprocess.PIPE,
     )
-    out, _ = await done.communicate()
+    # Bounded: the replay paces 500 calls/s, and a collector that stopped answering would
+    # otherwise leave the exporter retrying for good.
+    out, _ = await asyncio.wait_for(done.communicate(), 60 + calls / 100)
     if done.returncode != 0:
         raise RuntimeError("S4: the span floor replay failed")
     return float(out)

@@ -36,7 +36,7 @@ from contextlib import AsyncExitStack, contextmanager, suppress
 
 import psutil
 
-from bench._context import Bench, bridge_saturation, side_by_side
+from bench._context import Bench, side_by_side
 from bench._load import closed_loop, have_wrk, latencies, open_loop
 from bench._product import Product
 from bench._report import Figure, figure
@@ -171,9 +171,7 @@ async def _saturation(bench: Bench, seconds: float, target: str = "bridge") -> f
     more would understate the maximum. A refusal is not a failure here (64 connections keep a queue
     of ~100 ms, which overload admission refuses): the 2xx rate is what the bridge did."""
     if not have_wrk():
-        if target == "proxy":
-            return await closed_loop(bench.calls["proxy"], max(bench.sizes.requests, 2000), 16)
-        return await bridge_saturation(bench, 16, max(bench.sizes.requests, 2000))
+        return await closed_loop(bench.calls[target], max(bench.sizes.requests, 2000), 16)
     script = "\n".join(
         [
             'wrk.method = "POST"',
