@@ -62,7 +62,7 @@ def parse(raw: bytes) -> Message:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RpcError(PARSE_ERROR, f"Parse error: {exc}", http_status=400) from None
-    if too_deep(body):
+    if too_deep(body, text=raw):
         raise RpcError(
             PARSE_ERROR, f"Parse error: nested deeper than {MAX_JSON_DEPTH} levels", http_status=400
         )

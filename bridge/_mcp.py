@@ -346,6 +346,7 @@ async def _call(
         cid,
         request.content.total_bytes,  # the body that carried the call, for the key's cap
         dry_run,
+        log_context(request),
     )
     if parent is None and not trace.get_current_span().is_recording():
         # An unrecorded request span's child is not recorded either (ParentBased): skip it.

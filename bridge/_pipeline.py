@@ -140,11 +140,13 @@ class Pipeline:
         correlation_id: str,
         body_bytes: int = 0,
         dry_run: bool = False,
+        line: dict[str, Any] | None = None,
     ) -> Outcome:
         """Run one tool call for `agent`; never raises: every failure is in the Outcome.
 
         `body_bytes`: the size of the request body that carried it (for the key's byte cap).
-        `dry_run`: ask what it would do (see _dry_run.py); counted apart from real calls."""
+        `dry_run`: ask what it would do (see _dry_run.py); counted apart from real calls.
+        `line`: the fields of the log line that will report the call (CallContext.line)."""
         started = time.perf_counter()
         tool = self.resolve(name)
         if tool is None:
@@ -160,7 +162,7 @@ class Pipeline:
             in_flight.inc()
             try:
                 outcome = await self._execute(
-                    agent, tool, arguments, tool_call_id, correlation_id, dry_run
+                    agent, tool, arguments, tool_call_id, correlation_id, dry_run, line
                 )
             finally:
                 self._in_flight -= 1
@@ -218,12 +220,15 @@ class Pipeline:
         tool_call_id: Any,
         correlation_id: str,
         dry_run: bool = False,
+        line: dict[str, Any] | None = None,
     ) -> Outcome:
         if not trace.get_current_span().is_recording():
             # Sampling was decided at the server span: under the ParentBased sampler a child
             # of an unrecorded span is never recorded, so building one would only cost CPU.
             # The trace id still reaches logs and dispatch-api (traceparent) from that span.
-            return await self._run(agent, tool, arguments, tool_call_id, correlation_id, dry_run)
+            return await self._run(
+                agent, tool, arguments, tool_call_id, correlation_id, dry_run, line
+            )
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": tool.name,
@@ -235,7 +240,9 @@ class Pipeline:
         with _tracer.start_as_current_span(
             f"execute_tool {tool.name}", kind=SpanKind.INTERNAL, attributes=attributes
         ) as span:
-            outcome = await self._run(agent, tool, arguments, tool_call_id, correlation_id, dry_run)
+            outcome = await self._run(
+                agent, tool, arguments, tool_call_id, correlation_id, dry_run, line
+            )
             if outcome.error is not None:
                 span.set_attribute("error.type", "tool_error")
                 span.set_status(Status(StatusCode.ERROR, outcome.error.code))
@@ -249,6 +256,7 @@ class Pipeline:
         tool_call_id: Any,
         correlation_id: str,
         dry_run: bool = False,
+        line: dict[str, Any] | None = None,
     ) -> Outcome:
         trace_id = current_ids()[0]
         try:
@@ -285,6 +293,7 @@ class Pipeline:
             actor_id=agent.id,
             actor_role=agent.role,
             dry_run=dry_run,
+            line=line,
         )
         token = self._inflight.start(
             InFlightCall(

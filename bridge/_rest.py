@@ -109,7 +109,14 @@ async def invoke(request: web.Request) -> web.Response:
         return _envelope(outcome, status)
     arguments = body.get("arguments", {})
     outcome = await request.app[PIPELINE].invoke(
-        agent, name, arguments, call_id, cid, request.content.total_bytes, dry_run
+        agent,
+        name,
+        arguments,
+        call_id,
+        cid,
+        request.content.total_bytes,
+        dry_run,
+        log_context(request),
     )
     log_context(request).update(
         actor_type="agent",
@@ -161,7 +168,7 @@ async def _read_invocation(request: web.Request, name: str) -> dict[str, Any]:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ToolError("invalid_arguments", f"the body is not valid JSON: {exc}") from None
-    if too_deep(body):
+    if too_deep(body, text=raw):
         raise ToolError("invalid_arguments", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(body, dict):
         raise ToolError(

@@ -68,6 +68,10 @@ class CallContext:
     #: nothing is changed, so no try can have been applied.
     dry_run: bool = False
     record: CallRecord = field(default_factory=CallRecord, compare=False, repr=False)
+    #: The fields of the log line that reports this call when it ends (its HTTP request's
+    #: line), where an attempt observer may put a try's fields instead of writing a line of
+    #: its own; None when no such line follows.
+    line: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 #: Called after every try: (context, attempt number, outcome, seconds the try took), where

@@ -108,8 +108,14 @@ def _ecma_classes(pattern: str) -> str:
 MAX_JSON_DEPTH = 64
 
 
-def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True when parsed JSON `value` nests arrays or objects more than `limit` levels deep."""
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH, *, text: bytes | None = None) -> bool:
+    """True when parsed JSON `value` nests arrays or objects more than `limit` levels deep.
+
+    `text`: the JSON `value` was parsed from. Each level opens with a bracket, so a text of
+    no more than `limit` brackets cannot nest deeper, and is answered by counting them in C
+    instead of walking the value (a walk is ~2 µs for the smallest call, on every call)."""
+    if text is not None and text.count(b"{") + text.count(b"[") <= limit:
+        return False
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -248,6 +248,26 @@ def log_lines() -> list[bytes]:
 
 def parsed_logs(lines: list[bytes]) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in lines]
+
+
+def upstream_tries(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every HTTP try to dispatch-api the bridge logged, in order, as `upstream_attempt`
+    lines: its own such lines, and the request lines that tell a call answered by its first
+    try (`attempt` 1 on the request's line, its try's latency as `upstream_latency_ms`)."""
+    tries = []
+    for line in lines:
+        if line.get("event") == "upstream_attempt":
+            tries.append(line)
+        elif line.get("event") == "http_request" and "attempt" in line:
+            tries.append(
+                {
+                    **line,
+                    "event": "upstream_attempt",
+                    "outcome": "ok",
+                    "latency_ms": line["upstream_latency_ms"],
+                }
+            )
+    return tries
 
 
 @pytest.fixture

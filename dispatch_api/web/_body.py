@@ -47,7 +47,7 @@ def _parse(raw: bytes, media: str, declared_json: bool) -> Any:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
-    if too_deep(body):
+    if too_deep(body, text=raw):
         raise BadRequest("invalid_json", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
 

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch_api.settings import ApiSettings
 from dispatch_client import BreakerConfig, BudgetConfig, RetryConfig
-from testkit.api import COMPLETE_TICKET, WINDOW, Api, parsed_logs
+from testkit.api import COMPLETE_TICKET, WINDOW, Api, parsed_logs, upstream_tries
 from testkit.fault_proxy import FaultProxy
 from testkit.processes import BridgeProcess
 
@@ -78,10 +78,15 @@ def logged(log_lines: list[bytes], event: str, **match: Any) -> list[dict[str, A
     ]
 
 
+def tried(log_lines: list[bytes], **match: Any) -> list[dict[str, Any]]:
+    """Every try the bridge logged (testkit.api.upstream_tries) whose fields equal `match`."""
+    tries = upstream_tries(line for line in parsed_logs(log_lines) if line["service"] == "bridge")
+    return [line for line in tries if all(line.get(k) == v for k, v in match.items())]
+
+
 def attempts(log_lines: list[bytes], request_id: str) -> list[tuple[int, str]]:
     """(attempt, outcome) of every try the bridge made for one call, in order."""
-    lines = logged(log_lines, "upstream_attempt", service="bridge", request_id=request_id)
-    return [(line["attempt"], line["outcome"]) for line in lines]
+    return [(line["attempt"], line["outcome"]) for line in tried(log_lines, request_id=request_id)]
 
 
 async def api_series(api: Api) -> dict[str, float]:
@@ -252,7 +257,7 @@ async def test_twenty_concurrent_calls_with_one_tool_call_id_schedule_once(
     assert [e["type"] for e in events] == ["created", "scheduled"]
     assert events[1]["request_id"] == request_id
     # Every try of every copy carried the one request_id; all but one answer were replays.
-    tries = logged(log_lines, "upstream_attempt", tool_name="ticket.schedule")
+    tries = tried(log_lines, tool_name="ticket.schedule")
     assert {line["request_id"] for line in tries} == {request_id}
     assert (await api_series(bridge.api))["idempotency_replay_total"] == 20 - 1
 

@@ -46,8 +46,14 @@ async def test_every_line_is_json_with_every_field_and_one_line_per_request(
             ("dispatch-api", "/v1/templates"),
         ]
     )
-    attempts = [line for line in lines if line["event"] == "upstream_attempt"]
-    assert [line["attempt"] for line in attempts] == [1, 1]
+    # Each call was answered by its first try: its request line tells the try, no line more.
+    assert not [line for line in lines if line["event"] == "upstream_attempt"]
+    calls = [line for line in lines if line["endpoint"] == "/v1/tools/{name}/invoke"]
+    assert [(line["tool_name"], line["attempt"]) for line in calls] == [
+        ("ticket.create", 1),
+        ("ticket.get", 1),
+    ]
+    assert all(line["upstream_latency_ms"] <= line["latency_ms"] for line in calls)
 
 
 async def test_each_try_of_a_retried_call_logs_its_attempt(
@@ -67,6 +73,15 @@ async def test_each_try_of_a_retried_call_logs_its_attempt(
     ]
     assert {a["request_id"] for a in attempts} == {reply.body["request_id"]}
     assert attempts[0]["level"] == "warning"
+    # Its tries have lines of their own, so its request line claims none of them.
+    (line,) = [
+        line
+        for line in parsed_logs(log_lines)
+        if line["event"] == "http_request"
+        and line["request_id"] == reply.body["request_id"]
+        and line["service"] == "bridge"
+    ]
+    assert "attempt" not in line
 
 
 async def test_secrets_never_reach_any_log_line(

@@ -25,7 +25,7 @@ import pytest
 
 from dispatch_api.domain import Role
 from dispatch_api.store import connect
-from testkit.api import COMPLETE_TICKET, TECHNICIANS, ensure_technicians, window
+from testkit.api import COMPLETE_TICKET, TECHNICIANS, ensure_technicians, upstream_tries, window
 from testkit.fault_proxy import FaultProxy
 from testkit.processes import ApiProcess, BridgeProcess, RestartablePostgres, new_token
 
@@ -128,8 +128,8 @@ async def test_a_reply_lost_to_a_killed_dispatch_api_is_replayed_by_its_restart(
             metrics = await resp.text()
         attempts = [
             (line["attempt"], line["outcome"])
-            for line in bridge.log_lines()
-            if line["event"] == "upstream_attempt" and line["request_id"] == reply.get("request_id")
+            for line in upstream_tries(bridge.log_lines())
+            if line["request_id"] == reply.get("request_id")
         ]
 
     assert status == 200, reply
@@ -476,9 +476,7 @@ async def test_sigterm_to_dispatch_api_flips_readiness_and_finishes_requests_in_
         code = await api.wait(DRAIN_DELAY_S + DRAIN_TIMEOUT_S + 5)
         _, after = await bridge.invoke(http, "ticket.get", about)
         tries = Counter(
-            (line["request_id"], line["outcome"])
-            for line in bridge.log_lines()
-            if line["event"] == "upstream_attempt"
+            (line["request_id"], line["outcome"]) for line in upstream_tries(bridge.log_lines())
         )
 
     assert code == 0
