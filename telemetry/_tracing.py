@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.sdk.resources import Resource
@@ -256,7 +257,10 @@ def tracing_middleware(service: str, excluded: Collection[str]) -> Middleware:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else None
         name = f"{request.method} {route}" if route else request.method
-        with tracer.start_as_current_span(
+        # tracer.start_as_current_span, unrolled (as trace.use_span does it): its two
+        # generator-based context managers are a third of an unsampled span's cost, on
+        # every request of both services.
+        span = tracer.start_span(
             name,
             context=parent,
             kind=SpanKind.SERVER,
@@ -265,11 +269,21 @@ def tracing_middleware(service: str, excluded: Collection[str]) -> Middleware:
                 "url.path": request.path,
                 "http.route": route or "",
             },
-        ) as span:
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             response = await handler(request)
             span.set_attribute("http.response.status_code", response.status)
             if response.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             return response
+        except Exception as exc:  # as use_span: errors only, not a cancellation
+            if span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     return middleware

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from telemetry import JsonLog, client_trace_config
+from telemetry import JsonLog, client_trace_config, tracing_middleware
 
 CLI = Path(sys.executable).parent / "dispatch-bridge"
 
@@ -88,3 +88,59 @@ async def test_database_statements_inside_a_recorded_trace_have_their_spans(
 
     statements = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.CLIENT]
     assert [s.name for s in statements] == ["SELECT"]
+
+
+@pytest.fixture
+async def traced_server(unused_tcp_port: int) -> AsyncIterator[str]:
+    """A server behind tracing_middleware: /ok answers with the current span's ids,
+    /broken raises, /unavailable answers 503."""
+
+    async def ok(request: web.Request) -> web.Response:
+        ids = trace.get_current_span().get_span_context()
+        return web.json_response({"span_id": format(ids.span_id, "016x")})
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("the handler broke")
+
+    async def unavailable(request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    app = web.Application(middlewares=[tracing_middleware("traced", excluded={"/healthz"})])
+    app.router.add_get("/ok", ok)
+    app.router.add_get("/broken", broken)
+    app.router.add_get("/unavailable", unavailable)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    yield f"http://127.0.0.1:{unused_tcp_port}"
+    await runner.cleanup()
+
+
+async def test_the_server_span_is_current_in_the_handler_and_carries_its_outcome(
+    spans: InMemorySpanExporter, traced_server: str
+) -> None:
+    spans.clear()
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(traced_server + "/ok", headers={"traceparent": caller}) as resp:
+            seen = (await resp.json())["span_id"]
+        async with session.get(traced_server + "/broken") as resp:
+            assert resp.status == 500
+        async with session.get(traced_server + "/unavailable") as resp:
+            assert resp.status == 503
+
+    by_route = {dict(s.attributes or {})["http.route"]: s for s in spans.get_finished_spans()}
+    ok, broken, unavailable = by_route["/ok"], by_route["/broken"], by_route["/unavailable"]
+    assert ok.kind is trace.SpanKind.SERVER
+    assert format(ok.context.span_id, "016x") == seen  # the handler ran inside it
+    assert format(ok.context.trace_id, "032x") == caller.split("-")[1]
+    assert ok.parent is not None
+    assert format(ok.parent.span_id, "016x") == caller.split("-")[2]
+    assert dict(ok.attributes or {})["http.response.status_code"] == 200
+    assert ok.status.status_code is trace.StatusCode.UNSET
+    assert broken.status.status_code is trace.StatusCode.ERROR
+    assert broken.status.description == "RuntimeError: the handler broke"
+    assert [e.name for e in broken.events] == ["exception"]
+    assert unavailable.status.status_code is trace.StatusCode.ERROR
+    assert dict(unavailable.attributes or {})["http.response.status_code"] == 503
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left attached
