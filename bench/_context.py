@@ -98,6 +98,11 @@ class Bench:
                 self.rest_body(self.ticket),
                 self.agent_headers,
             ),
+            "observed_proxy": self.post(
+                urls["observed_proxy"] + "/v1/tools/ticket.get/invoke",
+                self.rest_body(self.ticket),
+                self.agent_headers,
+            ),
         }
 
     @staticmethod

@@ -1,6 +1,6 @@
 """The product under test, as in production: dispatch-api and the bridge as two processes
 (`serve-api`, `serve-bridge`) on an embedded PostgreSQL this module starts and prepares,
-plus the minimal forwarding proxy S2 compares against."""
+plus the minimal forwarding proxies S2 compares against (bare and observed)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def _digest(key: str) -> str:
 
 class Product:
     """Start with `async with Product(env) as p:`; `p.urls`, `p.secrets`, `p.dsn`, and
-    `p.process(name)` (psutil handles for "api", "bridge", "proxy", "postgres") for CPU.
+    `p.process(name)` (psutil handles for "api", "bridge", "proxy", "observed_proxy",
+    "postgres") for CPU.
     The services get the image's allocator settings unless `allocator` says otherwise."""
 
     def __init__(
@@ -59,12 +60,14 @@ class Product:
         # The technicians `up` seeds: the soak's agents book tech-dev-1, as the walkthroughs do.
         await ensure_technicians(self.dsn, "tech-dev-1", "tech-dev-2")
         api_port, bridge_port, proxy_port = free_port(), free_port(), free_port()
+        observed_port = free_port()
         # A caller may fix dispatch-api's port (the soak puts a fault proxy in front of it).
         api_port = int(self.extra_env.get("DISPATCH_API_PORT", api_port))
         self.urls = {
             "api": f"http://127.0.0.1:{api_port}",
             "bridge": f"http://127.0.0.1:{bridge_port}",
             "proxy": f"http://127.0.0.1:{proxy_port}",
+            "observed_proxy": f"http://127.0.0.1:{observed_port}",
         }
         self.secrets = {
             "api_token": api_token,
@@ -92,19 +95,14 @@ class Product:
             **self.extra_env,
         }
         cli = str(Path(sys.executable).parent / "dispatch-bridge")
+        floor = (sys.executable, "-m", "bench.proxy_floor")
         for name, args in (
             ("api", (cli, "serve-api")),
             ("bridge", (cli, "serve-bridge")),
+            ("proxy", (*floor, str(proxy_port), self.urls["api"], gateway_token)),
             (
-                "proxy",
-                (
-                    sys.executable,
-                    "-m",
-                    "bench.proxy_floor",
-                    str(proxy_port),
-                    self.urls["api"],
-                    gateway_token,
-                ),
+                "observed_proxy",
+                (*floor, str(observed_port), self.urls["api"], gateway_token, "observed"),
             ),
         ):
             self.procs[name] = await asyncio.create_subprocess_exec(
@@ -124,8 +122,9 @@ class Product:
                     # The bridge is ready without dispatch-api (its /readyz is about itself).
                     async with http.get(self.urls["api"] + "/readyz") as r:
                         ready = ready and r.status == 200
-                    async with http.post(self.urls["proxy"] + "/") as r:
-                        ready = ready and r.status == 404  # listening
+                    for proxy in ("proxy", "observed_proxy"):
+                        async with http.post(self.urls[proxy] + "/") as r:
+                            ready = ready and r.status == 404  # listening
                     if ready:
                         return True
                 except aiohttp.ClientError:

@@ -4,8 +4,12 @@
   sequential (low load): p50 and p99 differences, and the same for the minimal proxy
   (the floor of both).
 - S2: bridge CPU per call vs a minimal aiohttp forwarding proxy (bench/proxy_floor.py, the
-  floor for a Python hop), and saturation throughput (wrk) through the bridge vs
-  dispatch-api alone.
+  floor for a Python hop), from the bench's own client (closed loop, concurrency 8) and at
+  saturation (wrk, each side at its own maximum, where capacity per core is decided); the
+  same against the observed proxy (the minimal proxy plus the per-call telemetry the
+  contract requires: span, request line, ids, traceparent, tool metrics), the floor of a
+  hop that keeps every log field, metric and trace; and saturation throughput (wrk)
+  through the bridge vs dispatch-api alone.
 - S5: MCP `tools/call` vs REST invoke of `ticket.get` (wrk throughput), and the cost of a
   call with invalid arguments vs a valid one: CPU per call of the whole system (bridge,
   dispatch-api, PostgreSQL), since what a rejection must save is the downstream work.
@@ -17,6 +21,7 @@ import asyncio
 
 from bench._context import Bench, cpu_per_call
 from bench._load import closed_loop, have_wrk, latencies, percentile, wrk
+from bench._product import cpu_seconds
 from bench._report import Figure, figure
 
 
@@ -24,6 +29,24 @@ async def run(bench: Bench) -> list[Figure]:
     sizes, calls, product = bench.sizes, bench.calls, bench.product
     for call in calls.values():  # warm-up
         await latencies(call, 50)
+
+    async def saturation_cpu(name: str) -> float:
+        """CPU per call (µs) of the `name` process ("bridge", "proxy") while wrk saturates
+        it with `ticket.get` over REST: its CPU seconds over the calls wrk completed."""
+        process = product.process(name)
+        seconds = 1 if sizes.quick else sizes.seconds
+        before = cpu_seconds(process)
+        rate = await asyncio.to_thread(
+            wrk,
+            product.urls[name] + "/v1/tools/ticket.get/invoke",
+            method="POST",
+            body=bench.rest_body(bench.ticket),
+            headers=bench.agent_headers,
+            connections=sizes.concurrency,
+            seconds=seconds,
+        )
+        # wrk runs for whole seconds (bench/_load.py rounds the same way).
+        return (cpu_seconds(process) - before) / (rate * max(1, round(seconds))) * 1e6
 
     async def saturation(name: str) -> float:
         """wrk's requests/s against one of the prepared targets; aiohttp closed loop when
@@ -54,6 +77,7 @@ async def run(bench: Bench) -> list[Figure]:
 
     p50, p99, floor_p50, floor_p99, cpu_ratio, through = [], [], [], [], [], []
     transports, invalid, bridge_us, proxy_us, invalid_bridge, p50_ratio = [], [], [], [], [], []
+    saturated, observed_us, over_observed = [], [], []
     for _ in range(sizes.reps):  # A B A B ...: drift hits both sides alike
         a = await latencies(calls["direct"], sizes.requests)
         b = await latencies(calls["bridge"], sizes.requests)
@@ -67,6 +91,12 @@ async def run(bench: Bench) -> list[Figure]:
         bridge_us.append(await cpu_per_call(bench, calls["bridge"], "bridge") * 1e6)
         proxy_us.append(await cpu_per_call(bench, calls["proxy"], "proxy") * 1e6)
         cpu_ratio.append(bridge_us[-1] / max(proxy_us[-1], 1e-3))
+        observed_us.append(
+            await cpu_per_call(bench, calls["observed_proxy"], "observed_proxy") * 1e6
+        )
+        over_observed.append(bridge_us[-1] / max(observed_us[-1], 1e-3))
+        if have_wrk():
+            saturated.append(await saturation_cpu("bridge") / await saturation_cpu("proxy"))
         alone = await saturation("direct")
         via = await saturation("bridge")
         through.append(via / alone)
@@ -90,7 +120,14 @@ async def run(bench: Bench) -> list[Figure]:
         figure("S1", "minimal proxy added latency p99 (ms), the floor", floor_p99, ""),
         figure("S2", "bridge / minimal proxy CPU per call", cpu_ratio, "<= 1.5"),
         figure("S2", "bridge CPU per call (µs)", bridge_us, ""),
+        *(
+            [figure("S2", "bridge / minimal proxy CPU per call at saturation (wrk)", saturated, "")]
+            if saturated
+            else []
+        ),
         figure("S2", "minimal proxy CPU per call (µs)", proxy_us, ""),
+        figure("S2", "observed proxy CPU per call (µs), the floor with telemetry", observed_us, ""),
+        figure("S2", "bridge / observed proxy CPU per call", over_observed, ""),
         figure("S2", f"throughput via bridge / dispatch-api alone ({tool})", through, ">= 0.7"),
         figure("S5", f"MCP / REST throughput ({tool})", transports, ">= 0.95"),
         figure(

@@ -1,27 +1,61 @@
-"""The floor for a Python hop: a minimal aiohttp forwarding proxy, for S2.
+"""The floors for a Python hop, for S2: a minimal aiohttp forwarding proxy, bare or observed.
 
 `POST /v1/tools/ticket.get/invoke` with `{"arguments": {"ticket_id": ...}}` becomes
 `GET /v1/tickets/{id}` on dispatch-api with the gateway's token; the answer is wrapped the
-way the bridge wraps it. No validation, retries, telemetry or auth: what any hop costs.
+way the bridge wraps it. Bare: no validation, retries, telemetry or auth: what any hop costs.
 
-    python -m bench.proxy_floor PORT API_URL GATEWAY_TOKEN
+Observed: the same, plus what the contract asks of every call and the issue forbids trading
+for speed (DESIGN section 6), built from the services' own telemetry package: the server
+span (sampled as the bridge samples), one JSON request line with the ids, a request id
+minted and sent with the correlation id and `traceparent` downstream, and the tool's
+counter, latency histogram and in-flight gauge. The bridge's cost above this floor is its
+own work: auth, limits, validation, retries, breaker, drain.
+
+    python -m bench.proxy_floor PORT API_URL GATEWAY_TOKEN [observed]
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 from aiohttp import web
+from opentelemetry import propagate
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from telemetry import (
+    JsonLog,
+    TracingSettings,
+    configure_stdlib_logging,
+    configure_tracing,
+    current_ids,
+    log_context,
+    new_id,
+    observe_middleware,
+    tracing_middleware,
+)
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 
-def app(api_url: str, token: str) -> web.Application:
-    application = web.Application()
+def app(api_url: str, token: str, *, observed: bool = False) -> web.Application:
+    middlewares = []
+    if observed:
+        configure_stdlib_logging("proxy")
+        configure_tracing(TracingSettings(), "proxy")
+        middlewares = [
+            tracing_middleware("proxy", excluded=()),
+            observe_middleware(JsonLog("proxy"), lambda *_: None),
+        ]
+    application = web.Application(middlewares=middlewares)
     headers = {"Authorization": f"Bearer {token}"}
+    registry = CollectorRegistry()
+    calls = Counter("tool_invocations", "calls", ["tool", "outcome"], registry=registry)
+    latency = Histogram("tool_latency_ms", "ms", ["tool"], registry=registry)
+    running = Gauge("tool_calls_in_flight", "now", ["tool"], registry=registry)
 
     async def session(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(api_url) as s:
@@ -29,13 +63,30 @@ def app(api_url: str, token: str) -> web.Application:
             yield
 
     async def invoke(request: web.Request) -> web.Response:
+        started = time.perf_counter()
         body = orjson.loads(await request.read())
         path = f"/v1/tickets/{body['arguments']['ticket_id']}"
-        async with request.app[SESSION].get(path, headers=headers) as resp:
+        sent, ids = headers, {}
+        if observed:
+            ids = {"X-Request-ID": new_id(), "X-Correlation-ID": new_id()}
+            sent = {**headers, **ids}
+            propagate.inject(sent)
+            running.labels("ticket.get").inc()
+        async with request.app[SESSION].get(path, headers=sent) as resp:
             ticket = orjson.loads(await resp.read())
+        envelope = {"ok": True, "tool": "ticket.get", "result": {"ticket": ticket}}
+        if observed:
+            envelope.update(
+                request_id=ids["X-Request-ID"],
+                correlation_id=ids["X-Correlation-ID"],
+                trace_id=current_ids()[0],
+            )
+            log_context(request).update(actor_type="agent", tool_name="ticket.get")
+            running.labels("ticket.get").dec()
+            calls.labels("ticket.get", "ok").inc()
+            latency.labels("ticket.get").observe((time.perf_counter() - started) * 1000)
         return web.Response(
-            body=orjson.dumps({"ok": True, "tool": "ticket.get", "result": {"ticket": ticket}}),
-            content_type="application/json",
+            body=orjson.dumps(envelope), content_type="application/json", headers=ids or None
         )
 
     application.cleanup_ctx.append(session)
@@ -45,4 +96,11 @@ def app(api_url: str, token: str) -> web.Application:
 
 if __name__ == "__main__":
     port, api_url, token = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    web.run_app(app(api_url, token), host="127.0.0.1", port=port, access_log=None, print=None)
+    observed = sys.argv[4:] == ["observed"]
+    web.run_app(
+        app(api_url, token, observed=observed),
+        host="127.0.0.1",
+        port=port,
+        access_log=None,
+        print=None,
+    )

@@ -44,6 +44,8 @@ async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path
     assert "| S6 | minimal proxy at 80 % of its max: p99 / p50 (floor)" in table
     assert "| S6 | DISPATCH_MAX_LOOP_LAG_MS=5: at 120 %, p50 of shed calls (ms)" in table
     assert "| S1 | minimal proxy added latency p99 (ms), the floor" in table
+    assert "| S2 | observed proxy CPU per call (µs), the floor with telemetry" in table
+    assert "| S2 | bridge / observed proxy CPU per call" in table
 
 
 async def test_the_scale_harness_runs_and_writes_its_table(tmp_path: Path) -> None:
