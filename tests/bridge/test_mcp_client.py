@@ -230,3 +230,22 @@ async def test_an_unknown_tool_is_a_jsonrpc_invalid_params_error_not_a_tool_resu
     assert "tech_complete" in raised.value.data["available"]  # the names tools/list gives
     assert "ticket_cancel" not in raised.value.data["available"]
     assert bridge.proxy.requests == 0
+
+
+async def test_a_call_answered_by_its_first_try_is_one_request_line_with_its_attempt(
+    bridge: Bridge, mode: Mode, log_lines: list[bytes]
+) -> None:
+    async with mcp_client(bridge, "supervisor", mode) as client:
+        log_lines.clear()
+        succeeded(await client.call_tool("ticket_create", COMPLETE_TICKET))
+
+    lines = [orjson.loads(line) for line in log_lines]
+    bridge_lines = [line for line in lines if line["service"] == "bridge"]
+    (call,) = [line for line in bridge_lines if line.get("tool_name") == "ticket.create"]
+    assert call["event"] == "http_request"
+    assert call["endpoint"] == "/mcp"
+    (served,) = [line for line in lines if line["endpoint"] == "/v1/tickets"]
+    assert call["request_id"] == served["request_id"]  # the try's request_id, dispatch-api's
+    assert call["attempt"] == 1
+    assert 0 < call["upstream_latency_ms"] <= call["latency_ms"]
+    assert not [line for line in bridge_lines if line["event"] == "upstream_attempt"]
