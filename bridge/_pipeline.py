@@ -141,23 +141,27 @@ class Pipeline:
         body_bytes: int = 0,
         dry_run: bool = False,
         line: dict[str, Any] | None = None,
+        *,
+        held: bool = False,
     ) -> Outcome:
         """Run one tool call for `agent`; never raises: every failure is in the Outcome.
 
         `body_bytes`: the size of the request body that carried it (for the key's byte cap).
         `dry_run`: ask what it would do (see _dry_run.py); counted apart from real calls.
-        `line`: the fields of the log line that will report the call (CallContext.line)."""
+        `line`: the fields of the log line that will report the call (CallContext.line).
+        `held`: the transport holds the call against its key's limits already (hold_key)."""
         started = time.perf_counter()
         tool = self.resolve(name)
         if tool is None:
             error = _unknown_tool(name, self.visible(agent))
             outcome = Outcome(name[:128], None, correlation_id, current_ids()[0], error=error)
-        elif (refused := self._refusal(agent, body_bytes)) is not None:
+        elif (refused := self._refusal(agent, body_bytes, held)) is not None:
             outcome = Outcome(tool.name, None, correlation_id, current_ids()[0], error=refused)
         else:
             self._in_flight += 1
-            if self._per_key is not None:
-                self._per_key.enter(agent.id, body_bytes)
+            per_key = None if held else self._per_key
+            if per_key is not None:
+                per_key.enter(agent.id, body_bytes)
             in_flight = self._metrics.running(tool.name)
             in_flight.inc()
             try:
@@ -166,8 +170,8 @@ class Pipeline:
                 )
             finally:
                 self._in_flight -= 1
-                if self._per_key is not None:
-                    self._per_key.leave(agent.id, body_bytes)
+                if per_key is not None:
+                    per_key.leave(agent.id, body_bytes)
                 in_flight.dec()
         label = tool.name if tool is not None else UNKNOWN_TOOL
         code = "ok" if outcome.error is None else outcome.error.code
@@ -185,15 +189,26 @@ class Pipeline:
         without the bridge reading (and parsing) yet another large body for nothing."""
         return None if self._per_key is None else self._per_key.refusal(agent.id, body_bytes)
 
+    def hold_key(self, agent: Agent, body_bytes: int) -> None:
+        """Count a call of `body_bytes` against `agent`'s key from now, before its body is
+        read (call it in the same step as a `key_refusal` that said None; release it with
+        `release_key`), so the key's next calls are refused before theirs are read."""
+        if self._per_key is not None:
+            self._per_key.enter(agent.id, body_bytes)
+
+    def release_key(self, agent: Agent, body_bytes: int) -> None:
+        if self._per_key is not None:
+            self._per_key.leave(agent.id, body_bytes)
+
     def sheds(self, agent: Agent) -> bool:
         """Whether the overload guard's refusal applies to `agent` (see KeyAdmission.sheds);
         without per-key accounting it applies to every key."""
         return self._per_key is None or self._per_key.sheds(agent.id)
 
-    def _refusal(self, agent: Agent, body_bytes: int) -> ToolError | None:
+    def _refusal(self, agent: Agent, body_bytes: int, held: bool) -> ToolError | None:
         # The key's own limits first: a key over them is told so (its doing, not the
         # bridge's), and its excess never counts against the budget the others share.
-        if self._per_key is not None:
+        if self._per_key is not None and not held:
             refused = self._per_key.refusal(agent.id, body_bytes)
             if refused is not None:
                 return refused

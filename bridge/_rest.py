@@ -12,6 +12,7 @@ from schemas import MAX_JSON_DEPTH, too_deep
 from telemetry import current_ids, log_context
 from tools import FORMATS, HTTP_STATUS, MAX_ERRORS, ToolError, mcp_tool
 
+from ._agents import Agent
 from ._call_ids import IDEMPOTENCY_KEY, agent_call_id
 from ._dry_run import dry_run_flag
 from ._edge import (
@@ -90,44 +91,70 @@ async def list_tools(request: web.Request) -> web.Response:
 async def invoke(request: web.Request) -> web.Response:
     """POST /v1/tools/{name}/invoke: always answers with the envelope."""
     name = request.match_info["name"]
-    cid = request[CORRELATION_ID]
+    pipeline = request.app[PIPELINE]
     try:
         agent = await authenticate(request)
-        require_scope(request, agent, request.app[PIPELINE].resolve(name))
+        require_scope(request, agent, pipeline.resolve(name))
         limited = admission(request, agent)
         if limited is not None:
             raise limited
+    except (ToolError, RefusedRequest) as exc:
+        return _refused(request, name, exc)
+    # Counted against the key from now, before its body is read: a burst of one key's
+    # uploads is refused by `admission`, not read and parsed only to be refused by the
+    # pipeline. A chunked body, of unknown size, is counted by the pipeline once read.
+    held = request.content_length
+    if held is not None:
+        pipeline.hold_key(agent, held)
+    try:
+        return await _invoke(request, agent, name, held is not None)
+    finally:
+        if held is not None:
+            pipeline.release_key(agent, held)
+
+
+async def _invoke(request: web.Request, agent: Agent, name: str, held: bool) -> web.Response:
+    """Read the invocation and run it for `agent` (whose key's limits hold the call
+    already when `held`)."""
+    pipeline = request.app[PIPELINE]
+    try:
         body = await _read_invocation(request, name)
         call_id = agent_call_id(
             body.get("tool_call_id"), "tool_call_id", request.headers.get(IDEMPOTENCY_KEY)
         )
         dry_run = dry_run_flag(body.get("dry_run"), "/dry_run")
     except (ToolError, RefusedRequest) as exc:
-        error, status = tool_error(exc)
-        request.app[PIPELINE].count_refusal(name, error.code)
-        outcome = Outcome(name[:128], None, cid, current_ids()[0], error=error)
-        return _envelope(outcome, status)
+        return _refused(request, name, exc)
     arguments = body.get("arguments", {})
-    outcome = await request.app[PIPELINE].invoke(
+    outcome = await pipeline.invoke(
         agent,
         name,
         arguments,
         call_id,
-        cid,
+        request[CORRELATION_ID],
         request.content.total_bytes,
         dry_run,
         log_context(request),
+        held=held,
     )
     log_context(request).update(
         actor_type="agent",
         actor_id=agent.id,
         role=agent.role,
-        tool_name=outcome.tool if request.app[PIPELINE].resolve(name) else None,
+        tool_name=outcome.tool if pipeline.resolve(name) else None,
         ticket_id=_ticket_of(arguments, outcome),
         error_code=None if outcome.error is None else outcome.error.code,
         **({"dry_run": True} if dry_run else {}),
     )
     return _envelope(outcome, outcome.http_status)
+
+
+def _refused(request: web.Request, name: str, exc: ToolError | RefusedRequest) -> web.Response:
+    """The envelope of a call refused before the pipeline ran, counted as invoked."""
+    error, status = tool_error(exc)
+    request.app[PIPELINE].count_refusal(name, error.code)
+    outcome = Outcome(name[:128], None, request[CORRELATION_ID], current_ids()[0], error=error)
+    return _envelope(outcome, status)
 
 
 def _ticket_of(arguments: Any, outcome: Outcome) -> Any:

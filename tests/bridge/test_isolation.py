@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from dispatch_client import BreakerConfig, RetryConfig
@@ -116,6 +119,56 @@ async def test_a_key_over_its_byte_limit_is_refused_at_once_and_nothing_is_writt
     assert written_while_held == 3  # the two held uploads and the other key's note
     assert await _evidence_count(bridge, tid) == 3
     assert bridge.proxy.requests == 4  # create, two uploads, the note: no refused byte left
+
+
+async def test_a_body_over_its_keys_byte_limit_is_refused_unread_while_another_still_arrives(
+    bridge: Bridge,
+) -> None:
+    """The key's bytes count from the moment a call is admitted, not once its body is read
+    and parsed: while one upload's body is still arriving, the next one that would exceed
+    the key's byte limit is refused without its body being read (a body that is not even
+    JSON is not told so)."""
+    tid = await new_ticket(bridge)
+    # ~900 kB: under the 1 MiB past which the bridge's own client warns (an error here).
+    upload = orjson.dumps({"arguments": _heavy(tid) | {"content_base64": "QUJD" * 225_000}})
+    arriving, go_on = asyncio.Event(), asyncio.Event()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield upload[: 64 * 1024]
+        arriving.set()
+        await go_on.wait()
+        yield upload[64 * 1024 :]
+
+    headers = {
+        "Authorization": f"Bearer {bridge.keys[NOISY]}",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(upload)),  # of the key's 2 MiB
+    }
+    path = "/v1/tools/evidence.attach/invoke"
+    first = asyncio.create_task(_post(bridge, path, trickle(), headers))
+    async with asyncio.timeout(WAIT_S):
+        await arriving.wait()
+    not_json = b"x" * (1300 * 1024)  # with the ~900 kB arriving: over the 2 MiB
+    sent = headers | {"Content-Length": str(len(not_json))}
+    status, second = await _post(bridge, path, io.BytesIO(not_json), sent)
+    go_on.set()
+    first_status, first_reply = await first
+
+    assert status == 429, second
+    assert (second["error"]["code"], second["error"]["details"]["reason"]) == (
+        "rate_limited",
+        "agent_bytes",
+    )
+    assert second["error"]["details"]["in_flight_bytes"] == len(upload)
+    assert first_status == 200, first_reply
+    assert await _evidence_count(bridge, tid) == 1
+
+
+async def _post(
+    bridge: Bridge, path: str, data: Any, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    async with bridge.session.post(path, data=data, headers=headers) as resp:
+        return resp.status, await resp.json()
 
 
 async def test_a_key_over_its_call_limit_is_refused_at_once_and_other_keys_still_run(
