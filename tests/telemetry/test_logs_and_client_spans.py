@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -38,11 +39,20 @@ async def echo_server(unused_tcp_port: int) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/", echo)
+    async with _serving(app, unused_tcp_port) as url:
+        yield url + "/"
+
+
+@asynccontextmanager
+async def _serving(app: web.Application, port: int) -> AsyncIterator[str]:
+    """`app` listening on loopback at `port`, for the block; its base URL."""
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
-    yield f"http://127.0.0.1:{unused_tcp_port}/"
-    await runner.cleanup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 @pytest.mark.parametrize("sampled", [True, False])
@@ -109,11 +119,8 @@ async def traced_server(unused_tcp_port: int) -> AsyncIterator[str]:
     app.router.add_get("/ok", ok)
     app.router.add_get("/broken", broken)
     app.router.add_get("/unavailable", unavailable)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
-    yield f"http://127.0.0.1:{unused_tcp_port}"
-    await runner.cleanup()
+    async with _serving(app, unused_tcp_port) as url:
+        yield url
 
 
 async def test_the_server_span_is_current_in_the_handler_and_carries_its_outcome(
