@@ -115,9 +115,17 @@ class KeyAdmission:
         assert self._rate is not None
         return min(float(self._max_bytes), tokens + (self._clock() - when) * self._rate)
 
-    def enter(self, key: str, body_bytes: int) -> None:
+    def enter(self, key: str, body_bytes: int, *, charge: bool = True) -> None:
+        """Count a call of `body_bytes` in flight for `key`; `charge` also spends its bytes
+        from the key's byte budget (else `charge` it once the body has been read: a body
+        refused unread, or for its size, costs the key nothing)."""
         self._calls[key] += 1
         self._bytes[key] += body_bytes
+        if charge:
+            self.charge(key, body_bytes)
+
+    def charge(self, key: str, body_bytes: int) -> None:
+        """Spend `body_bytes` from `key`'s byte budget (the sustained byte rate)."""
         if self._rate is not None and body_bytes > 0:
             now = self._clock()
             left = self._tokens(key) - body_bytes  # may go below zero: a debt paid by waiting

@@ -162,6 +162,8 @@ class Pipeline:
             per_key = None if held else self._per_key
             if per_key is not None:
                 per_key.enter(agent.id, body_bytes)
+            elif self._per_key is not None:  # held by the transport: its bytes are due now
+                self._per_key.charge(agent.id, body_bytes)
             in_flight = self._metrics.running(tool.name)
             in_flight.inc()
             try:
@@ -190,11 +192,12 @@ class Pipeline:
         return None if self._per_key is None else self._per_key.refusal(agent.id, body_bytes)
 
     def hold_key(self, agent: Agent, body_bytes: int) -> None:
-        """Count a call of `body_bytes` against `agent`'s key from now, before its body is
-        read (call it in the same step as a `key_refusal` that said None; release it with
-        `release_key`), so the key's next calls are refused before theirs are read."""
+        """Count a call of `body_bytes` in flight for `agent`'s key from now, before its
+        body is read (call it in the same step as a `key_refusal` that said None; release
+        it with `release_key`), so the key's next calls are refused before theirs are read.
+        Its bytes are spent from the key's byte rate only when `invoke` starts it."""
         if self._per_key is not None:
-            self._per_key.enter(agent.id, body_bytes)
+            self._per_key.enter(agent.id, body_bytes, charge=False)
 
     def release_key(self, agent: Agent, body_bytes: int) -> None:
         if self._per_key is not None:

@@ -58,6 +58,22 @@ def test_a_key_sending_bodies_faster_than_its_byte_rate_is_told_when_its_budget_
     assert admission.refusal("a", 300) is None
 
 
+def test_a_call_held_before_its_body_is_read_spends_the_byte_rate_only_when_charged() -> None:
+    clock = _Clock()
+    admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
+    admission.enter("a", 900, charge=False)  # held from admission; refused for its size later
+    assert admission.in_flight("a") == (1, 900)
+    admission.leave("a", 900)
+    assert admission.refusal("a", 900) is None  # a body never read cost the key nothing
+
+    admission.enter("a", 900, charge=False)
+    admission.charge("a", 900)  # read and started: now it is spent
+    admission.leave("a", 900)
+    refused = admission.refusal("a", 900)
+    assert refused is not None
+    assert (refused.details or {})["reason"] == "agent_byte_rate"
+
+
 def test_a_body_larger_than_the_budget_needs_a_full_budget_and_leaves_a_debt() -> None:
     clock = _Clock()
     admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
