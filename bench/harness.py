@@ -69,7 +69,7 @@ async def _database_facts(dsn: str) -> dict[str, str]:
 async def run(sizes: Sizes, only: list[str], out: Path) -> dict[str, Any]:
     figures: list[Figure] = []
     started = time.perf_counter()
-    async with Product() as product:
+    async with Product(observed_proxy=True) as product:
         facts = await _database_facts(product.dsn)
         processes = {name: product.process(name) for name in ("api", "bridge", "proxy", "postgres")}
         cpu_before = {n: cpu_seconds(p, tree=n == "postgres") for n, p in processes.items()}
