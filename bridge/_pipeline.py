@@ -159,11 +159,11 @@ class Pipeline:
             outcome = Outcome(tool.name, None, correlation_id, current_ids()[0], error=refused)
         else:
             self._in_flight += 1
-            per_key = None if held else self._per_key
-            if per_key is not None:
+            per_key = self._per_key
+            if per_key is not None and held:  # counted since admission; its bytes are due now
+                per_key.charge(agent.id, body_bytes)
+            elif per_key is not None:
                 per_key.enter(agent.id, body_bytes)
-            elif self._per_key is not None:  # held by the transport: its bytes are due now
-                self._per_key.charge(agent.id, body_bytes)
             in_flight = self._metrics.running(tool.name)
             in_flight.inc()
             try:
@@ -172,7 +172,7 @@ class Pipeline:
                 )
             finally:
                 self._in_flight -= 1
-                if per_key is not None:
+                if per_key is not None and not held:  # a held call: the transport releases it
                     per_key.leave(agent.id, body_bytes)
                 in_flight.dec()
         label = tool.name if tool is not None else UNKNOWN_TOOL
