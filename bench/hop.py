@@ -23,6 +23,7 @@ from bench._context import Bench, cpu_per_call
 from bench._load import closed_loop, have_wrk, latencies, percentile, wrk
 from bench._product import cpu_seconds
 from bench._report import Figure, figure
+from bench.profile import wrk_load
 
 
 async def run(bench: Bench) -> list[Figure]:
@@ -36,15 +37,7 @@ async def run(bench: Bench) -> list[Figure]:
         process = product.process(name)
         seconds = 1 if sizes.quick else sizes.seconds
         before = cpu_seconds(process)
-        rate = await asyncio.to_thread(
-            wrk,
-            product.urls[name] + "/v1/tools/ticket.get/invoke",
-            method="POST",
-            body=bench.rest_body(bench.ticket),
-            headers=bench.agent_headers,
-            connections=sizes.concurrency,
-            seconds=seconds,
-        )
+        rate = await wrk_load(bench, name)(seconds)
         # wrk runs for whole seconds (bench/_load.py rounds the same way).
         return (cpu_seconds(process) - before) / (rate * max(1, round(seconds))) * 1e6
 
