@@ -15,6 +15,7 @@ from telemetry import (
     ServerSettings,
     configure_stdlib_logging,
     configure_tracing,
+    drop_unread_body,
     instrument_database,
     quiet_accept_errors,
 )
@@ -56,6 +57,7 @@ async def serve(
     try:
         for app, host, port, _ in apps:
             app[BODY_TIMEOUT_S] = limits.body_timeout_s
+            app.on_response_prepare.append(drop_unread_body)
             runner = web.AppRunner(
                 app,
                 access_log=None,

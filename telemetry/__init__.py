@@ -29,6 +29,7 @@ from ._server import (
     ServerSettings,
     body_deadline,
     connection_cap,
+    drop_unread_body,
     quiet_accept_errors,
 )
 from ._tool_health import (
@@ -81,6 +82,7 @@ __all__ = [
     "connection_cap",
     "current_ids",
     "database_span",
+    "drop_unread_body",
     "incoming_id",
     "instrument_database",
     "log_context",

@@ -8,6 +8,8 @@ trickled in byte by byte, nor a body, nor how many connections it holds open. He
   deliver its first request head within `header_timeout_s` and that connections beyond the
   cap are answered 503 at once, without reading them;
 - `body_deadline` bounds the time a request body may take to arrive (408 after it);
+- `drop_unread_body` answers a refusal that left its body unsent as the last on its
+  connection, and drops the rest of that body unparsed;
 - `quiet_accept_errors` turns asyncio's "socket.accept() out of system resource" traceback,
   which CPython 3.11 logs once per pending connection per retry (thousands a second), into
   one line per interval with a count;
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 _log = logging.getLogger("telemetry.server")
 
@@ -98,6 +100,28 @@ async def body_deadline(request: web.Request) -> AsyncIterator[None]:
         if not deadline.expired():
             raise
         raise BodyTimeout(text=f"the request body did not arrive within {seconds:g} s") from None
+
+
+async def drop_unread_body(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` hook: an error answered while the client is still sending the
+    request body (a refusal at admission, or for its declared size) ends the connection, and
+    the rest of the body is dropped as it arrives instead of being parsed.
+
+    aiohttp reads such a body to its end through the HTTP parser before it reuses the
+    connection (its lingering close, up to 10 s): a key refused for its 7 MB uploads cost the
+    bridge a third of a core in parsing bodies it had already refused. The connection still
+    reads on until the client closes it, so the answer arrives however the client sends:
+    closing with the body unread would reset the connection and lose the answer."""
+    if response.status < 400 or request.content.is_eof():
+        return
+    transport = request.transport
+    protocol = transport.get_protocol() if transport is not None else None
+    if isinstance(protocol, _Guarded):
+        # aiohttp has made the head by now (3.14 runs this hook after): the header is set
+        # here, and force_close() ends the connection after the answer.
+        response.headers[hdrs.CONNECTION] = "close"
+        response.force_close()
+        protocol.drop_incoming()
 
 
 class _Every:
@@ -206,6 +230,7 @@ class _Guarded(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._tail = b""  # the last bytes seen while waiting for the end of the first head
         self._received = False
+        self._dropping = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -244,9 +269,14 @@ class _Guarded(asyncio.Protocol):
             self._transport.write(_HEAD_TOO_SLOW)
         self._transport.close()
 
+    def drop_incoming(self) -> None:
+        """From now on, what the client sends is dropped unread (see `drop_unread_body`);
+        the connection ends when the client closes it or aiohttp's lingering time ends."""
+        self._dropping = True
+
     def data_received(self, data: bytes) -> None:
-        if not self._admitted:
-            return  # a refused connection's request is never read
+        if not self._admitted or self._dropping:
+            return  # a refused connection's request, or a refused body, is never read
         if self._deadline is not None:
             self._received = True
             seen = self._tail + data

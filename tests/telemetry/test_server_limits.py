@@ -328,3 +328,42 @@ async def test_a_chunked_body_broken_after_its_head_is_answered_400_at_once_on_b
     assert await _tickets(database_url) == 0
     assert [line for line in lines if line.get("level") == "error"] == []
     assert [line for line in lines if (line.get("status_code") or 0) >= 500] == []
+
+
+async def test_a_body_refused_for_its_size_is_dropped_unread_and_ends_the_connection(
+    database_url: str,
+    tmp_path: Path,
+    dial: Opener,
+) -> None:
+    """A refusal answered while its body is still arriving says `Connection: close`; the rest
+    of the body is dropped unparsed (`telemetry.drop_unread_body`), a request sent after it
+    is not served (RFC 9112 9.6), and the connection ends once the client is done. On both
+    services; the client sends all of the body, as a client that reads only then does."""
+    gateway = await new_token(database_url, "bridge", Role.GATEWAY, gateway=True)
+    dispatcher = await new_token(database_url, "disp-8", Role.DISPATCHER)
+    size = 8 * 1024 * 1024  # over both services' bound for a ticket.create body
+    api = ApiProcess(database_url, tmp_path)
+    async with api, BridgeProcess(api.url, gateway, tmp_path) as bridge:
+        targets = {
+            api.port: b"POST /v1/tickets HTTP/1.1\r\nIdempotency-Key: big-1\r\n"
+            + f"Authorization: Bearer {dispatcher}\r\n".encode(),
+            bridge.port: b"POST /v1/tools/ticket.create/invoke HTTP/1.1\r\n"
+            + f"Authorization: Bearer {bridge.keys['agent-sup']}\r\n".encode(),
+        }
+        for port, head in targets.items():
+            conn = await dial(port)
+            await conn.send(
+                head + b"Host: test\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {size}\r\n\r\n".encode()
+                + b"x" * 1024
+            )
+            status, headers, answer = await conn.response()
+            await conn.send(b"x" * (size - 1024) + HEALTHZ)
+            conn.writer.write_eof()
+            rest = await conn.rest()
+
+            assert status == 413, answer
+            assert b"exceeds" in answer  # the problem or the bridge's envelope says why
+            assert headers["connection"] == "close"
+            assert rest == b""  # the GET after the body was never answered
+    assert await _tickets(database_url) == 0
