@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import orjson
@@ -77,7 +77,7 @@ class Api:
         as_: str = "supervisor",
         key: str | None = "auto",
         headers: Mapping[str, str] | None = None,
-        data: bytes | str | None = None,
+        data: bytes | str | IO[bytes] | None = None,
     ) -> Reply:
         """One request as principal `as_`; mutations get a fresh Idempotency-Key unless given."""
         sent: dict[str, str] = {}

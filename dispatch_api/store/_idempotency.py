@@ -8,7 +8,6 @@ commits, the second finds its stored answer.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,10 +39,11 @@ class StoredResponse:
     transient: bool = False
 
 
-def fingerprint(method: str, path: str, body: Any) -> bytes:
-    """sha256 over method, path and the body in canonical form (sorted keys, no whitespace)."""
+def canonical_request(method: str, path: str, body: Any) -> bytes:
+    """Method, path and the body in canonical form (sorted keys, no whitespace): a key's
+    fingerprint is the sha256 of this, so a re-sent request matches whatever its key order."""
     canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).digest()
+    return method.encode() + b" " + path.encode() + b"\n" + canonical
 
 
 #: $1 principal, $2 key, $3 fingerprint, $4 method, $5 path, $6 now; true when claimed.

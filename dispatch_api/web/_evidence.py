@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import uuid
 
+import pybase64
 from aiohttp import web
 
 from ..domain import EvidenceKind
 from ..errors import NotFound, PayloadTooLarge, Unprocessable
 from ..service import EvidenceUpload, evidence_view
+from . import _digest
 from ._keys import CALLER, SERVICE, SETTINGS
 from ._tickets import (
     MAX_PAGE,
@@ -46,7 +46,7 @@ async def attach_evidence(request: web.Request) -> web.Response:
     content = None
     if has_inline:
         try:
-            content = base64.b64decode(body["content_base64"], validate=True)
+            content = pybase64.b64decode(body["content_base64"], validate=True)
         except (binascii.Error, ValueError):
             raise invalid_field("/content_base64", "is not valid base64") from None
         if len(content) > settings.evidence_max_bytes:
@@ -55,7 +55,7 @@ async def attach_evidence(request: web.Request) -> web.Response:
                 f"evidence content exceeds {settings.evidence_max_bytes} bytes",
                 extensions={"limit_bytes": settings.evidence_max_bytes},
             )
-        digest = hashlib.sha256(content).hexdigest()
+        digest = (await _digest.sha256(content)).hex()
         if body.get("sha256", digest) != digest:
             raise Unprocessable(
                 "sha256_mismatch",

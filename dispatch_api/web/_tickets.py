@@ -36,6 +36,7 @@ from ..service import Caller, DryRun
 from ..store import IdempotencyKey, StoredResponse, TicketFilter, idempotency
 from ._body import read_json
 from ._context import idempotency_key
+from ._digest import sha256
 from ._keys import CALLER, SERVICE, SETTINGS, TEMPLATES
 from ._validation import invalid_field
 
@@ -84,7 +85,7 @@ async def mutation(
         raise IdempotencyKeyMissing()
     settings = request.app[SETTINGS]
     body = await read_json(request, schema, limit or settings.max_json_bytes)
-    fingerprint = idempotency.fingerprint(request.method, request.path, body)
+    fingerprint = await sha256(idempotency.canonical_request(request.method, request.path, body))
     ikey = IdempotencyKey(caller.principal.id, key, request.method, request.path, fingerprint)
     return caller, ikey, body
 

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import io
+import os
 import uuid
 
-from testkit.api import COMPLETE_TICKET, WINDOW, Api
+import orjson
+
+from testkit.api import COMPLETE_TICKET, WINDOW, Api, Reply
 
 
 async def test_the_same_create_twice_makes_one_ticket_and_replays_the_first_answer(
@@ -67,6 +73,43 @@ async def test_reusing_a_key_with_another_body_is_refused_and_changes_nothing(ap
     assert reply.body["code"] == "idempotency_conflict"
     assert reply.content_type == "application/problem+json"
     assert await api.count("SELECT count(*) FROM tickets") == 1
+
+
+async def test_a_large_upload_replays_under_its_key_and_a_changed_one_is_a_conflict(
+    api: Api,
+) -> None:
+    """Bodies this large are fingerprinted, and their content hashed, off the event loop
+    (web/_digest.py): the same key must still tell a re-send from a different upload."""
+    ticket = await api.create_ticket()
+    content = os.urandom(2 * 1024 * 1024)
+    body = {
+        "kind": "photo",
+        "content_type": "image/jpeg",
+        "content_base64": base64.b64encode(content).decode(),
+    }
+    key = str(uuid.uuid4())
+    changed = bytes([content[0] ^ 1]) + content[1:]
+    other = {**body, "content_base64": base64.b64encode(changed).decode()}
+
+    async def send(fields: dict[str, str]) -> Reply:
+        return await api.request(
+            "POST",
+            f"/v1/tickets/{ticket['id']}/evidence",
+            data=io.BytesIO(orjson.dumps(fields)),
+            headers={"Content-Type": "application/json"},
+            key=key,
+        )
+
+    first, again, conflict = await send(body), await send(body), await send(other)
+
+    assert first.status == 201, first.body
+    assert first.body["evidence"]["sha256"] == hashlib.sha256(content).hexdigest()
+    assert first.body["evidence"]["size_bytes"] == len(content)
+    assert again.raw == first.raw
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert conflict.status == 422
+    assert conflict.body["code"] == "idempotency_conflict"
+    assert await api.count("SELECT count(*) FROM evidence") == 1
 
 
 async def test_reusing_a_key_on_another_route_is_a_conflict(api: Api) -> None:

@@ -18,8 +18,10 @@ def nested(levels: int, inner: Any = 1) -> Any:
 
 
 @pytest.mark.parametrize("levels", [0, 1, MAX_JSON_DEPTH - 1, MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1])
-def test_the_text_gives_the_same_answer_as_the_walk_at_the_limit(levels: int) -> None:
-    value = nested(levels)
+@pytest.mark.parametrize("inner", [1, "x" * 100_000], ids=["short text", "long text"])
+def test_the_text_gives_the_same_answer_as_the_walk_at_the_limit(levels: int, inner: Any) -> None:
+    """A long text (an evidence upload) is walked, not scanned for brackets: same answer."""
+    value = nested(levels, inner)
     text = orjson.dumps(value)
     assert too_deep(value, text=text) is too_deep(value) is (levels > MAX_JSON_DEPTH)
 
