@@ -30,7 +30,13 @@ from tools import ToolError, catalog
 
 from . import _mcp, _resource, _rest
 from ._agents import AgentDirectory, RateLimiter
-from ._edge import ClientGone, RefusedRequest, authenticate, correlation_id
+from ._edge import (
+    ClientGone,
+    RefusedRequest,
+    authenticate,
+    correlation_id,
+    expect_continue_later,
+)
 from ._fairness import KeyAdmission
 from ._inflight import InFlightRegistry
 from ._keys import (
@@ -208,7 +214,7 @@ def create_bridge_app(
     r.add_get("/metrics", metrics)
     r.add_get("/openapi.json", _openapi(orjson.dumps(openapi_document("bridge"))))
     r.add_get("/v1/tools", _rest.list_tools)
-    r.add_post("/v1/tools/{name}/invoke", _rest.invoke)
+    r.add_post("/v1/tools/{name}/invoke", _rest.invoke, expect_handler=expect_continue_later)
     r.add_post("/mcp", _mcp.handle)
     r.add_get("/mcp", _mcp.reject_method)
     r.add_delete("/mcp", _mcp.reject_method)

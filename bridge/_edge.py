@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web import RequestPayloadError
 
@@ -164,10 +164,31 @@ def too_large(limit: int) -> RefusedRequest:
     )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def expect_continue_later(request: web.Request) -> None:
+    """The invoke route's `Expect` handler: "100 Continue" waits for admission.
+
+    aiohttp's default answers 100 before the handler runs, so a client that asks before
+    sending a large body (RFC 9110 10.1.1) would send it even for a call refused at once for
+    its key's limits or its declared size. Here `read_body` sends it once the call is
+    admitted and its head checked, just before reading: a refusal comes instead of it,
+    and the body is never sent."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version == HttpVersion11 and expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:64]}")
+
+
+async def _send_continue(request: web.Request) -> None:
+    """Send the "100 Continue" that `expect_continue_later` held back, if it was asked for."""
+    if request.version == HttpVersion11 and hdrs.EXPECT in request.headers:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own: not part of the answer's size
+
+
+async def read_body(request: web.Request, limit: int, *, continue_held: bool = False) -> bytes:
     """The body, read no further than `limit` bytes (also when chunked). Raises
     RefusedRequest, ClientGone when the client hung up mid-body, or BodyTimeout (408)
-    when the body did not arrive in time."""
+    when the body did not arrive in time. `continue_held`: the route's expect handler is
+    `expect_continue_later`, so the "100 Continue" a client asked for is sent here."""
     coding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if coding not in ("", "identity"):
         # Identity only (RFC 9110 15.5.16): aiohttp's decoder never checks that a gzip
@@ -179,6 +200,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         )
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
+    if continue_held:
+        await _send_continue(request)
     chunks, total = [], 0
     try:
         if request.content.is_eof():

@@ -179,9 +179,8 @@ def _envelope(outcome: Outcome, status: int) -> web.Response:
 async def _read_invocation(request: web.Request, name: str) -> dict[str, Any]:
     """The invocation body; RefusedRequest (400, 413, 415) when it cannot be read as sent,
     ToolError `invalid_arguments` (422) when it is not a valid invocation."""
-    raw = await read_body(
-        request, body_limit(request.app[SETTINGS], request.app[PIPELINE].resolve(name))
-    )
+    limit = body_limit(request.app[SETTINGS], request.app[PIPELINE].resolve(name))
+    raw = await read_body(request, limit, continue_held=True)
     if not raw and request.content_type != "application/json":
         return {}  # no body (and none declared): no arguments
     if not raw.strip():

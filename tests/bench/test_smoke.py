@@ -46,6 +46,7 @@ async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path
     assert "| S1 | minimal proxy added latency p99 (ms), the floor" in table
     assert "| S2 | observed proxy CPU per call (µs), the floor with telemetry" in table
     assert "| S2 | bridge / observed proxy CPU per call" in table
+    assert "| Noisy | others' p99, noisy key asking first (Expect: 100-continue)" in table
 
 
 async def test_the_scale_harness_runs_and_writes_its_table(tmp_path: Path) -> None:

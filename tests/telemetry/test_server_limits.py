@@ -367,3 +367,43 @@ async def test_a_body_refused_for_its_size_is_dropped_unread_and_ends_the_connec
             assert headers["connection"] == "close"
             assert rest == b""  # the GET after the body was never answered
     assert await _tickets(database_url) == 0
+
+
+async def test_a_tool_call_that_asks_100_continue_is_told_continue_only_once_admitted(
+    database_url: str,
+    tmp_path: Path,
+    dial: Opener,
+) -> None:
+    """`Expect: 100-continue` on the bridge's REST invoke: an admitted call gets "100
+    Continue", then its answer; a call refused for its declared size gets the refusal
+    instead, so its body is never sent (bridge._rest.expect_continue_later)."""
+    gateway = await new_token(database_url, "bridge", Role.GATEWAY, gateway=True)
+    api = ApiProcess(database_url, tmp_path)
+    async with api, BridgeProcess(api.url, gateway, tmp_path) as bridge:
+
+        def head(length: int) -> bytes:
+            return (
+                b"POST /v1/tools/ticket.create/invoke HTTP/1.1\r\nHost: test\r\n"
+                + f"Authorization: Bearer {bridge.keys['agent-sup']}\r\n".encode()
+                + b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                + f"Content-Length: {length}\r\n\r\n".encode()
+            )
+
+        body = orjson.dumps({"arguments": {"customer_name": "Expect Co", "priority": "P3"}})
+        admitted = await dial(bridge.port)
+        await admitted.send(head(len(body)))
+        interim = await asyncio.wait_for(admitted.reader.readuntil(b"\r\n\r\n"), BOUND_S)
+        await admitted.send(body)
+        status, _, answer = await admitted.response()
+
+        refused = await dial(bridge.port)
+        await refused.send(head(8 * 1024 * 1024))  # and not one byte of its body
+        refused_status, refused_headers, refusal = await refused.response()
+
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert status == 200, answer
+    assert orjson.loads(answer)["ok"] is True
+    assert refused_status == 413, refusal
+    assert b"exceeds" in refusal
+    assert refused_headers["connection"] == "close"
+    assert await _tickets(database_url) == 1
