@@ -353,7 +353,8 @@ async def test_a_body_refused_for_its_size_is_dropped_unread_and_ends_the_connec
         for port, head in targets.items():
             conn = await dial(port)
             await conn.send(
-                head + b"Host: test\r\nContent-Type: application/json\r\n"
+                head
+                + b"Host: test\r\nContent-Type: application/json\r\n"
                 + f"Content-Length: {size}\r\n\r\n".encode()
                 + b"x" * 1024
             )
