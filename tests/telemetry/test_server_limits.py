@@ -293,6 +293,19 @@ async def test_accept_failures_for_want_of_descriptors_are_logged_once_per_inter
     assert [c["message"] for c in passed_on] == ["something else"]
 
 
+def _create_heads(
+    api: ApiProcess, dispatcher: str, bridge: BridgeProcess, key: str
+) -> dict[int, bytes]:
+    """Port -> the start of a head creating a ticket there (its request line and
+    credentials; the test adds the rest): dispatch-api's route and the bridge's tool."""
+    return {
+        api.port: b"POST /v1/tickets HTTP/1.1\r\n"
+        + f"Idempotency-Key: {key}\r\nAuthorization: Bearer {dispatcher}\r\n".encode(),
+        bridge.port: b"POST /v1/tools/ticket.create/invoke HTTP/1.1\r\n"
+        + f"Authorization: Bearer {bridge.keys['agent-sup']}\r\n".encode(),
+    }
+
+
 async def test_a_chunked_body_broken_after_its_head_is_answered_400_at_once_on_both_services(
     database_url: str,
     tmp_path: Path,
@@ -304,12 +317,7 @@ async def test_a_chunked_body_broken_after_its_head_is_answered_400_at_once_on_b
     dispatcher = await new_token(database_url, "disp-7", Role.DISPATCHER)
     api = ApiProcess(database_url, tmp_path, env=patient)
     async with api, BridgeProcess(api.url, gateway, tmp_path, env=patient) as bridge:
-        targets = {
-            api.port: b"POST /v1/tickets HTTP/1.1\r\nIdempotency-Key: chunk-1\r\n"
-            + f"Authorization: Bearer {dispatcher}\r\n".encode(),
-            bridge.port: b"POST /v1/tools/ticket.create/invoke HTTP/1.1\r\n"
-            + f"Authorization: Bearer {bridge.keys['agent-sup']}\r\n".encode(),
-        }
+        targets = _create_heads(api, dispatcher, bridge, "chunk-1")
         for port, head in targets.items():
             conn = await dial(port)
             await conn.send(
@@ -344,12 +352,7 @@ async def test_a_body_refused_for_its_size_is_dropped_unread_and_ends_the_connec
     size = 8 * 1024 * 1024  # over both services' bound for a ticket.create body
     api = ApiProcess(database_url, tmp_path)
     async with api, BridgeProcess(api.url, gateway, tmp_path) as bridge:
-        targets = {
-            api.port: b"POST /v1/tickets HTTP/1.1\r\nIdempotency-Key: big-1\r\n"
-            + f"Authorization: Bearer {dispatcher}\r\n".encode(),
-            bridge.port: b"POST /v1/tools/ticket.create/invoke HTTP/1.1\r\n"
-            + f"Authorization: Bearer {bridge.keys['agent-sup']}\r\n".encode(),
-        }
+        targets = _create_heads(api, dispatcher, bridge, "big-1")
         for port, head in targets.items():
             conn = await dial(port)
             await conn.send(
