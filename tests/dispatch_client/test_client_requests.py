@@ -118,6 +118,24 @@ async def test_the_json_body_is_sent_as_application_json(harness: Harness) -> No
     assert orjson.loads(call.kwargs["data"]) == body
 
 
+async def test_a_large_body_is_sent_whole_on_every_try_each_from_a_fresh_stream(
+    harness: Harness,
+) -> None:
+    """Over 1 MiB a body goes out as a BytesIO (aiohttp writes it a chunk at a time): each
+    try must get its own, since aiohttp closes the one it sent."""
+    harness.mock.post(f"{TICKET}/evidence", status=503, payload={"code": "unavailable"})
+    harness.mock.post(f"{TICKET}/evidence", status=201, payload={"id": "E-1"})
+    client = harness.client()
+    body = {"kind": "photo", "content_base64": "QUJD" * (300 * 1024)}
+
+    await client.act(context(), "T-1", "evidence", body)
+
+    sent = [call.kwargs["data"] for call in harness.requests()]
+    assert len(sent) == 2
+    assert sent[0] is not sent[1]
+    assert all(orjson.loads(data.getvalue()) == body for data in sent)
+
+
 async def test_a_ticket_id_is_percent_encoded_as_one_path_segment(harness: Harness) -> None:
     harness.mock.get(f"{BASE}/v1/tickets/a%2Fb%3Fc", payload={"id": "a/b?c"})
     client = harness.client()
