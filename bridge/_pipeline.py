@@ -18,8 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from dispatch_client import CallContext, DispatchClient, DispatchError
-from schemas import YIELD_AFTER_BODY_BYTES
-from telemetry import current_ids, new_id
+from telemetry import YIELD_AFTER_BODY_BYTES, current_ids, new_id
 from tools import HTTP_STATUS, Tool, ToolError, from_dispatch_error, name_index
 
 from ._agents import Agent

@@ -117,9 +117,6 @@ def _ecma_classes(pattern: str) -> str:
 MAX_JSON_DEPTH = 64
 
 
-#: A request body this large (only inline evidence is) took one long event-loop step to read
-#: and parse; the services yield to the loop before the next long step of its handling.
-YIELD_AFTER_BODY_BYTES = 1024 * 1024
 #: Longest text whose brackets `too_deep` counts rather than walking its value.
 _COUNT_BRACKETS_UP_TO = 64 * 1024
 
@@ -211,7 +208,6 @@ __all__ = [
     "BASE64_PATTERN",
     "FORMAT_CHECKER",
     "MAX_JSON_DEPTH",
-    "YIELD_AFTER_BODY_BYTES",
     "Validator",
     "is_padded_base64",
     "openapi_document",

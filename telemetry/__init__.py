@@ -24,6 +24,7 @@ from ._observe import LOG_CONTEXT, OnResponse, log_context, observe_middleware
 from ._redact import bounded, redact
 from ._server import (
     BODY_TIMEOUT_S,
+    YIELD_AFTER_BODY_BYTES,
     BodyTimeout,
     GuardedSite,
     ServerSettings,
@@ -61,6 +62,7 @@ __all__ = [
     "NOT_FAILURES",
     "SAFE_ID",
     "UNMATCHED",
+    "YIELD_AFTER_BODY_BYTES",
     "BodyTimeout",
     "GuardedSite",
     "JsonFormatter",

@@ -34,6 +34,9 @@ from aiohttp import hdrs, web
 
 _log = logging.getLogger("telemetry.server")
 
+#: A request body this large (only inline evidence is) took one long event-loop step to read
+#: and parse; the services yield to the loop before the next long step of its handling.
+YIELD_AFTER_BODY_BYTES = 1024 * 1024
 #: Seconds a request body may take to arrive, set on the app by the entrypoint.
 BODY_TIMEOUT_S: Final = web.AppKey("body_timeout_s", float)
 _DEFAULT_BODY_TIMEOUT_S = 60.0

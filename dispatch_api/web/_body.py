@@ -10,8 +10,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web import RequestPayloadError
 
-from schemas import MAX_JSON_DEPTH, YIELD_AFTER_BODY_BYTES, too_deep
-from telemetry import body_deadline
+from schemas import MAX_JSON_DEPTH, too_deep
+from telemetry import YIELD_AFTER_BODY_BYTES, body_deadline
 
 from ..errors import BadRequest, ClientClosedRequest, PayloadTooLarge, UnsupportedMediaType
 from ._keys import VALIDATORS
