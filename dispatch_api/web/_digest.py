@@ -14,7 +14,7 @@ OFF_LOOP_BYTES = 256 * 1024
 async def sha256(data: bytes) -> bytes:
     """The sha256 digest of `data`."""
     if len(data) < OFF_LOOP_BYTES:
-        return hashlib.sha256(data).digest()
+        return _digest(data)
     return await asyncio.to_thread(_digest, data)
 
 
