@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import binascii
 import json
-import re
-from collections.abc import Callable, Sized
-from functools import cache
+from collections.abc import Sized
 from importlib import resources
 from typing import Any
 
-import pybase64
 from jsonschema import Draft202012Validator, ValidationError, validators
 from jsonschema.protocols import Validator as _ValidatorProtocol
 
+from ._compiled import compiled_check
 from ._datetime import FORMAT_CHECKER, parse_datetime
+from ._patterns import BASE64_PATTERN, ecma_pattern
 
 
 def openapi_document(service: str) -> dict[str, Any]:
@@ -22,93 +20,6 @@ def openapi_document(service: str) -> dict[str, Any]:
     text = resources.files("schemas.openapi").joinpath(f"{service}.json").read_text()
     document: dict[str, Any] = json.loads(text)
     return document
-
-
-def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
-    """`pattern` with ECMA-262 semantics: `$` ends the string. Python's `$` also matches
-    before a final newline, which would let "tech-1\\n" through `^[a-z0-9-]+$`.
-
-    A string over the schema's maxLength is refused by that keyword already; the pattern is
-    not run over it, so a body of megabytes cannot buy seconds of regex time."""
-    if not isinstance(instance, str) or len(instance) > schema.get("maxLength", len(instance)):
-        return
-    fast = _EQUIVALENT_CHECKS.get(pattern)
-    if fast is not None:
-        if not fast(instance):
-            yield ValidationError(f"{instance[:80]!r} does not match {pattern!r}")
-        return
-    if not _compiled(pattern).search(instance):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-#: Standard base64 with padding, as the evidence schemas spell it.
-BASE64_PATTERN = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
-
-
-def is_padded_base64(text: str) -> bool:
-    """Whether `text` matches BASE64_PATTERN, by pybase64's strict decoder (SIMD): 2 ms for
-    a 5 MiB upload, where a regex engine walks it in 17 ms (compiled) to 0.7 s (Python's)."""
-    try:
-        pybase64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return True
-
-
-#: Patterns Python's regex engine walks slowly, and a check that accepts exactly the same
-#: strings (tests/fuzz/test_bounds.py proves it).
-_EQUIVALENT_CHECKS: dict[str, Callable[[str], bool]] = {BASE64_PATTERN: is_padded_base64}
-
-
-#: ECMA-262 WhiteSpace and LineTerminator: what `\s` means there. Python's `\s` differs
-#: (it takes U+001C-U+001F and U+0085, and not U+FEFF), so an address with U+001C in it was
-#: refused here while every JSON Schema tool in ECMA terms calls it valid.
-_ECMA_SPACE = r"\t\n\v\f\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-
-
-@cache
-def _compiled(pattern: str) -> re.Pattern[str]:
-    if pattern.endswith("$") and not pattern.endswith("\\$"):
-        pattern = pattern[:-1] + r"\Z"
-    # ASCII: `\d` and `\w` are [0-9] and [A-Za-z0-9_] in ECMA-262, not every Unicode digit.
-    return re.compile(_ecma_classes(pattern), re.ASCII)
-
-
-def portable_pattern(pattern: str) -> str | None:
-    """`pattern` as this module's validator means it, for a regex engine whose classes are
-    Unicode-wide (a compiled validator's): `\\s`/`\\S` spelled out as ECMA-262 means them;
-    None when it uses a class that differs between the engines (`\\d`, `\\w`, `\\b`)."""
-    if re.search(r"\\[dDwWbB]", pattern.replace("\\\\", "")):
-        return None
-    try:
-        return _ecma_classes(pattern)
-    except ValueError:
-        return None
-
-
-def _ecma_classes(pattern: str) -> str:
-    """`pattern` with `\\s` and `\\S` spelled out as ECMA-262 means them."""
-    out, i, in_class = [], 0, False
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\" and i + 1 < len(pattern):
-            escape = pattern[i : i + 2]
-            if escape == r"\s":
-                escape = _ECMA_SPACE if in_class else f"[{_ECMA_SPACE}]"
-            elif escape == r"\S":
-                if in_class:
-                    raise ValueError(f"pattern {pattern!r}: \\S inside a class is not supported")
-                escape = f"[^{_ECMA_SPACE}]"
-            out.append(escape)
-            i += 2
-            continue
-        if char == "[" and not in_class:
-            in_class = True
-        elif char == "]" and in_class:
-            in_class = False
-        out.append(char)
-        i += 1
-    return "".join(out)
 
 
 #: The deepest nesting of arrays and objects either service takes in a request body. Ours
@@ -182,7 +93,7 @@ def _unless_oversized(keyword: str, limit_keyword: str, kind: type[Sized]) -> An
 Validator: type[_ValidatorProtocol] = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator,
     {
-        "pattern": _ecma_pattern,
+        "pattern": ecma_pattern,
         "maxItems": _size_error("maxItems", "items"),
         "maxProperties": _size_error("maxProperties", "members"),
         "maxLength": _size_error("maxLength", "characters"),
@@ -209,9 +120,8 @@ __all__ = [
     "FORMAT_CHECKER",
     "MAX_JSON_DEPTH",
     "Validator",
-    "is_padded_base64",
+    "compiled_check",
     "openapi_document",
     "parse_datetime",
-    "portable_pattern",
     "too_deep",
 ]

@@ -8,22 +8,14 @@ Output schemas refer to shared definitions as `#/$defs/Name`; loading copies `_d
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from itertools import islice
 from typing import Any
 
-import jsonschema_rs
 from jsonschema import ValidationError
 
-from schemas import (
-    BASE64_PATTERN,
-    FORMAT_CHECKER,
-    Validator,
-    is_padded_base64,
-    portable_pattern,
-)
+from schemas import FORMAT_CHECKER, Validator, compiled_check
 
 from ._errors import ToolError
 
@@ -63,7 +55,7 @@ class ArgumentValidator:
         Validator.check_schema(schema)
         self._tool = tool
         self._validator = Validator(schema, format_checker=FORMAT_CHECKER)
-        self._fast = _compiled_check(schema) if compiled else None
+        self._fast = compiled_check(schema) if compiled else None
 
     @property
     def compiled(self) -> bool:
@@ -97,78 +89,6 @@ class ArgumentValidator:
             f"Invalid arguments for {self._tool}: {summary}. Fix them and call again.",
             details=details,
         )
-
-
-def _compiled_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
-    """A compiled (jsonschema-rs) check that says only "valid": the Python validator above
-    costs ~5 % of a call's CPU on the bridge, this well under 1 µs. It is never more lenient:
-    the same date-time check, patterns with the same classes (schemas.portable_pattern),
-    every other format asserted (stricter than ours, which only annotate). When it says
-    "invalid" the Python validator decides and words the errors, as before. None (Python
-    only) for a schema it cannot take as ours means it."""
-    translated = _portable(schema)
-    if translated is None:
-        return None
-    formats: dict[str, Callable[[Any], bool]] = {
-        name: check for name, (check, _) in FORMAT_CHECKER.checkers.items()
-    }
-    formats[_BASE64_FORMAT] = is_padded_base64
-    try:
-        compiled = jsonschema_rs.validator_for(
-            translated, validate_formats=True, formats=formats, ignore_unknown_formats=True
-        )
-    except (ValueError, jsonschema_rs.ValidationError):
-        return None
-
-    def check(instance: Any) -> bool:
-        try:
-            valid: bool = compiled.is_valid(instance)
-        except ValueError:  # a value it cannot convert (a lone surrogate): Python decides
-            return False
-        return valid
-
-    return check
-
-
-#: The format the compiled check asserts in place of schemas.BASE64_PATTERN.
-_BASE64_FORMAT = "dispatch-bridge-padded-base64"
-#: Keywords whose values are instances, not schemas: a "pattern" member there is data.
-_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
-
-
-class _NotPortable(Exception):
-    """A pattern of the schema cannot be given to the compiled validator as we mean it."""
-
-
-def _portable(schema: dict[str, Any]) -> dict[str, Any] | None:
-    """`schema` with every `pattern` made portable; None when one cannot be."""
-    try:
-        converted: dict[str, Any] = _convert(schema)
-    except _NotPortable:
-        return None
-    return converted
-
-
-def _convert(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_convert(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in _DATA_KEYWORDS:
-            out[key] = value
-        elif key == "pattern" and value == BASE64_PATTERN and "format" not in node:
-            # The same strings, checked by pybase64 (2 ms for a 5 MiB upload, the regex 17).
-            out["format"] = _BASE64_FORMAT
-        elif key == "pattern" and isinstance(value, str):
-            pattern = portable_pattern(value)
-            if pattern is None:
-                raise _NotPortable(value)
-            out[key] = pattern
-        else:
-            out[key] = _convert(value)
-    return out
 
 
 def _describe(error: ValidationError) -> list[dict[str, str]]:

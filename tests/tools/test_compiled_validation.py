@@ -36,7 +36,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("ticket.schedule", {**SCHEDULE, "window_end": "2031-05-01T11:00:00Z\n"}),
     ("evidence.attach", {"ticket_id": TICKET, "kind": "note", "content_base64": "aGk="}),
     ("evidence.attach", {"ticket_id": TICKET, "kind": "note", "content_base64": "aGk"}),
-    # Checked by pybase64 in the compiled check (schemas.is_padded_base64), not the regex.
+    # Checked by pybase64 in the compiled check (schemas/_patterns.py), not the regex.
     *(
         ("evidence.attach", {"ticket_id": TICKET, "kind": "note", "content_base64": text})
         for text in ("", "Q===", "aGk=aGk=", "aGk=\n", "-_-_", "aG\u00e9=", "aGk=" * 1000)
