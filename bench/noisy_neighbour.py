@@ -18,6 +18,12 @@ Each repetition ends with a third run, the noisy key asking first (`Expect: 100-
 as curl does for large bodies): the bridge refuses before "100 Continue", so its refused
 uploads are never sent; reported beside the target, not instead of it.
 
+Then the floor, through the same dispatch-api: the quiet and noisy runs again via a hop that
+only forwards (bench/proxy_floor.py, which parses and re-encodes each upload as any JSON hop
+must), the noisy side storing as many uploads a second as the bridge let through, in an open
+loop. Its p99 ratio is what the stored uploads cost the others on this machine whatever the
+bridge does; the bridge's own share is the distance above it.
+
 Targets: the normal keys keep >= 99.9 % success in the noisy run, and their p99 within 2x of
 the quiet run. `/readyz` is polled during the noisy run: every poll must be 200 with the
 breaker closed. On two shared cores the noisy key's uploads compete for CPU with everything
@@ -100,8 +106,9 @@ class _Setup:
             ),
         }
 
-    def url(self, tool: str) -> str:
-        return f"{self.product.urls['bridge']}/v1/tools/{tool}/invoke"
+    def url(self, tool: str, via: str = "bridge") -> str:
+        """`tool`'s REST invoke URL on the bridge, or on the minimal proxy (`via="proxy"`)."""
+        return f"{self.product.urls[via]}/v1/tools/{tool}/invoke"
 
     def headers(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[name]}", "Content-Type": "application/json"}
@@ -123,14 +130,14 @@ class _Setup:
             await asyncio.sleep((reply["error"].get("retry_after_ms") or 100) / 1000)
         raise AssertionError(reply)
 
-    def normal_work(self) -> Call:
+    def normal_work(self, via: str = "bridge") -> Call:
         """The quiet keys' calls, round robin; every tenth is a small write."""
         quiet = [n for n in self.keys if n != "noisy"]
         reads = [
-            (self.url("ticket.get"), _rest("ticket.get", {"ticket_id": self.tickets[n]}), n)
+            (self.url("ticket.get", via), _rest("ticket.get", {"ticket_id": self.tickets[n]}), n)
             for n in quiet
         ]
-        writes = [(self.url("evidence.attach"), _note(self.tickets[n]), n) for n in quiet]
+        writes = [(self.url("evidence.attach", via), _note(self.tickets[n]), n) for n in quiet]
         steps = itertools.cycle(
             [(url, body, self.headers(n)) for url, body, n in reads * 9 + writes]
         )
@@ -157,12 +164,14 @@ def _failure(status: int, raw: bytes) -> str:
 
 
 async def _noisy(
-    url: str, key: str, ticket: str, seconds: float, asks_first: bool = False
+    url: str, key: str, ticket: str, seconds: float, mode: str = "closed"
 ) -> dict[str, int]:
-    """`NOISY_WORKERS` closed-loop workers uploading max-size evidence for `seconds`; how
-    their calls ended (ok, or the refusal's reason / error code). `asks_first`: each upload
-    sends `Expect: 100-continue` and its body only when told to continue (as curl does for
-    large bodies), so a refused one never crosses the wire."""
+    """Max-size evidence uploads for `seconds`; how they ended (ok, or the refusal's reason /
+    error code). `mode` "closed": `NOISY_WORKERS` closed-loop workers; "asks-first": the
+    same, each upload sending `Expect: 100-continue` and its body only when told to continue
+    (as curl does for large bodies), so a refused one never crosses the wire; a number:
+    that many uploads a second in an open loop (the floor's, at the rate the bridge let
+    through)."""
     content = base64.b64encode(secrets.token_bytes(MAX_EVIDENCE)).decode()
     arguments = {
         "ticket_id": ticket,
@@ -174,6 +183,7 @@ async def _noisy(
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     seen: dict[str, int] = {}
     until = time.monotonic() + seconds
+    asks_first = mode == "asks-first"
 
     async def worker(http: aiohttp.ClientSession) -> None:
         while time.monotonic() < until:
@@ -194,12 +204,22 @@ async def _noisy(
             await asyncio.sleep((error.get("retry_after_ms") or 100) / 1000)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        await asyncio.gather(*(worker(http) for _ in range(NOISY_WORKERS)))
-    return seen
+        if mode in ("closed", "asks-first"):
+            await asyncio.gather(*(worker(http) for _ in range(NOISY_WORKERS)))
+            return seen
+
+        async def upload() -> int:
+            async with http.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        paced = await open_loop(upload, float(mode), seconds)
+        statuses = paced.statuses.items()
+        return {"ok" if 200 <= status < 300 else f"http_{status}": n for status, n in statuses}
 
 
 async def _noisy_process(
-    setup: _Setup, ticket: str, seconds: float, asks_first: bool
+    setup: _Setup, url: str, ticket: str, seconds: float, mode: str
 ) -> dict[str, int]:
     """`_noisy` in a process of its own: writing 7 MB bodies from the measuring process
     would stall its event loop and be counted against the normal keys' latency."""
@@ -207,11 +227,11 @@ async def _noisy_process(
         sys.executable,
         "-m",
         "bench.noisy_neighbour",
-        setup.url("evidence.attach"),
+        url,
         setup.keys["noisy"],
         ticket,
         str(seconds),
-        *(["asks-first"] if asks_first else []),
+        mode,
         stdout=subprocess.PIPE,
     )
     out, _ = await proc.communicate()
@@ -230,14 +250,20 @@ async def _poll_readyz(setup: _Setup, stop: asyncio.Event, polls: list[tuple[int
 
 
 async def _noisy_run(
-    setup: _Setup, work: Call, rate: float, seconds: float, asks_first: bool = False
+    setup: _Setup,
+    work: Call,
+    rate: float,
+    seconds: float,
+    mode: str = "closed",
+    via: str = "bridge",
 ) -> tuple[OpenLoopResult, dict[str, int], list[tuple[int, str]], float]:
-    """The normal work while the noisy key uploads: (its result, the noisy key's outcomes,
-    the /readyz polls, how long the noisy key ran)."""
+    """The normal work while the noisy key uploads (`mode` as `_noisy`'s) through `via`:
+    (its result, the noisy key's outcomes, the /readyz polls, how long the noisy key ran)."""
     stop, polls = asyncio.Event(), list[tuple[int, str]]()
     ticket = await setup.create_ticket("noisy")
     noisy_s = seconds + 2.0  # from a second before the measured run to a second after
-    noise = asyncio.create_task(_noisy_process(setup, ticket, noisy_s, asks_first))
+    url = setup.url("evidence.attach", via)
+    noise = asyncio.create_task(_noisy_process(setup, url, ticket, noisy_s, mode))
     ready = asyncio.create_task(_poll_readyz(setup, stop, polls))
     await asyncio.sleep(1.0)  # the noisy key at its limits before measuring
     result = await open_loop(work, rate, seconds)
@@ -254,6 +280,7 @@ async def run(bench: Bench) -> list[Figure]:
     success, ratio, quiet_p99, noisy_p99, uploads, refused, unready, quiet_ok, asking_ratio = (
         list[float]() for _ in range(9)
     )
+    floor_ratio, floor_quiet_p99, floor_noisy_p99, floor_uploads = (list[float]() for _ in range(4))
     cpu: dict[str, list[float]] = {"bridge": [], "api": [], "postgres": []}
     async with AsyncExitStack() as stack:
         connector = aiohttp.TCPConnector(limit=0)
@@ -263,8 +290,9 @@ async def run(bench: Bench) -> list[Figure]:
         for name in setup.keys:
             if name != "noisy":
                 setup.tickets[name] = await setup.create_ticket(name)
-        work = setup.normal_work()
+        work, floor_work = setup.normal_work(), setup.normal_work(via="proxy")
         await open_loop(work, rate, 1.0)  # warm-up
+        await open_loop(floor_work, rate, 1.0)
         setup.failures.clear()  # the warm-up's
         for _ in range(sizes.reps):
             quiet = await open_loop(work, rate, seconds)
@@ -283,8 +311,18 @@ async def run(bench: Bench) -> list[Figure]:
             calls = sum(seen.values())
             refused.append(sum(n for k, n in seen.items() if k != "ok") / max(1, calls))
             unready.append(sum(1 for status, state in polls if (status, state) != (200, "closed")))
-            asking, _, _, _ = await _noisy_run(setup, work, rate, seconds, asks_first=True)
+            asking, _, _, _ = await _noisy_run(setup, work, rate, seconds, "asks-first")
             asking_ratio.append(asking.p99_ms / quiet.p99_ms)
+            # The floor: the same work and the same stored uploads a second, through a hop
+            # that only forwards (bench/proxy_floor.py), to the same dispatch-api.
+            floor_quiet = await open_loop(floor_work, rate, seconds)
+            floor, floor_seen, _, _ = await _noisy_run(
+                setup, floor_work, rate, seconds, f"{max(uploads[-1], 0.1):.3f}", via="proxy"
+            )
+            floor_ratio.append(floor.p99_ms / floor_quiet.p99_ms)
+            floor_quiet_p99.append(floor_quiet.p99_ms)
+            floor_noisy_p99.append(floor.p99_ms)
+            floor_uploads.append(floor_seen.get("ok", 0) / ran_s)
     note = f"{QUIET_KEYS} normal keys at {rate:g} calls/s in all, 1 noisy key x {NOISY_WORKERS}"
     failed = ", ".join(f"{k}: {n}" for k, n in setup.failures.most_common(5)) or "none"
     return [
@@ -303,6 +341,17 @@ async def run(bench: Bench) -> list[Figure]:
             "",
             "the same noisy key, its refused uploads never sent",
         ),
+        figure(
+            "Noisy",
+            "minimal proxy: others' p99, noisy / quiet run (floor)",
+            floor_ratio,
+            "",
+            "the same work and dispatch-api through bench/proxy_floor.py, with as many"
+            " uploads stored a second as the bridge let through (open loop)",
+        ),
+        figure("Noisy", "minimal proxy: others' p99, quiet run (ms)", floor_quiet_p99, ""),
+        figure("Noisy", "minimal proxy: others' p99, noisy run (ms)", floor_noisy_p99, ""),
+        figure("Noisy", "minimal proxy: uploads stored per s", floor_uploads, ""),
         figure("Noisy", "others' success, quiet run (%)", quiet_ok, ""),
         figure("Noisy", "others' p99, quiet run (ms)", quiet_p99, ""),
         figure("Noisy", "others' p99, noisy run (ms)", noisy_p99, ""),
@@ -314,10 +363,9 @@ async def run(bench: Bench) -> list[Figure]:
 
 
 def main() -> None:
-    """The noisy key's process: URL KEY TICKET SECONDS [asks-first]; prints its outcomes as
-    JSON."""
-    url, key, ticket, seconds = sys.argv[1:5]
-    seen = asyncio.run(_noisy(url, key, ticket, float(seconds), sys.argv[5:] == ["asks-first"]))
+    """The noisy key's process: URL KEY TICKET SECONDS MODE; prints its outcomes as JSON."""
+    url, key, ticket, seconds, mode = sys.argv[1:6]
+    seen = asyncio.run(_noisy(url, key, ticket, float(seconds), mode))
     sys.stdout.write(orjson.dumps(seen).decode())
 
 

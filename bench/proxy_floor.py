@@ -3,6 +3,8 @@
 `POST /v1/tools/ticket.get/invoke` with `{"arguments": {"ticket_id": ...}}` becomes
 `GET /v1/tickets/{id}` on dispatch-api with the gateway's token; the answer is wrapped the
 way the bridge wraps it. Bare: no validation, retries, telemetry or auth: what any hop costs.
+`evidence.attach` (bare only) likewise becomes `POST /v1/tickets/{id}/evidence` with a fresh
+idempotency key: the noisy neighbour's floor, a hop that parses and re-encodes each upload.
 
 Observed: the same, plus what the contract asks of every call and the issue forbids trading
 for speed (DESIGN section 6), built from the services' own telemetry package: the server
@@ -39,6 +41,7 @@ from telemetry import (
 )
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+MAX_BODY = 16 * 1024 * 1024
 
 
 def app(api_url: str, token: str, *, observed: bool = False) -> web.Application:
@@ -50,7 +53,8 @@ def app(api_url: str, token: str, *, observed: bool = False) -> web.Application:
             tracing_middleware("proxy", excluded=()),
             observe_middleware(JsonLog("proxy"), lambda *_: None),
         ]
-    application = web.Application(middlewares=middlewares)
+    # Room for a max-size evidence upload (5 MiB as ~7 MB of base64 JSON); aiohttp's 1 MiB.
+    application = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     headers = {"Authorization": f"Bearer {token}"}
     registry = CollectorRegistry()
     calls = Counter("tool_invocations", "calls", ["tool", "outcome"], registry=registry)
@@ -89,8 +93,21 @@ def app(api_url: str, token: str, *, observed: bool = False) -> web.Application:
             body=orjson.dumps(envelope), content_type="application/json", headers=ids or None
         )
 
+    async def attach(request: web.Request) -> web.Response:
+        arguments = orjson.loads(await request.read())["arguments"]
+        path = f"/v1/tickets/{arguments.pop('ticket_id')}/evidence"
+        sent = {**headers, "Idempotency-Key": new_id(), "Content-Type": "application/json"}
+        async with request.app[SESSION].post(path, data=orjson.dumps(arguments), headers=sent) as r:
+            answer, status = orjson.loads(await r.read()), r.status
+        ok = status < 300
+        envelope = {"ok": ok, "tool": "evidence.attach", "result" if ok else "error": answer}
+        body = orjson.dumps(envelope)
+        return web.Response(body=body, status=status, content_type="application/json")
+
     application.cleanup_ctx.append(session)
     application.router.add_post("/v1/tools/ticket.get/invoke", invoke)
+    if not observed:
+        application.router.add_post("/v1/tools/evidence.attach/invoke", attach)
     return application
 
 

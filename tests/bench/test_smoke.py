@@ -47,6 +47,9 @@ async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path
     assert "| S2 | observed proxy CPU per call (µs), the floor with telemetry" in table
     assert "| S2 | bridge / observed proxy CPU per call" in table
     assert "| Noisy | others' p99, noisy key asking first (Expect: 100-continue)" in table
+    assert "| Noisy | minimal proxy: others' p99, noisy / quiet run (floor)" in table
+    figures = {s["figure"]: s for s in report["scenarios"] if s["id"] == "Noisy"}
+    assert figures["minimal proxy: uploads stored per s"]["median"] > 0  # the floor uploaded
 
 
 async def test_the_scale_harness_runs_and_writes_its_table(tmp_path: Path) -> None:
