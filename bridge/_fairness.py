@@ -12,7 +12,8 @@ Over time, a key's request bodies are also held to a sustained byte rate (a toke
 as deep as the byte cap): uploads that each finish quickly would otherwise let one key take
 most of the bridge's and dispatch-api's CPU (every body is read, parsed, validated, copied
 downstream, decoded and stored), and the other keys' latency pays for it. Its refusal says
-when the key's budget will cover the call.
+when the key's budget will cover the call, and a key's refused calls are given turns one
+after another rather than all the same moment (`_turn`).
 
 A refusal happens before any work, like the global one: nothing was done, retry shortly
 (jittered, so a refused burst does not come back in step). The rate limiter's token bucket
@@ -70,6 +71,8 @@ class KeyAdmission:
         #: key -> (tokens, when): the byte budget, as a token bucket `max_bytes` deep. Only
         #: keys still paying off earlier bodies are kept (a full bucket is the default).
         self._budget: dict[str, tuple[float, float]] = {}
+        #: key -> when the last turn promised to one of its refused calls comes (`_turn`).
+        self._promised: dict[str, float] = {}
         #: key -> when it last sent a heavy body (see `sheds`).
         self._heavy: dict[str, float] = {}
 
@@ -88,27 +91,52 @@ class KeyAdmission:
             )
         held = self._bytes[key]
         if held > 0 and held + body_bytes > self._max_bytes:
+            wait_s = self._turn(key, body_bytes)
             return _refused(
                 "agent_bytes",
                 f"This agent key's calls in flight already hold {held} bytes of request"
                 f" bodies; with this one ({body_bytes}) they would exceed its limit of"
                 f" {self._max_bytes}",
                 {"max_in_flight_bytes": self._max_bytes, "in_flight_bytes": held},
+                retry_after_ms=None if wait_s is None else _jittered_ms(wait_s),
             )
-        if self._rate is not None and body_bytes > 0:
-            # A body larger than the bucket needs a full bucket, not more, so it can pass.
-            short = min(body_bytes, self._max_bytes) - self._tokens(key)
-            if short > 0:
-                wait_s = short / self._rate
-                return _refused(
-                    "agent_byte_rate",
-                    f"This agent key has sent request bodies faster than its sustained limit"
-                    f" of {int(self._rate)} bytes/s; this one ({body_bytes} bytes) fits its"
-                    f" budget in {wait_s:.1f}s",
-                    {"max_bytes_per_s": int(self._rate)},
-                    retry_after_ms=round(wait_s * 1000) + random.randint(0, 100),
-                )
+        wait_s = self._turn(key, body_bytes)
+        if wait_s is not None:
+            return _refused(
+                "agent_byte_rate",
+                f"This agent key has sent request bodies faster than its sustained limit"
+                f" of {int(self._rate or 0)} bytes/s; this one ({body_bytes} bytes) has its"
+                f" turn at the key's budget in {wait_s:.1f}s",
+                {"max_bytes_per_s": int(self._rate or 0)},
+                retry_after_ms=_jittered_ms(wait_s),
+            )
         return None
+
+    def _turn(self, key: str, body_bytes: int) -> float | None:
+        """Seconds until `key`'s byte budget covers `body_bytes`, after the bodies of its
+        calls already refused and told when to return; None when it covers it now.
+
+        Each refused call is promised a turn of its own: told the same moment, a key's
+        refused callers would all return together and all but one be refused again, a
+        request and (unless it asked first) a body read off the socket for nothing, which
+        the other keys' latency pays for. A promise reserves nothing: whoever comes when
+        the budget covers its body is admitted."""
+        if self._rate is None or body_bytes <= 0:
+            return None
+        # A body larger than the bucket needs a full bucket, not more, so it can pass.
+        need = min(body_bytes, self._max_bytes)
+        short = need - self._tokens(key)
+        if short <= 0:
+            return None
+        now = self._clock()
+        turn = now + short / self._rate
+        promised = self._promised.get(key, now)
+        if promised > now:  # a turn still to come was promised: this one's comes after it
+            turn = max(turn, promised + need / self._rate)
+        self._promised[key] = turn
+        if len(self._promised) > _PRUNE_AT:  # forget the promises already due
+            self._promised = {k: t for k, t in self._promised.items() if t > now}
+        return turn - now
 
     def _tokens(self, key: str) -> float:
         tokens, when = self._budget.get(key, (float(self._max_bytes), self._clock()))
@@ -168,6 +196,10 @@ class KeyAdmission:
     def in_flight(self, key: str) -> tuple[int, int]:
         """(calls, body bytes) `key` has in flight."""
         return self._calls[key], self._bytes[key]
+
+
+def _jittered_ms(wait_s: float) -> int:
+    return round(wait_s * 1000) + random.randint(0, 100)
 
 
 def _refused(

@@ -1,4 +1,5 @@
-"""Per-key admission on its own: the counters behind agent_concurrency and agent_bytes."""
+"""Per-key admission on its own: the counters behind agent_concurrency, agent_bytes and
+agent_byte_rate."""
 
 from __future__ import annotations
 
@@ -56,6 +57,56 @@ def test_a_key_sending_bodies_faster_than_its_byte_rate_is_told_when_its_budget_
 
     clock.now += 3.0
     assert admission.refusal("a", 300) is None
+
+
+def test_a_keys_refused_calls_are_given_turns_one_after_another() -> None:
+    clock = _Clock()
+    admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
+    admission.enter("a", 1000)  # the whole bucket spent
+    admission.leave("a", 1000)
+
+    told = []
+    for _ in range(3):  # three of its callers refused the same moment
+        refused = admission.refusal("a", 300)
+        assert refused is not None
+        assert refused.details["reason"] == "agent_byte_rate"
+        told.append(refused.retry_after_ms or 0)
+    assert [ms // 100 for ms in told] == [30, 60, 90]  # 300 bytes at 100 bytes/s each
+    assert admission.refusal("b", 300) is None  # another key's turns are its own
+
+    clock.now += 3.0  # the first comes back at its turn and is admitted
+    assert admission.refusal("a", 300) is None
+    admission.enter("a", 300)
+    admission.leave("a", 300)
+    clock.now += 3.0  # and so is the second, at its own
+    assert admission.refusal("a", 300) is None
+
+
+def test_once_the_promised_turns_are_past_a_refusal_waits_only_for_its_own_bytes() -> None:
+    clock = _Clock()
+    admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
+    admission.enter("a", 1000)
+    admission.leave("a", 1000)
+    assert admission.refusal("a", 300) is not None
+    assert admission.refusal("a", 300) is not None  # promised a turn at 6 s
+    clock.now += 6.0  # nobody came back; 600 bytes of budget again
+    admission.enter("a", 600)
+    admission.leave("a", 600)
+
+    refused = admission.refusal("a", 300)
+    assert refused is not None
+    assert 3000 <= (refused.retry_after_ms or 0) <= 3100  # its own 300 bytes, no more
+
+
+def test_a_key_refused_for_its_bytes_in_flight_is_told_its_turn_at_the_byte_rate() -> None:
+    clock = _Clock()
+    admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
+    admission.enter("a", 900)  # in flight, and spent
+
+    refused = admission.refusal("a", 500)
+    assert refused is not None
+    assert refused.details["reason"] == "agent_bytes"
+    assert 4000 <= (refused.retry_after_ms or 0) <= 4100  # 500 bytes, 100 left, 100 bytes/s
 
 
 def test_a_call_held_before_its_body_is_read_spends_the_byte_rate_only_when_charged() -> None:
