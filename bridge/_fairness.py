@@ -48,6 +48,9 @@ _BYTES_PER_WEIGHT = 64 * 1024
 #: `_HEAVY_MEMORY_S` after it arrived, admitted or refused.
 _HEAVY_BYTES = 256 * 1024
 _HEAVY_MEMORY_S = 0.25
+#: How far ahead a key's refused calls are promised turns. Callers that never come back
+#: leave promises behind; beyond this their key's next refusals all say this, not more.
+_TURNS_AHEAD_S = 60.0
 #: The least weight that makes a key the one to shed for holding most of the work: one
 #: small call in flight is no one's overload, even when it is most of what is running.
 _DOMINANT_WEIGHT = 2.0
@@ -132,7 +135,8 @@ class KeyAdmission:
         turn = now + short / self._rate
         promised = self._promised.get(key, now)
         if promised > now:  # a turn still to come was promised: this one's comes after it
-            turn = max(turn, promised + need / self._rate)
+            after = min(promised + need / self._rate, now + _TURNS_AHEAD_S)
+            turn = max(turn, after)
         self._promised[key] = turn
         if len(self._promised) > _PRUNE_AT:  # forget the promises already due
             self._promised = {k: t for k, t in self._promised.items() if t > now}

@@ -4,6 +4,7 @@ agent_byte_rate."""
 from __future__ import annotations
 
 from bridge._fairness import KeyAdmission
+from tools import ToolError
 
 
 def test_a_key_with_nothing_in_flight_is_admitted_whatever_the_size_of_its_call() -> None:
@@ -80,6 +81,22 @@ def test_a_keys_refused_calls_are_given_turns_one_after_another() -> None:
     admission.leave("a", 300)
     clock.now += 3.0  # and so is the second, at its own
     assert admission.refusal("a", 300) is None
+
+
+def test_turns_are_promised_at_most_a_minute_ahead() -> None:
+    clock = _Clock()
+    admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
+    admission.enter("a", 1000)
+    admission.leave("a", 1000)
+
+    told = [(admission.refusal("a", 1000) or _never()).retry_after_ms or 0 for _ in range(10)]
+
+    assert [ms // 1000 for ms in told[:5]] == [10, 20, 30, 40, 50]  # 1000 bytes, 10 s each
+    assert all(60_000 <= ms <= 60_100 for ms in told[5:])  # callers that may never come back
+
+
+def _never() -> ToolError:
+    raise AssertionError("admitted")
 
 
 def test_once_the_promised_turns_are_past_a_refusal_waits_only_for_its_own_bytes() -> None:
