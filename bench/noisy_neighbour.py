@@ -22,7 +22,9 @@ Then the floor, through the same dispatch-api: the quiet and noisy runs again vi
 only forwards (bench/proxy_floor.py, which parses and re-encodes each upload as any JSON hop
 must), the noisy side storing as many uploads a second as the bridge let through, in an open
 loop. Its p99 ratio is what the stored uploads cost the others on this machine whatever the
-bridge does; the bridge's own share is the distance above it.
+bridge does; the bridge's own share is the distance above it. Last, the bridge again with
+the floor's noisy side (the same paced uploads): the difference from the floor is the hop's
+alone, and from the target row what a herd of refused callers adds.
 
 Targets: the normal keys keep >= 99.9 % success in the noisy run, and their p99 within 2x of
 the quiet run. `/readyz` is polled during the noisy run: every poll must be 200 with the
@@ -280,7 +282,9 @@ async def run(bench: Bench) -> list[Figure]:
     success, ratio, quiet_p99, noisy_p99, uploads, refused, unready, quiet_ok, asking_ratio = (
         list[float]() for _ in range(9)
     )
-    floor_ratio, floor_quiet_p99, floor_noisy_p99, floor_uploads = (list[float]() for _ in range(4))
+    floor_ratio, floor_quiet_p99, floor_noisy_p99, floor_uploads, paced_ratio = (
+        list[float]() for _ in range(5)
+    )
     cpu: dict[str, list[float]] = {"bridge": [], "api": [], "postgres": []}
     async with AsyncExitStack() as stack:
         connector = aiohttp.TCPConnector(limit=0)
@@ -315,11 +319,17 @@ async def run(bench: Bench) -> list[Figure]:
             asking_ratio.append(asking.p99_ms / quiet.p99_ms)
             # The floor: the same work and the same stored uploads a second, through a hop
             # that only forwards (bench/proxy_floor.py), to the same dispatch-api.
+            paced_rate = f"{max(uploads[-1], 0.1):.3f}"
             floor_quiet = await open_loop(floor_work, rate, seconds)
             floor, floor_seen, _, _ = await _noisy_run(
-                setup, floor_work, rate, seconds, f"{max(uploads[-1], 0.1):.3f}", via="proxy"
+                setup, floor_work, rate, seconds, paced_rate, via="proxy"
             )
             floor_ratio.append(floor.p99_ms / floor_quiet.p99_ms)
+            # And the bridge with the floor's noisy side: the same paced uploads, no herd of
+            # refused callers, so the two differ by the hop alone.
+            paced_quiet = await open_loop(work, rate, seconds)
+            paced, _, _, _ = await _noisy_run(setup, work, rate, seconds, paced_rate)
+            paced_ratio.append(paced.p99_ms / paced_quiet.p99_ms)
             floor_quiet_p99.append(floor_quiet.p99_ms)
             floor_noisy_p99.append(floor.p99_ms)
             floor_uploads.append(floor_seen.get("ok", 0) / ran_s)
@@ -348,6 +358,13 @@ async def run(bench: Bench) -> list[Figure]:
             "",
             "the same work and dispatch-api through bench/proxy_floor.py, with as many"
             " uploads stored a second as the bridge let through (open loop)",
+        ),
+        figure(
+            "Noisy",
+            "bridge, the floor's paced uploads: others' p99, noisy / quiet run",
+            paced_ratio,
+            "",
+            "the noisy key uploading as the floor's side does (open loop), through the bridge",
         ),
         figure("Noisy", "minimal proxy: others' p99, quiet run (ms)", floor_quiet_p99, ""),
         figure("Noisy", "minimal proxy: others' p99, noisy run (ms)", floor_noisy_p99, ""),

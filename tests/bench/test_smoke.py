@@ -48,6 +48,7 @@ async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path
     assert "| S2 | bridge / observed proxy CPU per call" in table
     assert "| Noisy | others' p99, noisy key asking first (Expect: 100-continue)" in table
     assert "| Noisy | minimal proxy: others' p99, noisy / quiet run (floor)" in table
+    assert "| Noisy | bridge, the floor's paced uploads: others' p99, noisy / quiet run" in table
     figures = {s["figure"]: s for s in report["scenarios"] if s["id"] == "Noisy"}
     assert figures["minimal proxy: uploads stored per s"]["median"] > 0  # the floor uploaded
 
