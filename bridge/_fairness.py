@@ -123,7 +123,8 @@ class KeyAdmission:
         refused callers would all return together and all but one be refused again, a
         request and (unless it asked first) a body read off the socket for nothing, which
         the other keys' latency pays for. A promise reserves nothing: whoever comes when
-        the budget covers its body is admitted."""
+        the budget covers its body is admitted. Turns are for heavy bodies, whose herd
+        costs the others: a small call is not queued behind a key's uploads."""
         if self._rate is None or body_bytes <= 0:
             return None
         # A body larger than the bucket needs a full bucket, not more, so it can pass.
@@ -133,6 +134,8 @@ class KeyAdmission:
             return None
         now = self._clock()
         turn = now + short / self._rate
+        if body_bytes < _HEAVY_BYTES:  # a small call waits for its own bytes only
+            return turn - now
         promised = self._promised.get(key, now)
         if promised > now:  # a turn still to come was promised: this one's comes after it
             after = min(promised + need / self._rate, now + _TURNS_AHEAD_S)

@@ -32,6 +32,10 @@ def test_limits_are_per_key_and_freed_when_calls_finish() -> None:
     assert admission.refusal("a", 900) is None
 
 
+#: Heavy bodies (inline evidence) are the ones given turns.
+KB = 1024
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -62,36 +66,50 @@ def test_a_key_sending_bodies_faster_than_its_byte_rate_is_told_when_its_budget_
 
 def test_a_keys_refused_calls_are_given_turns_one_after_another() -> None:
     clock = _Clock()
-    admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
-    admission.enter("a", 1000)  # the whole bucket spent
-    admission.leave("a", 1000)
+    admission = KeyAdmission(max_calls=10, max_bytes=1000 * KB, bytes_per_s=100 * KB, clock=clock)
+    admission.enter("a", 1000 * KB)  # the whole bucket spent
+    admission.leave("a", 1000 * KB)
 
     told = []
     for _ in range(3):  # three of its callers refused the same moment
-        refused = admission.refusal("a", 300)
+        refused = admission.refusal("a", 300 * KB)
         assert refused is not None
         assert refused.details["reason"] == "agent_byte_rate"
         told.append(refused.retry_after_ms or 0)
-    assert [ms // 100 for ms in told] == [30, 60, 90]  # 300 bytes at 100 bytes/s each
-    assert admission.refusal("b", 300) is None  # another key's turns are its own
+    assert [ms // 100 for ms in told] == [30, 60, 90]  # 300 KiB at 100 KiB/s each
+    assert admission.refusal("b", 300 * KB) is None  # another key's turns are its own
 
     clock.now += 3.0  # the first comes back at its turn and is admitted
-    assert admission.refusal("a", 300) is None
-    admission.enter("a", 300)
-    admission.leave("a", 300)
+    assert admission.refusal("a", 300 * KB) is None
+    admission.enter("a", 300 * KB)
+    admission.leave("a", 300 * KB)
     clock.now += 3.0  # and so is the second, at its own
-    assert admission.refusal("a", 300) is None
+    assert admission.refusal("a", 300 * KB) is None
+
+
+def test_a_small_call_waits_for_its_own_bytes_not_behind_the_keys_uploads() -> None:
+    clock = _Clock()
+    admission = KeyAdmission(max_calls=10, max_bytes=2**20, bytes_per_s=2**16, clock=clock)
+    admission.enter("a", 2**20)
+    admission.leave("a", 2**20)
+    for _ in range(3):  # three uploads refused: turns at 16, 32 and 48 s
+        assert admission.refusal("a", 2**20) is not None
+
+    refused = admission.refusal("a", 2**10)
+
+    assert refused is not None
+    assert 15 <= (refused.retry_after_ms or 0) <= 116  # 1 KiB at 64 KiB/s, plus jitter
 
 
 def test_turns_are_promised_at_most_a_minute_ahead() -> None:
     clock = _Clock()
-    admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
-    admission.enter("a", 1000)
-    admission.leave("a", 1000)
+    admission = KeyAdmission(max_calls=10, max_bytes=1000 * KB, bytes_per_s=100 * KB, clock=clock)
+    admission.enter("a", 1000 * KB)
+    admission.leave("a", 1000 * KB)
 
-    told = [(admission.refusal("a", 1000) or _never()).retry_after_ms or 0 for _ in range(10)]
+    told = [(admission.refusal("a", 1000 * KB) or _never()).retry_after_ms or 0 for _ in range(10)]
 
-    assert [ms // 1000 for ms in told[:5]] == [10, 20, 30, 40, 50]  # 1000 bytes, 10 s each
+    assert [ms // 1000 for ms in told[:5]] == [10, 20, 30, 40, 50]  # 1000 KiB, 10 s each
     assert all(60_000 <= ms <= 60_100 for ms in told[5:])  # callers that may never come back
 
 
@@ -101,29 +119,29 @@ def _never() -> ToolError:
 
 def test_once_the_promised_turns_are_past_a_refusal_waits_only_for_its_own_bytes() -> None:
     clock = _Clock()
-    admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
-    admission.enter("a", 1000)
-    admission.leave("a", 1000)
-    assert admission.refusal("a", 300) is not None
-    assert admission.refusal("a", 300) is not None  # promised a turn at 6 s
+    admission = KeyAdmission(max_calls=10, max_bytes=1000 * KB, bytes_per_s=100 * KB, clock=clock)
+    admission.enter("a", 1000 * KB)
+    admission.leave("a", 1000 * KB)
+    assert admission.refusal("a", 300 * KB) is not None
+    assert admission.refusal("a", 300 * KB) is not None  # promised a turn at 6 s
     clock.now += 6.0  # nobody came back; 600 bytes of budget again
-    admission.enter("a", 600)
-    admission.leave("a", 600)
+    admission.enter("a", 600 * KB)
+    admission.leave("a", 600 * KB)
 
-    refused = admission.refusal("a", 300)
+    refused = admission.refusal("a", 300 * KB)
     assert refused is not None
-    assert 3000 <= (refused.retry_after_ms or 0) <= 3100  # its own 300 bytes, no more
+    assert 3000 <= (refused.retry_after_ms or 0) <= 3100  # its own 300 KiB, no more
 
 
 def test_a_key_refused_for_its_bytes_in_flight_is_told_its_turn_at_the_byte_rate() -> None:
     clock = _Clock()
-    admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
-    admission.enter("a", 900)  # in flight, and spent
+    admission = KeyAdmission(max_calls=10, max_bytes=1000 * KB, bytes_per_s=100 * KB, clock=clock)
+    admission.enter("a", 900 * KB)  # in flight, and spent
 
-    refused = admission.refusal("a", 500)
+    refused = admission.refusal("a", 500 * KB)
     assert refused is not None
     assert refused.details["reason"] == "agent_bytes"
-    assert 4000 <= (refused.retry_after_ms or 0) <= 4100  # 500 bytes, 100 left, 100 bytes/s
+    assert 4000 <= (refused.retry_after_ms or 0) <= 4100  # 500 KiB, 100 left, 100 KiB/s
 
 
 def test_a_call_held_before_its_body_is_read_spends_the_byte_rate_only_when_charged() -> None:
