@@ -12,7 +12,7 @@ Over time, a key's request bodies are also held to a sustained byte rate (a toke
 as deep as the byte cap): uploads that each finish quickly would otherwise let one key take
 most of the bridge's and dispatch-api's CPU (every body is read, parsed, validated, copied
 downstream, decoded and stored), and the other keys' latency pays for it. Its refusal says
-when the key's budget will cover the call, and a key's refused calls are given turns one
+when the key's budget will cover the call, and a key's refused uploads are given turns one
 after another rather than all the same moment (`_turn`).
 
 A refusal happens before any work, like the global one: nothing was done, retry shortly
