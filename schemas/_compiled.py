@@ -1,9 +1,9 @@
 """A compiled (jsonschema-rs) check that says only "valid", in front of the Python validator.
 
 The Python validator (`schemas.Validator`) words every refusal and is the one both services
-answer with; walking a valid body with it costs ~25 µs a call, the compiled check well under
-1 µs. So it goes first, and only ever says "valid": a body it refuses goes to the Python
-validator, which decides.
+answer with; walking a valid body with it costs 25-250 µs (a tool's arguments, a
+dispatch-api body resolving its `$ref`s), the compiled check about 1 µs. So it goes first,
+and only ever says "valid": a body it refuses goes to the Python validator, which decides.
 """
 
 from __future__ import annotations
