@@ -71,6 +71,9 @@ class KeyAdmission:
         self._clock = clock
         self._calls: Counter[str] = Counter()
         self._bytes: Counter[str] = Counter()
+        #: Of `_bytes`, those of calls held from admission whose bodies are not read yet:
+        #: not spent from the byte budget yet, but about to be (`charge`).
+        self._unread: Counter[str] = Counter()
         #: key -> (tokens, when): the byte budget, as a token bucket `max_bytes` deep. Only
         #: keys still paying off earlier bodies are kept (a full bucket is the default).
         self._budget: dict[str, tuple[float, float]] = {}
@@ -94,7 +97,7 @@ class KeyAdmission:
             )
         held = self._bytes[key]
         if held > 0 and held + body_bytes > self._max_bytes:
-            wait_s = self._turn(key, body_bytes)
+            wait_s = self._turn(key, body_bytes, counting_unread=True)
             return _refused(
                 "agent_bytes",
                 f"This agent key's calls in flight already hold {held} bytes of request"
@@ -115,9 +118,11 @@ class KeyAdmission:
             )
         return None
 
-    def _turn(self, key: str, body_bytes: int) -> float | None:
+    def _turn(self, key: str, body_bytes: int, *, counting_unread: bool = False) -> float | None:
         """Seconds until `key`'s byte budget covers `body_bytes`, after the bodies of its
-        calls already refused and told when to return; None when it covers it now.
+        calls already refused and told when to return; None when it covers it now (with
+        `counting_unread`, once the bodies held unread are spent too: they will be as soon
+        as they are read, and the call refused for its bytes in flight comes after them).
 
         Each refused call is promised a turn of its own: told the same moment, a key's
         refused callers would all return together and all but one be refused again, a
@@ -129,7 +134,10 @@ class KeyAdmission:
             return None
         # A body larger than the bucket needs a full bucket, not more, so it can pass.
         need = min(body_bytes, self._max_bytes)
-        short = need - self._tokens(key)
+        tokens = self._tokens(key)
+        if need <= tokens and not counting_unread:
+            return None
+        short = need - (tokens - self._unread[key])
         if short <= 0:
             return None
         now = self._clock()
@@ -157,9 +165,16 @@ class KeyAdmission:
         self._calls[key] += 1
         self._bytes[key] += body_bytes
         if charge:
-            self.charge(key, body_bytes)
+            self._spend(key, body_bytes)
+        else:
+            self._unread[key] += body_bytes
 
     def charge(self, key: str, body_bytes: int) -> None:
+        """Spend the `body_bytes` of a call held unread (`enter(charge=False)`), now read."""
+        self._unread[key] = max(0, self._unread[key] - body_bytes)
+        self._spend(key, body_bytes)
+
+    def _spend(self, key: str, body_bytes: int) -> None:
         """Spend `body_bytes` from `key`'s byte budget (the sustained byte rate)."""
         if self._rate is not None and body_bytes > 0:
             now = self._clock()
@@ -178,6 +193,11 @@ class KeyAdmission:
         if self._calls[key] <= 0:  # keep the counters bounded by the keys busy now
             del self._calls[key]
             del self._bytes[key]
+            self._unread.pop(key, None)
+        elif self._unread[key] > self._bytes[key]:
+            # A held call leaving unread (refused for its size) is not told apart from one
+            # that was read: what is unread is at most what is still in flight.
+            self._unread[key] = self._bytes[key]
 
     def _note_heavy(self, key: str) -> None:
         now = self._clock()

@@ -87,6 +87,23 @@ def test_a_keys_refused_calls_are_given_turns_one_after_another() -> None:
     assert admission.refusal("a", 300 * KB) is None
 
 
+def test_a_key_refused_for_its_bytes_in_flight_is_told_its_turn_after_the_bodies_held_unread() -> (
+    None
+):
+    clock = _Clock()
+    admission = KeyAdmission(max_calls=10, max_bytes=1000 * KB, bytes_per_s=100 * KB, clock=clock)
+    admission.enter("a", 700 * KB, charge=False)  # held from admission, its body not read yet
+
+    refused = admission.refusal("a", 500 * KB)
+
+    assert refused is not None
+    assert refused.details["reason"] == "agent_bytes"
+    # The budget is full now, but the 700 KiB are spent as soon as read: 200 KiB short.
+    assert 2000 <= (refused.retry_after_ms or 0) <= 2100
+    admission.leave("a", 700 * KB)  # refused for its size, never read: nothing spent
+    assert admission.refusal("a", 500 * KB) is None
+
+
 def test_a_small_call_waits_for_its_own_bytes_not_behind_the_keys_uploads() -> None:
     clock = _Clock()
     admission = KeyAdmission(max_calls=10, max_bytes=2**20, bytes_per_s=2**16, clock=clock)
