@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bridge.settings import BridgeSettings
 from dispatch_client import BreakerConfig, RetryConfig
 
 from .conftest import Bridge
@@ -111,8 +112,13 @@ async def test_a_key_over_its_byte_limit_is_refused_at_once_and_nothing_is_writt
         assert (error["code"], error["retryable"]) == ("rate_limited", True)
         assert error["details"]["reason"] == "agent_bytes"
         assert error["details"]["max_in_flight_bytes"] == 2 * 1024 * 1024
-        assert 100 <= error["retry_after_ms"] <= 500
+        assert 0 < error["retry_after_ms"] <= 60_100
         assert reply.body["request_id"] is None  # never sent downstream
+    # Told turns one after another at the key's byte rate (the two held bodies count as
+    # spent), not all the same moment: the last ~27 bodies' worth after the first.
+    told = sorted(r.body["error"]["retry_after_ms"] for r in refused)
+    body_s = len(orjson.dumps({"arguments": _heavy(tid)})) / BridgeSettings().agent_max_bytes_per_s
+    assert told[-1] - told[0] >= 20 * body_s * 1000
     mcp_error = tool_error(rpc_result(over_mcp))["error"]
     assert (mcp_error["code"], mcp_error["details"]["reason"]) == ("rate_limited", "agent_bytes")
     assert other.status == 200, other.body  # another key is not limited by this one
