@@ -203,7 +203,10 @@ async def _noisy(
             error = reply["error"]
             reason = (error.get("details") or {}).get("reason") or error["code"]
             seen[reason] = seen.get(reason, 0) + 1
-            await asyncio.sleep((error.get("retry_after_ms") or 100) / 1000)
+            # As told, but not past the run's end: a refused upload's turn can be tens of
+            # seconds away, and the run is over by then.
+            wait_s = (error.get("retry_after_ms") or 100) / 1000
+            await asyncio.sleep(min(wait_s, max(0.0, until - time.monotonic())))
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         if mode in ("closed", "asks-first"):
