@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from telemetry import LATENCY_BUCKETS_MS
@@ -114,6 +116,11 @@ class ApiMetrics:
             buckets=APPROVAL_WAIT_BUCKETS_S,
             registry=registry,
         )
+        # `.labels()` hashes and validates its values on every call (a few µs, three times
+        # a request): the children every request updates are kept here. Routes are
+        # templates and codes HTTP statuses, so the cache is as bounded as the series.
+        self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._moved: dict[tuple[str, str], Any] = {}
         # Every series an alert may watch exists from the start, at zero.
         for priority in Priority:
             self.sla_breaches.labels(priority=str(priority))
@@ -143,3 +150,19 @@ class ApiMetrics:
     def forget_database_gauges(self) -> None:
         for gauge in (self.in_state, self.oldest_in_state, self.sla_now):
             gauge.clear()
+
+    def answered(self, route: str, status: int) -> tuple[Any, Any]:
+        """The dispatch_api_requests child of (route, status) and the latency child of
+        `route`."""
+        children = self._answered.get((route, status))
+        if children is None:
+            children = (self.requests.labels(route, str(status)), self.latency_ms.labels(route))
+            self._answered[(route, status)] = children
+        return children
+
+    def transition(self, before: str, after: str) -> Any:
+        """The state_transitions child of (before, after)."""
+        child = self._moved.get((before, after))
+        if child is None:
+            child = self._moved[(before, after)] = self.transitions.labels(before, after)
+        return child

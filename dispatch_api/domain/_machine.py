@@ -7,6 +7,7 @@ timeline event, whose type the decision names.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -220,15 +221,23 @@ def create(ticket_id: str, fields: Mapping[str, Any]) -> Accepted:
 
 def allowed_actions(ticket: Ticket) -> list[str]:
     """Actions the ticket's state admits (roles, evidence and P1 rules aside), sorted."""
-    actions = [a for a, sources in SOURCE_STATES.items() if ticket.state in sources]
-    if ticket.state is State.READY_TO_SCHEDULE and ticket.priority is not Priority.P1:
-        actions.remove(Action.DISPATCH)
-    return sorted(str(a) for a in actions)
+    return list(_admitted(ticket.state, ticket.priority is Priority.P1)[0])
 
 
 def allowed_tools(ticket: Ticket) -> list[str]:
     """The tools an agent calls for `allowed_actions(ticket)`, in the same order."""
-    return tools_for(allowed_actions(ticket))
+    return list(_admitted(ticket.state, ticket.priority is Priority.P1)[1])
+
+
+@functools.cache
+def _admitted(state: State, p1: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`allowed_actions` and `allowed_tools` of a ticket in `state`: every ticket view lists
+    both, and they depend on nothing else (a dozen combinations, worked out once)."""
+    actions = [a for a, sources in SOURCE_STATES.items() if state in sources]
+    if state is State.READY_TO_SCHEDULE and not p1:
+        actions.remove(Action.DISPATCH)
+    names = sorted(str(a) for a in actions)
+    return tuple(names), tuple(tools_for(names))
 
 
 def decide(ticket: Ticket, command: Command, template: IncidentTemplate | None) -> Decision:

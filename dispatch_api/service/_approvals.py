@@ -258,7 +258,7 @@ class ApprovalService:
         metrics.approval_wait.labels(a.tool).observe(waited)
         transition = outcome.response.transition if outcome.response else None
         if transition is not None and transition[0] is not None:
-            metrics.transitions.labels(*transition).inc()
+            metrics.transition(transition[0], transition[1]).inc()
 
 
 def _decided(

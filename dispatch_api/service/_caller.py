@@ -30,8 +30,9 @@ def event_for(
     from_state: Any,
     to_state: Any,
     reason: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Event:
-    """The event `caller` appends as number `seq` of the ticket's timeline (no details)."""
+    """The event `caller` appends as number `seq` of the ticket's timeline."""
     return Event(
         ticket_id=ticket_id,
         seq=seq,
@@ -47,5 +48,5 @@ def event_for(
         request_id=caller.request_id,
         correlation_id=caller.correlation_id,
         trace_id=caller.trace_id,
-        details={},
+        details={} if details is None else details,
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -132,8 +132,8 @@ def plain_change(
         before.state,
         after.state,
         reason,
+        {**decision.details, **details},
     )
-    event = replace(event, details={**decision.details, **details})
     sla = advance(record.sla, before, after, now, record.created_at, targets)
     return Change(after, sla, event, accepted_response(record, after, sla, event, now))
 

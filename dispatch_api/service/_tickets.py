@@ -381,7 +381,7 @@ class TicketService:
             if before is None:
                 metrics.tickets_created.inc()
             else:
-                metrics.transitions.labels(before, after).inc()
+                metrics.transition(before, after).inc()
 
     async def _lock(
         self, conn: asyncpg.Connection, caller: Caller, ticket_id: uuid.UUID

@@ -14,8 +14,9 @@ from typing import Any
 
 import asyncpg
 
-from ..domain import EvidenceKind, EvidenceSummary, HoldCause, Priority, SlaState, State, Ticket
+from ..domain import EvidenceSummary, HoldCause, Priority, SlaState, State, Ticket
 from ._evidence import (
+    KINDS,
     QUEUE_EVIDENCE_ITEMS,
     TICKET_EVIDENCE_ITEMS,
     EvidenceRecord,
@@ -192,16 +193,22 @@ def _event_values(e: Event) -> tuple[Any, ...]:
     )
 
 
+#: Members by stored value, as `KINDS` (a dict lookup instead of calling the enum).
+_STATES: dict[str, State] = {s.value: s for s in State}
+_PRIORITIES: dict[str | None, Priority | None] = {None: None, **{p.value: p for p in Priority}}
+_HOLD_CAUSES: dict[str | None, HoldCause | None] = {None: None, **{c.value: c for c in HoldCause}}
+
+
 def _record(row: asyncpg.Record | Mapping[str, Any]) -> TicketRecord:
     evidence = tuple(from_json(e) for e in row["evidence"])
     tally = tuple(
-        EvidenceSummary(EvidenceKind(g["kind"]), g["tag"], g["count"])
-        for g in row["evidence_tally"]
+        EvidenceSummary(KINDS[g["kind"]], g["tag"], g["count"]) for g in row["evidence_tally"]
     )
+    before_hold = row["state_before_hold"]
     ticket = Ticket(
         id=str(row["id"]),
-        state=State(row["state"]),
-        priority=None if row["priority"] is None else Priority(row["priority"]),
+        state=_STATES[row["state"]],
+        priority=_PRIORITIES[row["priority"]],
         customer_name=row["customer_name"],
         contact_phone=row["contact_phone"],
         contact_email=row["contact_email"],
@@ -211,10 +218,8 @@ def _record(row: asyncpg.Record | Mapping[str, Any]) -> TicketRecord:
         technician_id=row["technician_id"],
         window_start=row["window_start"],
         window_end=row["window_end"],
-        state_before_hold=None
-        if row["state_before_hold"] is None
-        else State(row["state_before_hold"]),
-        hold_cause=None if row["hold_cause"] is None else HoldCause(row["hold_cause"]),
+        state_before_hold=None if before_hold is None else _STATES[before_hold],
+        hold_cause=_HOLD_CAUSES[row["hold_cause"]],
         evidence=tally,
     )
     sla = SlaState(

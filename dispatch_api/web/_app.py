@@ -203,8 +203,9 @@ async def refresh_database_gauges(app: web.Application) -> None:
 
 def _on_response(request: web.Request, status: int, route: str, latency_ms: float) -> None:
     m = request.app[METRICS]
-    m.requests.labels(route, str(status)).inc()
-    m.latency_ms.labels(route).observe(latency_ms)
+    answered, latency = m.answered(route, status)
+    answered.inc()
+    latency.observe(latency_ms)
     if status >= 400:
         m.errors.labels(log_context(request).get("error_code") or f"http_{status}").inc()
 

@@ -79,22 +79,26 @@ async def _read_bounded(request: web.Request, limit: int) -> bytes:
             extensions={"accepted_encodings": ["identity"]},
             headers={"Accept-Encoding": "identity"},
         )
-    too_large = PayloadTooLarge(
-        "payload_too_large",
-        f"the body exceeds {limit} bytes",
-        extensions={"limit_bytes": limit},
-    )
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks = []
     total = 0
+    content = request.content
     try:
-        async with body_deadline(request):  # a trickled body answers 408, never holds on
-            async for chunk in request.content.iter_chunked(64 * 1024):
-                total += len(chunk)
-                if total > limit:
-                    raise too_large
-                chunks.append(chunk)
+        if content.is_eof():
+            # The whole body came with the head, as a small one does: take it as it is,
+            # without the deadline and the chunk loop a body still arriving needs.
+            chunks.append(content.read_nowait())
+            total = len(chunks[0])
+        else:
+            async with body_deadline(request):  # a trickled body answers 408, never holds on
+                async for chunk in content.iter_chunked(64 * 1024):
+                    total += len(chunk)
+                    if total > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
+        if total > limit:
+            raise _too_large(limit)
     except (RequestPayloadError, BadHttpMessage):
         raise BadRequest(
             "malformed_body", "the body's framing is broken (chunked encoding or length)"
@@ -102,3 +106,9 @@ async def _read_bounded(request: web.Request, limit: int) -> bytes:
     except ConnectionError:
         raise ClientClosedRequest() from None
     return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        "payload_too_large", f"the body exceeds {limit} bytes", extensions={"limit_bytes": limit}
+    )
