@@ -40,6 +40,7 @@ from dispatch_api.domain import (
     Ticket,
     Update,
     allowed_actions,
+    allowed_tools,
     create,
     decide,
 )
@@ -651,6 +652,17 @@ def test_allowed_actions_offers_dispatch_from_ready_to_schedule_only_to_p1_ticke
     assert "dispatch" in allowed_actions(ticket_in(RTS, priority=Priority.P1))
     for priority in (Priority.P2, Priority.P3, Priority.P4):
         assert "dispatch" not in allowed_actions(ticket_in(RTS, priority=priority))
+
+
+def test_each_view_gets_lists_of_its_own() -> None:
+    # The answers are worked out once per state: a caller that edits the list it was given
+    # must not change the next ticket's.
+    first = allowed_actions(ticket_in(SCH))
+    first.remove("dispatch")
+    tools = allowed_tools(ticket_in(SCH))
+    tools.clear()
+    assert allowed_actions(ticket_in(SCH)) == ALLOWED[SCH]
+    assert "ticket.dispatch" in allowed_tools(ticket_in(SCH))
 
 
 def test_a_new_ticket_filled_in_while_on_hold_resumes_ready_to_schedule() -> None:
