@@ -110,7 +110,7 @@ _EVIDENCE_COLUMNS = (
 
 
 def _evidence_row(row: asyncpg.Record) -> EvidenceRecord:
-    return EvidenceRecord(**{**dict(row), "kind": EvidenceKind(row["kind"])})
+    return EvidenceRecord(**{**dict(row), "kind": KINDS[row["kind"]]})
 
 
 async def page(
