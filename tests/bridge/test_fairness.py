@@ -32,7 +32,7 @@ def test_limits_are_per_key_and_freed_when_calls_finish() -> None:
     assert admission.refusal("a", 900) is None
 
 
-#: Heavy bodies (inline evidence) are the ones given turns.
+#: Sizes in KiB: only bodies of 256 KiB and more (uploads) are given turns.
 KB = 1024
 
 
@@ -141,7 +141,7 @@ def test_once_the_promised_turns_are_past_a_refusal_waits_only_for_its_own_bytes
     admission.leave("a", 1000 * KB)
     assert admission.refusal("a", 300 * KB) is not None
     assert admission.refusal("a", 300 * KB) is not None  # promised a turn at 6 s
-    clock.now += 6.0  # nobody came back; 600 bytes of budget again
+    clock.now += 6.0  # nobody came back; 600 KiB of budget again
     admission.enter("a", 600 * KB)
     admission.leave("a", 600 * KB)
 
