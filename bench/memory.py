@@ -159,8 +159,11 @@ class Bridge:
             "DISPATCH_BRIDGE_PORT": str(self.port),
             "DISPATCH_RATE_LIMIT_PER_S": "1000000",
             "DISPATCH_RATE_LIMIT_BURST": "1000000",
-            # Admission control would refuse calls beyond it (429 bridge_at_capacity).
+            # Admission control would refuse calls beyond it (429 bridge_at_capacity), and
+            # the adaptive limit beyond what a slow dispatch-api's latency leaves it: a
+            # floor as high as the cap makes it a fixed one.
             "DISPATCH_MAX_IN_FLIGHT": str(self.max_in_flight),
+            "DISPATCH_MIN_IN_FLIGHT": str(self.max_in_flight),
             # All the calls come from one key: its per-key cap must not refuse them either.
             "DISPATCH_AGENT_MAX_IN_FLIGHT": str(self.max_in_flight),
             "DISPATCH_AGENT_MAX_BYTES_PER_S": str(2**40),

@@ -3,8 +3,10 @@ time, HDR histograms) through the bridge at 80 % and 120 % of its measured maxim
 
 At 80 % the tail should stay near the median (p99 <= 3x p50) and nothing is refused. At
 120 % the bridge should keep nearly all of its maximum goodput and refuse the excess fast
-(admission control: `rate_limited` while its event loop lags, DISPATCH_MAX_LOOP_LAG_MS, or
-once DISPATCH_MAX_IN_FLIGHT calls are in flight) instead of queueing it.
+(admission control: `rate_limited` once the calls in flight reach the adaptive limit,
+DISPATCH_MIN_IN_FLIGHT .. DISPATCH_MAX_IN_FLIGHT, or while its event loop lags,
+DISPATCH_MAX_LOOP_LAG_MS) instead of queueing it. The maximum is the 2xx rate of wrk's 16
+connections, the limit refusing what it refuses of theirs too.
 
 The generators must not take the services' CPU: the open-loop caller is Python and needs
 ~0.4 of a core at 120 %, which on a shared two-core machine is CPU the services had when

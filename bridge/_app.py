@@ -30,6 +30,7 @@ from tools import ToolError, catalog
 
 from . import _mcp, _resource, _rest
 from ._agents import AgentDirectory, RateLimiter
+from ._concurrency import AdaptiveLimit
 from ._edge import (
     ClientGone,
     RefusedRequest,
@@ -201,10 +202,12 @@ def create_bridge_app(
     app[INFLIGHT] = InFlightRegistry(clock)
     app[ORIGINS] = OriginPolicy(settings.mcp_allowed_origins)
     app[DRAINING] = [False]
+    limit = AdaptiveLimit(settings.min_in_flight, settings.max_in_flight)
+    app[METRICS].in_flight_limit.set_function(lambda: limit.limit)
     app.cleanup_ctx.append(
-        overload_guard(OVERLOAD, settings.max_loop_lag_ms / 1000, app[METRICS].loop_lag)
+        overload_guard(OVERLOAD, settings.max_loop_lag_ms / 1000, app[METRICS].loop_lag, limit)
     )
-    app.cleanup_ctx.append(_dispatch_client(clock))
+    app.cleanup_ctx.append(_dispatch_client(clock, limit))
     app.cleanup_ctx.append(idle_trim(_calls, settings.idle_trim_mb, log))
     app.on_response_prepare.append(_resource.challenge)
     app.on_shutdown.append(_start_draining)
@@ -244,7 +247,7 @@ async def _start_draining(app: web.Application) -> None:
 
 
 def _dispatch_client(
-    clock: Callable[[], float],
+    clock: Callable[[], float], limit: AdaptiveLimit
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
@@ -286,7 +289,14 @@ def _dispatch_client(
                 clock=clock,
             )
             app[PIPELINE] = Pipeline(
-                catalog(), client, app[INFLIGHT], clock, metrics, settings.max_in_flight, per_key
+                catalog(),
+                client,
+                app[INFLIGHT],
+                clock,
+                metrics,
+                settings.max_in_flight,
+                per_key,
+                limit,
             )
             yield
 

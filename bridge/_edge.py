@@ -131,7 +131,8 @@ def rate_limit(request: web.Request, agent: Agent) -> ToolError | None:
 def admission(request: web.Request, agent: Agent) -> ToolError | None:
     """Whether a tool call may start, asked before its body is read (a refusal costs the
     loop almost nothing): `rate_limited` from the key's token bucket, then its in-flight
-    limits, then the bridge's overload guard (bridge/_overload.py); else None. The key's
+    limits, then the bridge's overload guard (its adaptive in-flight limit and loop lag,
+    bridge/_overload.py); else None. The key's
     own limits come first, so a key over them is told that (its doing), not overload."""
     return (
         rate_limit(request, agent)
@@ -143,8 +144,9 @@ def admission(request: web.Request, agent: Agent) -> ToolError | None:
 def _overloaded(request: web.Request, agent: Agent) -> ToolError | None:
     guard = request.app.get(OVERLOAD)
     refused = None if guard is None else guard.refusal()
-    # Asked only while the loop lags: when one key holds most of the work in flight, the
-    # lag is its doing and the others' calls go on (issue 14's isolation holds under it).
+    # Asked only while the bridge is overloaded (at its limit, or its loop lagging): when
+    # one key holds most of the work in flight, the load is its doing and the others'
+    # calls go on (issue 14's isolation holds under it).
     return refused if refused is None or request.app[PIPELINE].sheds(agent) else None
 
 

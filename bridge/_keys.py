@@ -25,7 +25,8 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 METRICS = web.AppKey("metrics", BridgeMetrics)
 LOG = web.AppKey("log", JsonLog)
 ORIGINS = web.AppKey("origins", OriginPolicy)
-#: Refuses new calls while the event loop lags (DISPATCH_MAX_LOOP_LAG_MS).
+#: Refuses new calls at the adaptive in-flight limit (DISPATCH_MIN_IN_FLIGHT ..
+#: DISPATCH_MAX_IN_FLIGHT) or while the event loop lags (DISPATCH_MAX_LOOP_LAG_MS).
 OVERLOAD = web.AppKey("overload", OverloadGuard)
 #: Present when OAuth is on (DISPATCH_OAUTH_ISSUER): checks access tokens.
 VERIFIER = web.AppKey("verifier", TokenVerifier)

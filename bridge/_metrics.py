@@ -53,6 +53,13 @@ class BridgeMetrics:
         self.in_flight = Gauge(
             "tool_calls_in_flight", "Tool calls running now", ["tool"], registry=registry
         )
+        self.in_flight_limit = Gauge(
+            "tool_calls_in_flight_limit",
+            "How many tool calls may run at once now (the adaptive limit, between"
+            " DISPATCH_MIN_IN_FLIGHT and DISPATCH_MAX_IN_FLIGHT); beyond it new calls are"
+            " refused",
+            registry=registry,
+        )
         self.loop_lag = Gauge(
             "event_loop_lag_seconds",
             "How late the event loop runs its timers now; above DISPATCH_MAX_LOOP_LAG_MS new"

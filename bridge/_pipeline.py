@@ -22,6 +22,7 @@ from telemetry import YIELD_AFTER_BODY_BYTES, current_ids, new_id
 from tools import HTTP_STATUS, Tool, ToolError, from_dispatch_error, name_index
 
 from ._agents import Agent
+from ._concurrency import AdaptiveLimit
 from ._fairness import KeyAdmission
 from ._inflight import InFlightCall, InFlightRegistry
 from ._metrics import UNKNOWN_TOOL, BridgeMetrics, dry_run_outcome
@@ -92,11 +93,15 @@ class Pipeline:
         metrics: BridgeMetrics,
         max_in_flight: int = 256,
         per_key: KeyAdmission | None = None,
+        limit: AdaptiveLimit | None = None,
     ) -> None:
         self.tools = tuple(tools)
         self._max_in_flight = max_in_flight
         #: Per-agent-key limits (calls and body bytes in flight); None: only the global cap.
         self._per_key = per_key
+        #: Learns from each call's latency how many may run at once (the transports ask
+        #: it, through the overload guard, before reading a body); None: not learnt.
+        self._limit = limit
         self._in_flight = 0
         # Both spellings of every name (ValueError, stopping start-up, when one is ambiguous).
         canonical = {t.name: t for t in self.tools}
@@ -166,6 +171,8 @@ class Pipeline:
                 per_key.enter(agent.id, body_bytes)
             in_flight = self._metrics.running(tool.name)
             in_flight.inc()
+            limit = self._limit
+            since = 0.0 if limit is None else limit.start()
             try:
                 if body_bytes >= YIELD_AFTER_BODY_BYTES:
                     # Its body was just read and parsed in one step (13 ms for 7 MB), and its
@@ -177,6 +184,8 @@ class Pipeline:
                 )
             finally:
                 self._in_flight -= 1
+                if limit is not None:
+                    limit.end(since)
                 if per_key is not None and not held:  # a held call: the transport releases it
                     per_key.leave(agent.id, body_bytes)
                 in_flight.dec()

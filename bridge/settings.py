@@ -78,6 +78,10 @@ class BridgeSettings:
     #: Admission control: tool calls beyond this many in flight are refused at once with
     #: `rate_limited`, so overload sheds work instead of queueing it without bound.
     max_in_flight: int = 256
+    #: The floor of the adaptive limit on calls in flight (see _concurrency.py): between
+    #: this and max_in_flight, the limit follows the calls' latency, and calls beyond it are
+    #: refused at once, before their body is read. At or above max_in_flight: a fixed cap.
+    min_in_flight: int = 8
     #: Connections to dispatch-api (the pool): calls beyond wait for one within their try's
     #: time, then `upstream_unavailable` (outcome none: never sent). Apart from
     #: max_in_flight so that many calls waiting on a slow dispatch-api do not each hold a
@@ -131,6 +135,7 @@ class BridgeSettings:
         check(self.rate_limit_per_s > 0, "DISPATCH_RATE_LIMIT_PER_S", "must be positive")
         check(self.rate_limit_burst >= 1, "DISPATCH_RATE_LIMIT_BURST", "must be at least 1")
         check(self.max_in_flight >= 1, "DISPATCH_MAX_IN_FLIGHT", "must be at least 1")
+        check(self.min_in_flight >= 1, "DISPATCH_MIN_IN_FLIGHT", "must be at least 1")
         check(self.api_max_connections >= 1, "DISPATCH_API_MAX_CONNECTIONS", "must be >= 1")
         check(self.idle_trim_mb >= 0, "DISPATCH_IDLE_TRIM_MB", "must be >= 0 (0: off)")
         check(self.max_loop_lag_ms >= 0, "DISPATCH_MAX_LOOP_LAG_MS", "must not be negative")
@@ -195,6 +200,7 @@ class BridgeSettings:
             "max_call_bytes": self.max_call_bytes,
             "rate_limit": {"per_s": self.rate_limit_per_s, "burst": self.rate_limit_burst},
             "max_in_flight": self.max_in_flight,
+            "min_in_flight": self.min_in_flight,
             "api_max_connections": self.api_max_connections,
             "idle_trim_mb": self.idle_trim_mb,
             "max_loop_lag_ms": self.max_loop_lag_ms,

@@ -58,3 +58,73 @@ async def test_a_call_beyond_the_limit_is_shed_at_once_and_admitted_ones_complet
     assert after.body["ok"]
     scrape = (await bridge.request("GET", "/metrics", as_="")).raw.decode()
     assert 'tool_invocations_total{code="rate_limited",tool="ticket.get"} 2.0' in scrape
+
+
+async def _gauge(bridge: Bridge, name: str) -> float:
+    scrape = (await bridge.request("GET", "/metrics", as_="")).raw.decode()
+    for line in scrape.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not on /metrics")
+
+
+async def _in_windows(bridge: Bridge, ticket: str, windows: int) -> None:
+    """Calls enough to close `windows` of the adaptive limit's (12 calls each, two at once,
+    past its 50 ms)."""
+    for _ in range(windows):
+        for _ in range(6):
+            calls = [bridge.invoke("ticket.get", {"ticket_id": ticket}) for _ in range(2)]
+            assert all(r.status == 200 for r in await asyncio.gather(*calls))
+        await asyncio.sleep(0.06)
+
+
+@pytest.mark.parametrize("bridge_overrides", [{"min_in_flight": 2, "max_in_flight": 64}])
+async def test_once_calls_queue_the_limit_falls_refuses_the_excess_at_once_then_recovers(
+    bridge: Bridge,
+) -> None:
+    created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
+    ticket = created.body["result"]["ticket"]["id"]
+    await _in_windows(bridge, ticket, 1)  # quick calls: the baseline
+    assert await _gauge(bridge, "tool_calls_in_flight_limit") == 64
+
+    bridge.proxy.delay_s = 0.05  # every answer late, as behind a queue
+    await _in_windows(bridge, ticket, 6)  # each halves the limit: 64 .. 2
+    fallen = await _gauge(bridge, "tool_calls_in_flight_limit")
+
+    bridge.proxy.delay_s = 0.0
+    bridge.proxy.hold()
+    sent = bridge.proxy.requests
+    admitted = [
+        asyncio.create_task(bridge.invoke("ticket.get", {"ticket_id": ticket})) for _ in range(2)
+    ]
+    await asyncio.wait_for(bridge.proxy.holding.wait(), 5)
+    shed = await asyncio.wait_for(bridge.invoke("ticket.get", {"ticket_id": ticket}), 2)
+    over_mcp = await asyncio.wait_for(
+        post(bridge, request("tools/call", {"name": "ticket.get", "arguments": {}})), 2
+    )
+    # Another key, with nothing in flight, is not refused for this key's calls.
+    other = asyncio.create_task(
+        bridge.invoke("ticket.get", {"ticket_id": ticket}, as_="dispatcher")
+    )
+    for _ in range(500):
+        if bridge.proxy.requests == sent + 3:
+            break
+        await asyncio.sleep(0.01)
+    reached = bridge.proxy.requests - sent
+    bridge.proxy.release()
+    done = await asyncio.gather(*admitted, other)
+    await _in_windows(bridge, ticket, 4)  # quick again: the limit grows back
+    recovered = await _gauge(bridge, "tool_calls_in_flight_limit")
+
+    assert fallen == 2
+    assert shed.status == 429
+    assert shed.body["error"]["code"] == "rate_limited"
+    assert shed.body["error"]["details"] == {
+        "reason": "bridge_at_capacity",
+        "max_in_flight": 2,
+        "outcome": "none",
+    }
+    assert tool_error(rpc_result(over_mcp))["error"]["code"] == "rate_limited"
+    assert reached == 3  # the two admitted and the other key's: nothing of the refused ones
+    assert [r.status for r in done] == [200, 200, 200]
+    assert recovered > fallen

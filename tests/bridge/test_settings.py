@@ -478,3 +478,13 @@ def test_the_connection_pool_and_idle_trim_are_read_checked_and_shown(tmp_path: 
     assert from_env.describe()["api_max_connections"] == 32
     assert "DISPATCH_API_MAX_CONNECTIONS" in _refusal({"DISPATCH_API_MAX_CONNECTIONS": "0"})
     assert "DISPATCH_IDLE_TRIM_MB" in _refusal({"DISPATCH_IDLE_TRIM_MB": "-1"})
+
+
+def test_the_adaptive_limits_floor_is_read_checked_and_shown(tmp_path: Path) -> None:
+    from_env = load_bridge_settings({"DISPATCH_MIN_IN_FLIGHT": "32"})
+    from_file = load_bridge_settings({}, _config(tmp_path, "[bridge]\nmin_in_flight = 3\n"))
+
+    assert BridgeSettings().min_in_flight < BridgeSettings().max_in_flight
+    assert (from_env.min_in_flight, from_file.min_in_flight) == (32, 3)
+    assert from_env.describe()["min_in_flight"] == 32
+    assert "DISPATCH_MIN_IN_FLIGHT" in _refusal({"DISPATCH_MIN_IN_FLIGHT": "0"})
