@@ -88,8 +88,13 @@ async def test_once_calls_queue_the_limit_falls_refuses_the_excess_at_once_then_
     assert await _gauge(bridge, "tool_calls_in_flight_limit") == 64
 
     bridge.proxy.delay_s = 0.05  # every answer late, as behind a queue
-    await _in_windows(bridge, ticket, 6)  # each halves the limit: 64 .. 2
-    fallen = await _gauge(bridge, "tool_calls_in_flight_limit")
+    shrinking = []
+    for _ in range(20):  # each window shrinks it (by half at most): 64 .. 2 in six or more
+        await _in_windows(bridge, ticket, 1)
+        shrinking.append(await _gauge(bridge, "tool_calls_in_flight_limit"))
+        if shrinking[-1] == 2:
+            break
+    fallen = shrinking[-1]
 
     bridge.proxy.delay_s = 0.0
     bridge.proxy.hold()
@@ -117,6 +122,10 @@ async def test_once_calls_queue_the_limit_falls_refuses_the_excess_at_once_then_
     recovered = await _gauge(bridge, "tool_calls_in_flight_limit")
 
     assert fallen == 2
+    assert shrinking == sorted(shrinking, reverse=True)
+    # By half a window at most, so not at once: 64 .. 2 takes five windows, and the calls
+    # between two readings (12) close two at most.
+    assert len(shrinking) >= 3
     assert shed.status == 429
     assert shed.body["error"]["code"] == "rate_limited"
     assert shed.body["error"]["details"] == {
