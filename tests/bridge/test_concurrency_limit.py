@@ -87,12 +87,18 @@ def test_the_limit_never_goes_below_its_floor() -> None:
     assert limit.full()
 
 
-def test_the_limit_grows_back_by_its_square_root_once_calls_stop_queueing() -> None:
+def _at_the_floor() -> tuple[AdaptiveLimit, Clock]:
+    """A limit brought down to its floor (4) by a queue, after a baseline of 1 ms."""
     limit, clock = _limit()
     window(limit, clock, 0.001)
     for _ in range(6):
         window(limit, clock, 0.1)
     assert limit.limit == 4
+    return limit, clock
+
+
+def test_the_limit_grows_back_by_its_square_root_once_calls_stop_queueing() -> None:
+    limit, clock = _at_the_floor()
 
     window(limit, clock, 0.001)  # as quick as unloaded: by its square root
     window(limit, clock, 0.001)
@@ -106,11 +112,7 @@ def test_the_limit_grows_back_by_its_square_root_once_calls_stop_queueing() -> N
 def test_near_the_tolerance_the_limit_grows_by_one_a_window() -> None:
     # Calls somewhat slower than unloaded ones (a short queue) probe for more one call at a
     # time: the limit sits near the knee instead of overshooting it.
-    limit, clock = _limit()
-    window(limit, clock, 0.001)
-    for _ in range(6):
-        window(limit, clock, 0.1)
-    assert limit.limit == 4
+    limit, clock = _at_the_floor()
 
     window(limit, clock, 0.0018)
     window(limit, clock, 0.0018)
