@@ -12,6 +12,7 @@ from testkit.api import COMPLETE_TICKET
 
 from .conftest import Bridge
 from .test_mcp_protocol import post, request, rpc_result, tool_error
+from .test_metrics import one, scrape
 
 
 @pytest.fixture
@@ -60,12 +61,8 @@ async def test_a_call_beyond_the_limit_is_shed_at_once_and_admitted_ones_complet
     assert 'tool_invocations_total{code="rate_limited",tool="ticket.get"} 2.0' in scrape
 
 
-async def _gauge(bridge: Bridge, name: str) -> float:
-    scrape = (await bridge.request("GET", "/metrics", as_="")).raw.decode()
-    for line in scrape.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} is not on /metrics")
+async def _limit_now(bridge: Bridge) -> float:
+    return one((await scrape(bridge))[0], "tool_calls_in_flight_limit")
 
 
 async def _in_windows(bridge: Bridge, ticket: str, windows: int) -> None:
@@ -85,13 +82,13 @@ async def test_once_calls_queue_the_limit_falls_refuses_the_excess_at_once_then_
     created = await bridge.invoke("ticket.create", COMPLETE_TICKET)
     ticket = created.body["result"]["ticket"]["id"]
     await _in_windows(bridge, ticket, 1)  # quick calls: the baseline
-    assert await _gauge(bridge, "tool_calls_in_flight_limit") == 64
+    assert await _limit_now(bridge) == 64
 
     bridge.proxy.delay_s = 0.05  # every answer late, as behind a queue
     shrinking = []
     for _ in range(20):  # each window shrinks it (by half at most): 64 .. 2 in six or more
         await _in_windows(bridge, ticket, 1)
-        shrinking.append(await _gauge(bridge, "tool_calls_in_flight_limit"))
+        shrinking.append(await _limit_now(bridge))
         if shrinking[-1] == 2:
             break
     fallen = shrinking[-1]
@@ -119,7 +116,7 @@ async def test_once_calls_queue_the_limit_falls_refuses_the_excess_at_once_then_
     bridge.proxy.release()
     done = await asyncio.gather(*admitted, other)
     await _in_windows(bridge, ticket, 4)  # quick again: the limit grows back
-    recovered = await _gauge(bridge, "tool_calls_in_flight_limit")
+    recovered = await _limit_now(bridge)
 
     assert fallen == 2
     assert shrinking == sorted(shrinking, reverse=True)

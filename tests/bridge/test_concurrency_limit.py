@@ -6,24 +6,17 @@ floor and ceiling."""
 from __future__ import annotations
 
 from bridge._concurrency import AdaptiveLimit
+from tests.dispatch_client.fakes import FakeClock
 
 WINDOW_S = 0.05
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _limit(min_limit: int = 4, max_limit: int = 64) -> tuple[AdaptiveLimit, Clock]:
-    clock = Clock()
+def _limit(min_limit: int = 4, max_limit: int = 64) -> tuple[AdaptiveLimit, FakeClock]:
+    clock = FakeClock()
     return AdaptiveLimit(min_limit, max_limit, tolerance=2.0, window_s=WINDOW_S, clock=clock), clock
 
 
-def window(limit: AdaptiveLimit, clock: Clock, latency_s: float, calls: int = 10) -> None:
+def window(limit: AdaptiveLimit, clock: FakeClock, latency_s: float, calls: int = 10) -> None:
     """A window's time passes, then `calls` calls of `latency_s` each, one after another."""
     clock.now += WINDOW_S
     for _ in range(calls):
@@ -87,7 +80,7 @@ def test_the_limit_never_goes_below_its_floor() -> None:
     assert limit.full()
 
 
-def _at_the_floor() -> tuple[AdaptiveLimit, Clock]:
+def _at_the_floor() -> tuple[AdaptiveLimit, FakeClock]:
     """A limit brought down to its floor (4) by a queue, after a baseline of 1 ms."""
     limit, clock = _limit()
     window(limit, clock, 0.001)

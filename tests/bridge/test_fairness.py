@@ -4,6 +4,7 @@ agent_byte_rate."""
 from __future__ import annotations
 
 from bridge._fairness import KeyAdmission
+from tests.dispatch_client.fakes import FakeClock
 from tools import ToolError
 
 
@@ -36,18 +37,10 @@ def test_limits_are_per_key_and_freed_when_calls_finish() -> None:
 KB = 1024
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_key_sending_bodies_faster_than_its_byte_rate_is_told_when_its_budget_covers_one() -> (
     None
 ):
-    clock = _Clock()
+    clock = FakeClock()
     admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
     admission.enter("a", 600)
     admission.leave("a", 600)
@@ -65,7 +58,7 @@ def test_a_key_sending_bodies_faster_than_its_byte_rate_is_told_when_its_budget_
 
 
 def test_a_keys_refused_calls_are_given_turns_one_after_another() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     admission = KeyAdmission(max_calls=10, max_bytes=1000 * KB, bytes_per_s=100 * KB, clock=clock)
     admission.enter("a", 1000 * KB)  # the whole bucket spent
     admission.leave("a", 1000 * KB)
@@ -90,7 +83,7 @@ def test_a_keys_refused_calls_are_given_turns_one_after_another() -> None:
 def test_a_key_refused_for_its_bytes_in_flight_is_told_its_turn_after_the_bodies_held_unread() -> (
     None
 ):
-    clock = _Clock()
+    clock = FakeClock()
     admission = KeyAdmission(max_calls=10, max_bytes=1000 * KB, bytes_per_s=100 * KB, clock=clock)
     admission.enter("a", 700 * KB, charge=False)  # held from admission, its body not read yet
 
@@ -105,7 +98,7 @@ def test_a_key_refused_for_its_bytes_in_flight_is_told_its_turn_after_the_bodies
 
 
 def test_a_small_call_waits_for_its_own_bytes_not_behind_the_keys_uploads() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     admission = KeyAdmission(max_calls=10, max_bytes=2**20, bytes_per_s=2**16, clock=clock)
     admission.enter("a", 2**20)
     admission.leave("a", 2**20)
@@ -119,7 +112,7 @@ def test_a_small_call_waits_for_its_own_bytes_not_behind_the_keys_uploads() -> N
 
 
 def test_turns_are_promised_at_most_a_minute_ahead() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     admission = KeyAdmission(max_calls=10, max_bytes=1000 * KB, bytes_per_s=100 * KB, clock=clock)
     admission.enter("a", 1000 * KB)
     admission.leave("a", 1000 * KB)
@@ -135,7 +128,7 @@ def _never() -> ToolError:
 
 
 def test_once_the_promised_turns_are_past_a_refusal_waits_only_for_its_own_bytes() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     admission = KeyAdmission(max_calls=10, max_bytes=1000 * KB, bytes_per_s=100 * KB, clock=clock)
     admission.enter("a", 1000 * KB)
     admission.leave("a", 1000 * KB)
@@ -151,7 +144,7 @@ def test_once_the_promised_turns_are_past_a_refusal_waits_only_for_its_own_bytes
 
 
 def test_a_key_refused_for_its_bytes_in_flight_is_told_its_turn_at_the_byte_rate() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     admission = KeyAdmission(max_calls=10, max_bytes=1000 * KB, bytes_per_s=100 * KB, clock=clock)
     admission.enter("a", 900 * KB)  # in flight, and spent
 
@@ -162,7 +155,7 @@ def test_a_key_refused_for_its_bytes_in_flight_is_told_its_turn_at_the_byte_rate
 
 
 def test_a_call_held_before_its_body_is_read_spends_the_byte_rate_only_when_charged() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
     admission.enter("a", 900, charge=False)  # held from admission; refused for its size later
     assert admission.in_flight("a") == (1, 900)
@@ -178,7 +171,7 @@ def test_a_call_held_before_its_body_is_read_spends_the_byte_rate_only_when_char
 
 
 def test_a_body_larger_than_the_budget_needs_a_full_budget_and_leaves_a_debt() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     admission = KeyAdmission(max_calls=10, max_bytes=1000, bytes_per_s=100, clock=clock)
 
     assert admission.refusal("a", 5000) is None  # a full bucket lets even this one through
@@ -237,7 +230,7 @@ def test_a_key_that_just_sent_a_heavy_body_is_shed_even_with_nothing_in_flight()
     """Its upload was read and parsed before it counted as in flight (or refused and its
     body still read off the socket): the lag looks back over that, so for a moment the key
     is the one refused, and then no longer."""
-    clock = _Clock()
+    clock = FakeClock()
     admission = KeyAdmission(max_calls=16, max_bytes=16 * 2**20, clock=clock)
     admission.refusal("uploader", 7 * 2**20)  # asked at admission, before the body is read
     admission.enter("reader", 60)
