@@ -18,8 +18,17 @@ within the tolerance grows it: by one call when its calls were slower than unloa
 (a short queue: the limit is near the knee, and probes past it a call at a time rather
 than overshoot it), by its square root when they were as quick as unloaded ones (after an
 overload: the limit opens again within a second or two of load). The baseline is the
-lowest window median of the last `_BASELINE_WINDOWS` windows only, so it follows a
+lowest window median of the last `baseline_s` seconds (10) only, so it follows a
 dispatch-api that became slower for good instead of keeping the limit at its floor.
+
+That horizon is a trade-off measured in the S6 bench. Under a lasting overload every window
+queues, so a short horizon (two seconds, the first version's) soon holds only queued
+windows, "twice the baseline" then admits twice a queued latency, and the limit wandered
+between 10 and 24 above its floor of 8, the queue with it (shed calls waited 21 ms, a
+fixed cap of 8 12.5 ms). A horizon of ten seconds keeps an overload's limit near its
+floor for that long; the price is that a dispatch-api which became slower for good under
+heavy load is served at the floor for up to ten seconds before the limit learns its new
+speed.
 
 The limit stays within [min_limit, max_limit]. The ceiling is the fixed cap. The floor is
 what one process needs in flight to keep itself, dispatch-api and PostgreSQL busy (in the
@@ -43,9 +52,6 @@ from collections.abc import Callable
 #: A window closes at the first call to end once it has this many calls and `window_s`
 #: has passed: fewer calls make a median that is one call's luck.
 _WINDOW_CALLS = 10
-#: How many windows back the baseline looks: a few seconds at a rate where the limit
-#: matters, so a lasting change of dispatch-api's speed becomes the new baseline as fast.
-_BASELINE_WINDOWS = 40
 #: A window this close to the baseline saw no queue at all: the limit grows fast (by its
 #: square root), as it recovers after an overload; between this and the tolerance, by one.
 _UNLOADED = 1.25
@@ -61,19 +67,24 @@ class AdaptiveLimit:
         *,
         tolerance: float = 2.0,
         window_s: float = 0.05,
+        baseline_s: float = 10.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._max = float(max_limit)
         self._min = float(min(min_limit, max_limit))  # a floor above the ceiling: fixed
         self._tolerance = tolerance
         self._window_s = window_s
+        self._baseline_s = baseline_s
         self._clock = clock
         # Start at the ceiling: nothing is known yet that says the calls queue.
         self._limit = self._max
         self.in_flight = 0
         self._samples: list[float] = []
         self._window_end = clock() + window_s
-        self._medians: deque[float] = deque(maxlen=_BASELINE_WINDOWS)
+        # (time, median) of the windows that can still become the baseline, oldest and
+        # lowest first, each median higher than the one before it: a window followed by a
+        # quicker one can never be the lowest again (a sliding-window minimum).
+        self._medians: deque[tuple[float, float]] = deque()
 
     @property
     def limit(self) -> int:
@@ -99,8 +110,13 @@ class AdaptiveLimit:
     def _adapt(self, now: float) -> None:
         samples = sorted(self._samples)
         latency = samples[len(samples) // 2]
-        self._medians.append(latency)
-        baseline = min(self._medians)
+        medians = self._medians
+        while medians and medians[-1][1] >= latency:
+            medians.pop()
+        medians.append((now, latency))
+        while medians[0][0] < now - self._baseline_s:
+            medians.popleft()
+        baseline = medians[0][1]
         limit = self._limit
         if latency > self._tolerance * baseline:
             limit *= max(0.5, self._tolerance * baseline / latency)

@@ -71,7 +71,7 @@ def test_the_limit_never_goes_below_its_floor() -> None:
     limit, clock = _limit(min_limit=4)
     window(limit, clock, 0.001)
 
-    for _ in range(12):
+    for _ in range(8):
         window(limit, clock, 0.1)
 
     assert limit.limit == 4
@@ -113,16 +113,34 @@ def test_near_the_tolerance_the_limit_grows_by_one_a_window() -> None:
     assert limit.limit == 6
 
 
+def test_an_overload_keeps_the_limit_at_its_floor_for_the_baseline_s_horizon() -> None:
+    # Every window of a lasting overload queues: its latency must not become the baseline
+    # within seconds, or "twice the baseline" admits twice a queued latency and the limit
+    # climbs off its floor while the overload goes on.
+    limit, clock = _limit()
+    window(limit, clock, 0.001)
+    started = clock.now
+
+    while clock.now < started + 9.0:
+        window(limit, clock, 0.003)
+
+    assert limit.limit == 4
+
+
 def test_a_lasting_slowdown_becomes_the_new_baseline() -> None:
-    # dispatch-api became four times slower for good (not a queue): once the recent past
-    # holds no quicker window, the limit grows again instead of staying at its floor.
+    # dispatch-api became four times slower for good (not a queue): once the last ten
+    # seconds hold no quicker window, the limit grows again instead of staying at its floor.
     limit, clock = _limit()
     window(limit, clock, 0.002)
     for _ in range(8):
         window(limit, clock, 0.008)
     assert limit.limit == 4
+    slower_since = clock.now
 
-    for _ in range(60):
+    while clock.now < slower_since + 8.0:
+        window(limit, clock, 0.008)
+    assert limit.limit == 4
+    for _ in range(30):
         window(limit, clock, 0.008)
 
     assert limit.limit == 64
