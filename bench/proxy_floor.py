@@ -13,11 +13,16 @@ minted and sent with the correlation id and `traceparent` downstream, and the to
 counter, latency histogram and in-flight gauge. The bridge's cost above this floor is its
 own work: auth, limits, validation, retries, breaker, drain.
 
+Capped (bare, with BENCH_PROXY_MAX_IN_FLIGHT set): a call that finds that many in flight
+is refused with a 429 before its body is read, and nothing else: S6's floor for how soon a
+refusal can be answered when the hop shares its core with dispatch-api and PostgreSQL.
+
     python -m bench.proxy_floor PORT API_URL GATEWAY_TOKEN [observed]
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -44,7 +49,9 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 MAX_BODY = 16 * 1024 * 1024
 
 
-def app(api_url: str, token: str, *, observed: bool = False) -> web.Application:
+def app(
+    api_url: str, token: str, *, observed: bool = False, max_in_flight: int = 0
+) -> web.Application:
     middlewares = []
     if observed:
         configure_stdlib_logging("proxy")
@@ -66,7 +73,20 @@ def app(api_url: str, token: str, *, observed: bool = False) -> web.Application:
             app[SESSION] = s
             yield
 
+    in_flight = 0
+    refusal = orjson.dumps({"ok": False, "tool": "ticket.get", "error": {"code": "rate_limited"}})
+
     async def invoke(request: web.Request) -> web.Response:
+        nonlocal in_flight
+        if max_in_flight and in_flight >= max_in_flight:
+            return web.Response(body=refusal, status=429, content_type="application/json")
+        in_flight += 1
+        try:
+            return await forward(request)
+        finally:
+            in_flight -= 1
+
+    async def forward(request: web.Request) -> web.Response:
         started = time.perf_counter()
         body = orjson.loads(await request.read())
         path = f"/v1/tickets/{body['arguments']['ticket_id']}"
@@ -114,8 +134,9 @@ def app(api_url: str, token: str, *, observed: bool = False) -> web.Application:
 if __name__ == "__main__":
     port, api_url, token = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     observed = sys.argv[4:] == ["observed"]
+    cap = int(os.environ.get("BENCH_PROXY_MAX_IN_FLIGHT", "0"))
     web.run_app(
-        app(api_url, token, observed=observed),
+        app(api_url, token, observed=observed, max_in_flight=cap),
         host="127.0.0.1",
         port=port,
         access_log=None,
