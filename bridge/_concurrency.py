@@ -17,18 +17,19 @@ an overload's onset brings a limit at its ceiling down within a few windows. A w
 within the tolerance grows it: by one call when its calls were slower than unloaded ones
 (a short queue: the limit is near the knee, and probes past it a call at a time rather
 than overshoot it), by its square root when they were as quick as unloaded ones (after an
-overload: the limit opens again within a second or two of load). The baseline is the
-lowest window median of the last `baseline_s` seconds (10) only, so it follows a
-dispatch-api that became slower for good instead of keeping the limit at its floor.
+overload: the limit opens again within a second or two of load).
 
-That horizon is a trade-off measured in the S6 bench. Under a lasting overload every window
-queues, so a short horizon (two seconds, the first version's) soon holds only queued
-windows, "twice the baseline" then admits twice a queued latency, and the limit wandered
-between 10 and 24 above its floor of 8, the queue with it (shed calls waited 21 ms, a
-fixed cap of 8 12.5 ms). A horizon of ten seconds keeps an overload's limit near its
-floor for that long; the price is that a dispatch-api which became slower for good under
-heavy load is served at the floor for up to ten seconds before the limit learns its new
-speed.
+The baseline is the lowest median of the last `_BASELINE_WINDOWS` windows in which the
+limit was never full: a window whose calls found it full queued by definition, and its
+latency says nothing of unqueued calls'. That is what keeps a lasting overload's limit
+near its floor: when every window counted, an overload's own queued windows became the
+baseline within two seconds, "twice the baseline" then admitted twice a queued latency,
+and the limit crept between 10 and 24 above its floor of 8, the queue with it (in the S6
+bench shed calls waited 23 ms at p50, 17 ms once full windows were left out, and a fixed
+cap of 8 12.5 ms; bench/results/analysis.md). A dispatch-api that became slower for good
+under load that keeps the limit full would then hold it at its floor for good, so once
+`_LASTING_S` has passed without a window below the limit, full windows count too and the
+baseline follows the new speed within a few seconds more.
 
 The limit stays within [min_limit, max_limit]. The ceiling is the fixed cap. The floor is
 what one process needs in flight to keep itself, dispatch-api and PostgreSQL busy (in the
@@ -52,6 +53,13 @@ from collections.abc import Callable
 #: A window closes at the first call to end once it has this many calls and `window_s`
 #: has passed: fewer calls make a median that is one call's luck.
 _WINDOW_CALLS = 10
+#: How many windows back the baseline looks (of those in which the limit was never full):
+#: a few seconds at a rate where the limit matters, so a lasting change of dispatch-api's
+#: speed becomes the new baseline as fast.
+_BASELINE_WINDOWS = 40
+#: After this long with the limit full in every window, full windows count towards the
+#: baseline too: the load is lasting, and its latency may be dispatch-api's new speed.
+_LASTING_S = 10.0
 #: A window this close to the baseline saw no queue at all: the limit grows fast (by its
 #: square root), as it recovers after an overload; between this and the tolerance, by one.
 _UNLOADED = 1.25
@@ -67,32 +75,33 @@ class AdaptiveLimit:
         *,
         tolerance: float = 2.0,
         window_s: float = 0.05,
-        baseline_s: float = 10.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._max = float(max_limit)
         self._min = float(min(min_limit, max_limit))  # a floor above the ceiling: fixed
         self._tolerance = tolerance
         self._window_s = window_s
-        self._baseline_s = baseline_s
         self._clock = clock
         # Start at the ceiling: nothing is known yet that says the calls queue.
         self._limit = self._max
         self.in_flight = 0
         self._samples: list[float] = []
         self._window_end = clock() + window_s
-        # (time, median) of the windows that can still become the baseline, oldest and
-        # lowest first, each median higher than the one before it: a window followed by a
-        # quicker one can never be the lowest again (a sliding-window minimum).
-        self._medians: deque[tuple[float, float]] = deque()
+        self._medians: deque[float] = deque(maxlen=_BASELINE_WINDOWS)
+        self._was_full = False  # in the window now open
+        self._last_not_full = self._window_end
 
     @property
     def limit(self) -> int:
         return int(self._limit)
 
     def full(self) -> bool:
-        """Whether the calls in flight have reached the limit (a new one is to be refused)."""
-        return self.in_flight >= int(self._limit)
+        """Whether the calls in flight have reached the limit (a new one is to be refused);
+        a window in which it was is left out of the baseline."""
+        if self.in_flight >= int(self._limit):
+            self._was_full = True
+            return True
+        return False
 
     def start(self) -> float:
         """Count a call in flight from now; hand what this returns to `end`."""
@@ -110,13 +119,11 @@ class AdaptiveLimit:
     def _adapt(self, now: float) -> None:
         samples = sorted(self._samples)
         latency = samples[len(samples) // 2]
-        medians = self._medians
-        while medians and medians[-1][1] >= latency:
-            medians.pop()
-        medians.append((now, latency))
-        while medians[0][0] < now - self._baseline_s:
-            medians.popleft()
-        baseline = medians[0][1]
+        if not self._was_full:
+            self._last_not_full = now
+        if not self._was_full or now - self._last_not_full > _LASTING_S:
+            self._medians.append(latency)
+        baseline = min(self._medians, default=latency)
         limit = self._limit
         if latency > self._tolerance * baseline:
             limit *= max(0.5, self._tolerance * baseline / latency)
@@ -126,4 +133,5 @@ class AdaptiveLimit:
             limit += 1.0
         self._limit = min(self._max, max(self._min, limit))
         self._samples.clear()
+        self._was_full = False
         self._window_end = now + self._window_s

@@ -1,7 +1,7 @@
 """The adaptive limit on calls in flight (bridge/_concurrency.py), on a clock the test
 moves: it starts open, shrinks when the calls' latency says they queue, grows back when it
-no longer does, follows a dispatch-api that became slower for good, and keeps to its
-floor and ceiling."""
+no longer does, holds a lasting overload at its floor, follows a dispatch-api that became
+slower for good, and keeps to its floor and ceiling."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_the_limit_never_goes_below_its_floor() -> None:
     limit, clock = _limit(min_limit=4)
     window(limit, clock, 0.001)
 
-    for _ in range(8):
+    for _ in range(12):
         window(limit, clock, 0.1)
 
     assert limit.limit == 4
@@ -113,37 +113,60 @@ def test_near_the_tolerance_the_limit_grows_by_one_a_window() -> None:
     assert limit.limit == 6
 
 
-def test_an_overload_keeps_the_limit_at_its_floor_for_the_baseline_s_horizon() -> None:
-    # Every window of a lasting overload queues: its latency must not become the baseline
-    # within seconds, or "twice the baseline" admits twice a queued latency and the limit
-    # climbs off its floor while the overload goes on.
+def full_window(limit: AdaptiveLimit, clock: FakeClock, latency_s: float) -> None:
+    """A window of an overload: as many calls as the limit admits, all at once, and one
+    more that finds the limit full; each of the admitted ones takes `latency_s`."""
+    clock.now += WINDOW_S
+    admitted = [limit.start() for _ in range(max(limit.limit, 10))]
+    assert limit.full()
+    clock.now += latency_s
+    for started in admitted:
+        limit.end(started)
+
+
+def test_a_lasting_overload_keeps_the_limit_at_its_floor() -> None:
+    # Every window of a lasting overload finds the limit full: their queued latency must
+    # not become the baseline, or "twice the baseline" admits twice a queued latency and
+    # the limit climbs off its floor while the overload goes on.
     limit, clock = _limit()
     window(limit, clock, 0.001)
     started = clock.now
 
     while clock.now < started + 9.0:
-        window(limit, clock, 0.003)
+        full_window(limit, clock, 0.003)
 
     assert limit.limit == 4
 
 
 def test_a_lasting_slowdown_becomes_the_new_baseline() -> None:
-    # dispatch-api became four times slower for good (not a queue): once the last ten
-    # seconds hold no quicker window, the limit grows again instead of staying at its floor.
+    # dispatch-api became four times slower for good (not a queue): once forty windows
+    # below the limit were no quicker, the limit grows again instead of staying at its floor.
     limit, clock = _limit()
     window(limit, clock, 0.002)
     for _ in range(8):
         window(limit, clock, 0.008)
     assert limit.limit == 4
-    slower_since = clock.now
 
-    while clock.now < slower_since + 8.0:
-        window(limit, clock, 0.008)
-    assert limit.limit == 4
-    for _ in range(30):
+    for _ in range(60):
         window(limit, clock, 0.008)
 
     assert limit.limit == 64
+
+
+def test_a_slowdown_under_load_that_keeps_the_limit_full_is_learnt_after_ten_seconds() -> None:
+    # Left out of the baseline for good, full windows would hold a slower dispatch-api at
+    # the floor for as long as its load lasts.
+    limit, clock = _limit()
+    window(limit, clock, 0.002)
+    started = clock.now
+    while clock.now < started + 9.0:
+        full_window(limit, clock, 0.008)
+    assert limit.limit == 4
+
+    while clock.now < started + 15.0:
+        full_window(limit, clock, 0.008)
+
+    assert limit.limit > 16
 
 
 def test_a_window_needs_ten_calls_so_a_few_slow_ones_change_nothing() -> None:
