@@ -21,6 +21,10 @@ The 80 % run is repeated, pinned the same way, against the minimal forwarding pr
 shape (three processes time-slicing one core, each call needing all three in turn), the
 floor the bridge's tail is read against.
 
+The 120 % run is repeated against the minimal proxy refusing beyond a fixed 8 in flight
+(CAPPED_PROXY_IN_FLIGHT), at 120 % of its own maximum: how soon, and at what cost to
+goodput, the least code that refuses in Python answers a refusal in this shape.
+
 And a second product with a tighter loop-lag bound (TIGHT_LAG_MS) runs the pinned 80 % and
 120 % again: the shed calls wait about as long as the bound lets the lag stand, so this
 shows what a tighter bound buys at 120 % and whether it refuses calls at 80 %.

@@ -24,7 +24,7 @@ limit was never full: a window whose calls found it full queued by definition, a
 latency says nothing of unqueued calls'. That is what keeps a lasting overload's limit
 near its floor: when every window counted, an overload's own queued windows became the
 baseline within two seconds, "twice the baseline" then admitted twice a queued latency,
-and the limit crept between 10 and 24 above its floor of 8, the queue with it (in the S6
+and the limit wandered between 10 and 24, off its floor of 8, the queue with it (in the S6
 bench shed calls waited 23 ms at p50, 17 ms once full windows were left out, and a fixed
 cap of 8 12.5 ms; bench/results/analysis.md). A dispatch-api that became slower for good
 under load that keeps the limit full would then hold it at its floor for good, so once
