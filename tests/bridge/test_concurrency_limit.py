@@ -124,16 +124,22 @@ def full_window(limit: AdaptiveLimit, clock: FakeClock, latency_s: float) -> Non
         limit.end(started)
 
 
+def full_windows_until(
+    limit: AdaptiveLimit, clock: FakeClock, until: float, latency_s: float
+) -> None:
+    """Windows of an overload, one after another, until the clock reads `until`."""
+    while clock.now < until:
+        full_window(limit, clock, latency_s)
+
+
 def test_a_lasting_overload_keeps_the_limit_at_its_floor() -> None:
     # Every window of a lasting overload finds the limit full: their queued latency must
     # not become the baseline, or "twice the baseline" admits twice a queued latency and
     # the limit climbs off its floor while the overload goes on.
     limit, clock = _limit()
     window(limit, clock, 0.001)
-    started = clock.now
 
-    while clock.now < started + 9.0:
-        full_window(limit, clock, 0.003)
+    full_windows_until(limit, clock, clock.now + 9.0, 0.003)
 
     assert limit.limit == 4
 
@@ -159,12 +165,10 @@ def test_a_slowdown_under_load_that_keeps_the_limit_full_is_learnt_after_ten_sec
     limit, clock = _limit()
     window(limit, clock, 0.002)
     started = clock.now
-    while clock.now < started + 9.0:
-        full_window(limit, clock, 0.008)
+    full_windows_until(limit, clock, started + 9.0, 0.008)
     assert limit.limit == 4
 
-    while clock.now < started + 15.0:
-        full_window(limit, clock, 0.008)
+    full_windows_until(limit, clock, started + 15.0, 0.008)
 
     assert limit.limit > 16
 
