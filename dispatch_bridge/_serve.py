@@ -21,6 +21,7 @@ from telemetry import (
 )
 
 from ._config import Config
+from ._heap import settle_heap
 
 #: An app to serve: the application, host, port, and what turns its readiness off.
 Served = tuple[web.Application, str, int, Callable[[web.Application], None]]
@@ -71,6 +72,9 @@ async def serve(
                 runner, host, port, limits, reserved_descriptors=reserved_descriptors
             )
             await site.start()
+        # Every app has started (pools, catalogs, compiled schemas): what is alive now lives
+        # for the process, and the collector need not walk it again.
+        settle_heap()
         if listening is not None:
             listening()
         stop = asyncio.Event()
