@@ -11,10 +11,11 @@ at 8 and at 16 connections (the limit refuses some of 16's, and refusing takes C
 The generators must not take the services' CPU: the open-loop caller is Python and needs
 ~0.4 of a core at 120 %, which on a shared two-core machine is CPU the services had when
 the maximum was measured. So, on a machine with two or more cores, this scenario pins this
-process (the open-loop caller and wrk, the light saturation generator) to CPU 0 and the
-services (bridge, dispatch-api, PostgreSQL) to the other cores, for the maximum and the
-open-loop runs alike, and restores the affinity after. The caveat, in the rows' note: the
-services then have one core fewer than in the other scenarios.
+process (the open-loop caller and wrk, the light saturation generator) to CPU 0 and every
+process of the product (bridge, dispatch-api, PostgreSQL, the minimal proxies) to the other
+cores, for the maximum and the open-loop runs alike, and restores the affinity after. The
+caveat, in the rows' note: the services then have one core fewer than in the other
+scenarios.
 
 The 80 % run is repeated, pinned the same way, against the minimal forwarding proxy
 (bench/proxy_floor.py) at 80 % of its own maximum: the tail of any Python hop in this
@@ -37,8 +38,9 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager, suppress
+from typing import Any, Protocol
 
 import psutil
 
@@ -46,8 +48,6 @@ from bench._context import Bench, side_by_side
 from bench._load import closed_loop, have_wrk, latencies, open_loop
 from bench._product import Product
 from bench._report import Figure, figure
-
-_SERVICES = ("api", "bridge", "postgres")
 
 
 def _own_cpu() -> float:
@@ -69,24 +69,38 @@ def _own_threads(cpus: set[int]) -> None:
             os.sched_setaffinity(int(tid), cpus)
 
 
+class Processes(Protocol):
+    """What `pinned` needs of a product: the processes it started, and each by name."""
+
+    @property
+    def procs(self) -> Mapping[str, Any]: ...
+
+    def process(self, name: str) -> psutil.Process: ...
+
+
 @contextmanager
-def pinned(bench: Bench) -> Iterator[str]:
-    """This process on CPU 0, the services on the others, while the block runs; the note
-    to print beside the figures ("" when the machine has a single core: nothing pinned)."""
+def pinned(product: Processes) -> Iterator[str]:
+    """This process on CPU 0, every process of `product` (and PostgreSQL's backends) on the
+    others, while the block runs; the note to print beside the figures ("" when the machine
+    has a single core: nothing pinned)."""
     everything = sorted(os.sched_getaffinity(0))
     if len(everything) < 2:
         yield ""
         return
     own, rest = everything[:1], everything[1:]
-    services = [bench.product.process(n) for n in _SERVICES]
-    services += bench.product.process("postgres").children(recursive=True)
+    # Every process the product started, the minimal proxies among them: the floors' hop
+    # must not run on the generators' core either (left free to, the proxy at 80 % of its
+    # maximum shared CPU 0 with the open-loop caller, which then fell seconds behind).
+    names = (*product.procs, "postgres")
+    services = [product.process(n) for n in names]
+    services += product.process("postgres").children(recursive=True)
     _set_affinity(services, rest)
     _own_threads(set(own))
     try:
         yield f"generators pinned to CPU {own[0]}, services to {len(rest)} other core(s)"
     finally:
         _own_threads(set(everything))
-        services += bench.product.process("postgres").children(recursive=True)
+        services += product.process("postgres").children(recursive=True)
         _set_affinity(services, everything)
 
 
@@ -105,7 +119,7 @@ async def run(bench: Bench) -> list[Figure]:
     sizes = bench.sizes
     seconds = 1.0 if sizes.quick else max(sizes.seconds, 5.0)
     floor_tail, floor_p50, floor_p99 = [], [], []
-    with pinned(bench) as note:
+    with pinned(bench.product) as note:
         main = await _runs(bench, seconds)
         for _ in range(sizes.reps):
             top = await _saturation(bench, seconds, "proxy")
@@ -116,12 +130,12 @@ async def run(bench: Bench) -> list[Figure]:
     async with AsyncExitStack() as stack:
         env = {"DISPATCH_MAX_LOOP_LAG_MS": TIGHT_LAG_MS}
         tight = (await side_by_side(stack, bench, {"tight": Product(env)}))["tight"]
-        with pinned(tight):
+        with pinned(tight.product):
             side = await _runs(tight, seconds)
     async with AsyncExitStack() as stack:
         env = {"BENCH_PROXY_MAX_IN_FLIGHT": str(CAPPED_PROXY_IN_FLIGHT)}
         capped = (await side_by_side(stack, bench, {"capped": Product(env)}))["capped"]
-        with pinned(capped):
+        with pinned(capped.product):
             refusals = await _capped_floor(capped, seconds)
     bound = f"DISPATCH_MAX_LOOP_LAG_MS={TIGHT_LAG_MS}"
     capped_floor = f"minimal proxy refusing beyond {CAPPED_PROXY_IN_FLIGHT} in flight"
