@@ -9,10 +9,10 @@ containers more were allocated than freed, ran several times a second under load
 because a few calls in flight hold that many between them, although almost nothing they
 allocate is cyclic garbage (reference counting frees it).
 
-So, once the process has started and before it listens: collect what start-up left over,
-move everything alive to the permanent generation (`gc.freeze`, which collections skip),
-and collect the youngest generation only after `YOUNG_THRESHOLD` net allocations. Garbage
-cycles are still collected; memory held by them is bounded by that threshold.
+So, once every app has started (its listener just opened, before the first request is
+handled): collect what start-up left over, move everything alive to the permanent
+generation (`gc.freeze`, which collections skip), and collect the youngest generation only
+after `YOUNG_THRESHOLD` net allocations. Garbage cycles are still collected, only later.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ YOUNG_THRESHOLD = 5000
 
 def settle_heap() -> None:
     """Collect start-up's garbage, freeze what remains, raise the youngest threshold.
-    Call once per process, after start-up and before serving."""
+    Call once per process, after start-up and before the first request is handled."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
