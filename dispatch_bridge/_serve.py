@@ -18,6 +18,7 @@ from telemetry import (
     drop_unread_body,
     instrument_database,
     quiet_accept_errors,
+    size_socket_reads,
 )
 
 from ._config import Config
@@ -54,6 +55,7 @@ async def serve(
     limits = limits or ServerSettings()
     loop = asyncio.get_running_loop()
     quiet_accept_errors(loop)
+    size_socket_reads()  # every socket of the process: listeners, dispatch-api, PostgreSQL
     runners = []
     try:
         for app, host, port, _ in apps:
