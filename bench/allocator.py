@@ -5,13 +5,10 @@ buffer per read, cut down to what arrived. glibc serves blocks above its mmap th
 (128 KiB by default) with mmap, so a small read can cost mmap, mremap and munmap
 (python/cpython#85451). The default threshold is also dynamic: each larger block freed
 raises it and the trim threshold with it, so the heap keeps its free top and RSS creeps
-(bench/results/soak.md). The services now read at most 64 KiB at a time
-(telemetry/_reads.py), below either threshold, so their read buffers come from the heap
-whatever the setting; the echo also measures that size under the image's settings. Four
-settings, side by side:
+(bench/results/soak.md). Four settings, side by side:
 
 - glibc defaults (dynamic thresholds);
-- the image's: both fixed at 128 KiB (RSS flat in the soak; a 256 KiB read buffer from mmap);
+- the image's: both fixed at 128 KiB (RSS flat in the soak; every read buffer from mmap);
 - both at 1 MiB (read buffers from the heap: faster, but RSS grew 4.9 % (bridge) and
   7.4 % (dispatch-api) in a 10-minute soak, still growing in its second half).
 - the image's thresholds with pymalloc (Python's default) instead of the image's
@@ -19,10 +16,8 @@ settings, side by side:
   bridge's idle trim can give a burst's memory back; bench/memory.py).
 
 Two measures: a socket round trip in one asyncio process (an echo over loopback, CPU µs
-per round trip, the read path alone, with asyncio's 256 KiB reads, and with the services'
-64 KiB under the image's settings), and saturation throughput through the bridge (four
-products, each its own PostgreSQL, dispatch-api and bridge, driven in turn, interleaved;
-each reads as the services do).
+per round trip, the read path alone), and saturation throughput through the bridge (four
+products, each its own PostgreSQL, dispatch-api and bridge, driven in turn, interleaved).
 """
 
 from __future__ import annotations
@@ -48,10 +43,8 @@ SETTINGS: dict[str, dict[str, str]] = {
 }
 
 # Echo over loopback, one 600-byte message outstanding: prints CPU µs per round trip.
-# With "sized", its sockets read as the services' do (telemetry/_reads.py).
 _ECHO = """
 import asyncio, sys, time
-from telemetry import size_socket_reads
 
 async def main(n):
     async def echo(r, w):
@@ -71,18 +64,14 @@ async def main(n):
     server.close()
     await server.wait_closed()
 
-if sys.argv[2:] == ["sized"]:
-    size_socket_reads()
 asyncio.run(main(int(sys.argv[1])))
 """
-#: The echo's extra side: the image's settings with reads sized as the services size them.
-_SIZED = "image, 64 KiB reads (the services')"
 
 
-def _echo_us(setting: dict[str, str], round_trips: int, *, sized: bool = False) -> float:
+def _echo_us(setting: dict[str, str], round_trips: int) -> float:
     env = without_allocator_env() | setting
     out = subprocess.run(
-        [sys.executable, "-c", _ECHO, str(round_trips), *(["sized"] if sized else [])],
+        [sys.executable, "-c", _ECHO, str(round_trips)],
         env=env,
         capture_output=True,
         text=True,
@@ -95,12 +84,10 @@ def _echo_us(setting: dict[str, str], round_trips: int, *, sized: bool = False) 
 async def run(bench: Bench) -> list[Figure]:
     sizes = bench.sizes
     round_trips = 1000 if sizes.quick else 20_000
-    echo: dict[str, list[float]] = {name: [] for name in [*SETTINGS, _SIZED]}
+    echo: dict[str, list[float]] = {name: [] for name in SETTINGS}
     for _ in range(sizes.reps):
         for name, setting in SETTINGS.items():
             echo[name].append(await asyncio.to_thread(_echo_us, setting, round_trips))
-        sized = await asyncio.to_thread(_echo_us, ALLOCATOR_ENV, round_trips, sized=True)
-        echo[_SIZED].append(sized)
 
     async with AsyncExitStack() as stack:
         products = {name: Product(allocator=setting) for name, setting in SETTINGS.items()}
