@@ -13,7 +13,9 @@ minted and sent with the correlation id and `traceparent` downstream, and the to
 counter, latency histogram and in-flight gauge. The bridge's cost above this floor is its
 own work: auth, limits, validation, retries, breaker, drain.
 
-Every variant reads its sockets as the services do (`size_socket_reads`).
+Every variant reads small messages without asyncio's fresh 256 KiB buffer per read, as the
+services do (telemetry/_reads.py; here by the simplest means, reads of at most 64 KiB,
+whose heap growth a benchmark's short life does not see).
 
 Capped (bare, with BENCH_PROXY_MAX_IN_FLIGHT set): a call that finds that many in flight
 is refused with a 429 before its body is read, and nothing else: S6's floor for how soon a
@@ -24,6 +26,7 @@ refusal can be answered when the hop shares its core with dispatch-api and Postg
 
 from __future__ import annotations
 
+import asyncio.selector_events
 import os
 import sys
 import time
@@ -44,7 +47,6 @@ from telemetry import (
     log_context,
     new_id,
     observe_middleware,
-    size_socket_reads,
     tracing_middleware,
 )
 
@@ -138,9 +140,9 @@ if __name__ == "__main__":
     port, api_url, token = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     observed = sys.argv[4:] == ["observed"]
     cap = int(os.environ.get("BENCH_PROXY_MAX_IN_FLIGHT", "0"))
-    # As the services read (telemetry/_reads.py): the floor is the cheapest hop, and a
-    # 256 KiB buffer from mmap for each small read is a cost any hop can leave out.
-    size_socket_reads()
+    # The floor is the cheapest hop, and a 256 KiB buffer from mmap for each small read is
+    # a cost any hop can leave out (the services read exactly what arrived instead).
+    asyncio.selector_events._SelectorSocketTransport.max_size = 64 * 1024  # type: ignore[attr-defined]
     web.run_app(
         app(api_url, token, observed=observed, max_in_flight=cap),
         host="127.0.0.1",

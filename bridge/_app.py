@@ -18,6 +18,7 @@ from telemetry import (
     JsonLog,
     UnsafeId,
     client_trace_config,
+    exact_read_connector,
     incoming_id,
     log_context,
     metrics_response,
@@ -254,7 +255,8 @@ def _dispatch_client(
         assert settings.gateway_token is not None
         # One long-lived session per process, created here (after any instrumentation),
         # never at import. Loopback and IP addresses skip the resolver's thread pool.
-        connector = aiohttp.TCPConnector(limit=settings.api_max_connections, ttl_dns_cache=300)
+        # Its connections read exactly what arrived (telemetry/_reads.py).
+        connector = exact_read_connector(limit=settings.api_max_connections, ttl_dns_cache=300)
         # No session-wide timeout: every try has its own (DispatchClient), and aiohttp's
         # default (300 s) would arm and cancel one more timer per request for nothing.
         unbounded = aiohttp.ClientTimeout(total=None)

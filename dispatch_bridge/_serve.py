@@ -18,7 +18,6 @@ from telemetry import (
     drop_unread_body,
     instrument_database,
     quiet_accept_errors,
-    size_socket_reads,
 )
 
 from ._config import Config
@@ -55,7 +54,6 @@ async def serve(
     limits = limits or ServerSettings()
     loop = asyncio.get_running_loop()
     quiet_accept_errors(loop)
-    size_socket_reads()  # every socket of the process: listeners, dispatch-api, PostgreSQL
     runners = []
     try:
         for app, host, port, _ in apps:

@@ -6,7 +6,7 @@ _tracing.py   provider set-up, server-span middleware, client-span trace config
 _ids.py       correlation/request id validation and minting
 _redact.py    credentials out of every log line, every logged value bounded
 _server.py    the listener: idle/head/body timeouts, connection cap, quiet accept() errors
-_reads.py     socket reads sized for the heap (no fresh mapping per small read)
+_reads.py     socket reads of exactly what arrived (no fresh 256 KiB buffer per read)
 _tool_health.py  per-tool figures, fleet-wide from Prometheus or from one bridge's /metrics
 """
 
@@ -22,7 +22,7 @@ from ._logging import (
 )
 from ._metrics import LATENCY_BUCKETS_MS, UNMATCHED, metrics_response, new_registry, route_label
 from ._observe import LOG_CONTEXT, OnResponse, log_context, observe_middleware
-from ._reads import READ_BYTES, size_socket_reads
+from ._reads import READ_BYTES, ExactReads, exact_read_connector
 from ._redact import bounded, redact
 from ._server import (
     BODY_TIMEOUT_S,
@@ -67,6 +67,7 @@ __all__ = [
     "UNMATCHED",
     "YIELD_AFTER_BODY_BYTES",
     "BodyTimeout",
+    "ExactReads",
     "GuardedSite",
     "JsonFormatter",
     "JsonLog",
@@ -88,6 +89,7 @@ __all__ = [
     "current_ids",
     "database_span",
     "drop_unread_body",
+    "exact_read_connector",
     "incoming_id",
     "instrument_database",
     "log_context",
@@ -100,7 +102,6 @@ __all__ = [
     "redact",
     "resend_count",
     "route_label",
-    "size_socket_reads",
     "tool_health",
     "tracer_provider",
     "tracing_middleware",

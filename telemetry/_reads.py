@@ -1,32 +1,78 @@
-"""Socket reads sized for the heap: what a small message costs to receive.
+"""Socket reads of exactly what arrived: no fresh 256 KiB buffer per small message.
 
-asyncio's selector transport receives with `sock.recv(max_size)`, a class attribute of 256
-KiB: every read allocates a fresh 256 KiB buffer and cuts it down to what arrived (a
-request head, a ticket: a few hundred bytes). glibc serves a block above its mmap threshold
-(128 KiB, fixed by the image's MALLOC_MMAP_THRESHOLD_, and glibc's starting default) with
-a fresh mapping, so every read cost mmap, mremap and munmap, and a page fault on fresh
-zeroed memory (python/cpython#85451). A hop reads twice per call (the request, the answer
-from downstream); dispatch-api twice more (the request, PostgreSQL's answer). Measured on
-both services under load: 40-50 µs of system time per call, more than a quarter of the
-bridge's CPU per call, and the same share of every Python hop's.
+asyncio's selector transport receives with `sock.recv(256 KiB)`: every read allocates a
+fresh 256 KiB buffer and cuts it down to what arrived (a request head, a ticket: a few
+hundred bytes). glibc serves a block above its mmap threshold (128 KiB, fixed by the
+image's MALLOC_MMAP_THRESHOLD_, and glibc's starting default) with a fresh mapping, so each
+read cost mmap, mremap and munmap and a page fault on fresh zeroed memory
+(python/cpython#85451): measured, 40-50 µs of system time per call in each service, more
+than a quarter of the bridge's CPU per call. Reading less at a time (the transport's
+`max_size`) puts those buffers on the heap instead, where cutting each down leaves holes
+that the soak saw RSS grow into (+9 % bridge, +18 % dispatch-api in ten minutes).
 
-Reads of at most `READ_BYTES` come from the heap instead: no system call, no fresh page.
-A large body arrives in more reads of this size, each still one step of the loop.
+A `BufferedProtocol` is read the other way: the transport receives into a buffer the
+protocol lends (`recv_into`) and the protocol copies out what arrived, one allocation of
+exactly that size (uvloop reads every socket so). `ExactReads` does that for a protocol
+whose `data_received` stays as it is. The listeners' protocol (`_server._Guarded`) and the
+bridge's connections to dispatch-api (`exact_read_connector`) read so. Left as they were:
+asyncpg's connections to PostgreSQL (its protocol is its own, built inside asyncpg).
 """
 
 from __future__ import annotations
 
-import asyncio.selector_events
+import asyncio
+import functools
+import threading
+from typing import TYPE_CHECKING, Any, cast
 
-#: Below the mmap threshold with room to spare; a loopback segment is at most 64 KiB.
-READ_BYTES = 64 * 1024
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+
+#: The most one read takes, as asyncio's own reads: a large body arrives in as few steps.
+READ_BYTES = 256 * 1024
+
+# One buffer per thread, lent to every read on it: a loop reads its sockets one at a time
+# and copies out before the next, but recv_into lets go of the GIL, so a loop on another
+# thread must not receive into the same memory meanwhile.
+_buffers = threading.local()
 
 
-def size_socket_reads(size: int = READ_BYTES) -> None:
-    """Make every selector socket transport of this process read at most `size` bytes at a
-    time, including those already open. Call once per process, before serving. The class
-    attribute is undocumented yet public (CPython has not renamed it since 3.4); were it
-    gone, reads would keep their default size."""
-    transport = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
-    if transport is not None and hasattr(transport, "max_size"):
-        transport.max_size = size
+def _buffer() -> memoryview:
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(READ_BYTES))
+    return view
+
+
+class ExactReads(asyncio.BufferedProtocol):
+    """A base of a Protocol (after it, see _ExactResponseHandler), or the base of one that
+    defines what a Protocol does: its reads come into the thread's buffer and reach its
+    `data_received` as bytes of exactly the size that arrived."""
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_buffer()[:nbytes].tobytes())
+
+    if TYPE_CHECKING:  # the Protocol this is mixed into has it
+
+        def data_received(self, data: bytes) -> None: ...
+
+
+class _ExactResponseHandler(ResponseHandler, ExactReads):
+    """aiohttp's client protocol, reading exactly what arrived. ExactReads comes second:
+    its base class, BufferedProtocol, has an `eof_received` of its own that would otherwise
+    stand in for aiohttp's."""
+
+
+def exact_read_connector(**options: Any) -> aiohttp.TCPConnector:
+    """An aiohttp TCPConnector (`options` as its own) whose connections read exactly what
+    arrived. It replaces the connector's protocol factory, which aiohttp keeps private;
+    should that attribute go, connections read as aiohttp's own and nothing else changes
+    (tests/dispatch_bridge/test_socket_reads.py notices)."""
+    connector = aiohttp.TCPConnector(**options)
+    if hasattr(connector, "_factory"):
+        exact = functools.partial(_ExactResponseHandler, loop=connector._loop)
+        connector._factory = cast("functools.partial[ResponseHandler]", exact)
+    return connector

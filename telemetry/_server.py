@@ -32,6 +32,8 @@ from typing import Any, Final
 import orjson
 from aiohttp import hdrs, web
 
+from ._reads import ExactReads
+
 _log = logging.getLogger("telemetry.server")
 
 #: A request body this large (only inline evidence is) took one long event-loop step to read
@@ -222,8 +224,9 @@ class _Guard:
         self.refusals = _Every(10.0)
 
 
-class _Guarded(asyncio.Protocol):
-    """One connection: aiohttp's protocol inside, with the cap and the head deadline."""
+class _Guarded(ExactReads):
+    """One connection: aiohttp's protocol inside, with the cap and the head deadline; its
+    reads are exactly what arrived (_reads.py)."""
 
     def __init__(self, inner: asyncio.Protocol, guard: _Guard) -> None:
         self._inner = inner
@@ -378,7 +381,7 @@ class GuardedSite(web.BaseSite):
         assert server is not None
         guard = self._guard
 
-        def factory() -> asyncio.Protocol:
+        def factory() -> asyncio.BaseProtocol:
             return _Guarded(server(), guard)
 
         loop = asyncio.get_running_loop()

@@ -1,7 +1,8 @@
-"""A serving process receives small messages without a fresh 256 KiB buffer per read (each
-was a new mapping from glibc: mmap, mremap, munmap and a page fault, telemetry/_reads.py),
-and a large body still arrives whole. Run in child processes: the read size is process-wide
-and the test process's own is left be."""
+"""The services' HTTP connections receive a small message without a fresh 256 KiB buffer per
+read (each was a new mapping from glibc: mmap, mremap, munmap and a page fault,
+telemetry/_reads.py): the listener `serve` opens and the bridge's client connector read
+exactly what arrived, and large bodies still arrive whole both ways. Each case runs in a
+child process, whose every allocation tracemalloc sees: the server and the client in it."""
 
 from __future__ import annotations
 
@@ -10,62 +11,73 @@ import sys
 import textwrap
 
 import orjson
+import pytest
 
-from telemetry import READ_BYTES
 from testkit.processes import free_port
 
-#: A served request and its answer, read by serve()'s process (the client is in it too).
 _CHILD = """
-import asyncio, os, signal, tracemalloc, orjson, aiohttp
+import asyncio, os, signal, sys, tracemalloc, orjson, aiohttp
 from aiohttp import web
 from dispatch_bridge._serve import serve
+from telemetry import exact_read_connector
 
-SIZED = {sized}
-PORT = {port}
+SERVER, CLIENT, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+LARGE = b"x" * (3 * 1024 * 1024 + 7)
+
 
 async def echo(request):
-    body = await request.read()
-    return web.Response(body=orjson.dumps({{"bytes": len(body)}}))
+    return web.Response(body=await request.read())
+
+
+async def drive():
+    connector = exact_read_connector() if CLIENT == "exact" else aiohttp.TCPConnector()
+    seen = {}
+    async with aiohttp.ClientSession(connector=connector) as http:
+        url = f"http://127.0.0.1:{PORT}/echo"
+        async with http.post(url, data=b"warm") as r:
+            await r.read()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(20):
+            async with http.post(url, data=b'{"ticket_id": "t-1"}') as r:
+                assert await r.read() == b'{"ticket_id": "t-1"}'
+        seen["small_peak"] = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        async with http.post(url, data=LARGE) as r:  # many reads each way
+            seen["large_whole"] = await r.read() == LARGE
+    print(orjson.dumps(seen).decode(), flush=True)
+
 
 async def main():
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app.router.add_post("/echo", echo)
-    seen = {{}}
-
-    async def drive(port):
-        async with aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{{port}}/echo"
-            async with http.post(url, data=b"warm") as r:
-                await r.read()
-            tracemalloc.start()
-            tracemalloc.reset_peak()
-            base = tracemalloc.get_traced_memory()[0]
-            for _ in range(20):
-                async with http.post(url, data=b'{{"ticket_id": "t-1"}}') as r:
-                    await r.read()
-            seen["small_peak"] = tracemalloc.get_traced_memory()[1] - base
-            tracemalloc.stop()
-            async with http.post(url, data=b"x" * (3 * 1024 * 1024 + 7)) as r:
-                seen["large"] = orjson.loads(await r.read())["bytes"]
-        print(orjson.dumps(seen).decode(), flush=True)
-        os.kill(os.getpid(), signal.SIGTERM)
+    if SERVER == "plain":  # aiohttp's own listener, asyncio's own reads
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", PORT).start()
+        await drive()
+        await runner.cleanup()
+        return
 
     def listening():
-        asyncio.get_running_loop().create_task(drive(PORT))
+        async def then_stop():
+            await drive()
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    if not SIZED:  # the control: serve() as it was before
-        import dispatch_bridge._serve as served
-        served.size_socket_reads = lambda: None
+        tasks.add(asyncio.get_running_loop().create_task(then_stop()))
+
+    tasks = set()
     await serve([(app, "127.0.0.1", PORT, lambda app: None)], listening=listening,
                 drain_timeout_s=0.1)
+
 
 asyncio.run(main())
 """
 
 
-def _run(*, sized: bool) -> dict[str, int]:
+def _run(server: str, client: str) -> dict[str, int]:
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_CHILD.format(sized=sized, port=free_port()))],
+        [sys.executable, "-c", textwrap.dedent(_CHILD), server, client, str(free_port())],
         capture_output=True,
         check=True,
         timeout=60,
@@ -74,11 +86,26 @@ def _run(*, sized: bool) -> dict[str, int]:
     return answer
 
 
-def test_a_served_process_reads_small_messages_without_a_quarter_mebibyte_buffer_each() -> None:
-    default, sized = _run(sized=False), _run(sized=True)
-    # Each read of the unsized process allocated asyncio's 256 KiB at once, however small
-    # the message; the sized process never holds more than a read's worth and change.
-    assert default["small_peak"] >= 256 * 1024
-    assert sized["small_peak"] < 256 * 1024 - READ_BYTES
-    # A body many reads long still arrives whole.
-    assert sized["large"] == default["large"] == 3 * 1024 * 1024 + 7
+#: What 20 small round trips may hold at once at most when neither side takes 256 KiB.
+_SMALL = 128 * 1024
+
+
+def test_served_listener_and_bridge_connector_read_small_messages_without_big_buffers() -> None:
+    seen = _run("served", "exact")
+    assert seen["small_peak"] < _SMALL
+    assert seen["large_whole"]
+
+
+@pytest.mark.parametrize(
+    ("server", "client"),
+    [("plain", "exact"), ("served", "plain")],
+    ids=["aiohttp's listener", "aiohttp's connector"],
+)
+def test_either_side_reading_as_asyncio_does_takes_a_quarter_mebibyte_per_read(
+    server: str, client: str
+) -> None:
+    # The controls: each side alone still reading asyncio's way shows up, so the test above
+    # fails when either side's exact reads are gone.
+    seen = _run(server, client)
+    assert seen["small_peak"] >= 256 * 1024
+    assert seen["large_whole"]
