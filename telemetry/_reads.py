@@ -45,9 +45,11 @@ def _buffer() -> memoryview:
 
 
 class ExactReads(asyncio.BufferedProtocol):
-    """A base of a Protocol (after it, see _ExactResponseHandler), or the base of one that
-    defines what a Protocol does: its reads come into the thread's buffer and reach its
-    `data_received` as bytes of exactly the size that arrived."""
+    """Reads into the thread's buffer, handed on to `data_received` as bytes of exactly
+    the size that arrived. Subclass it for a protocol of your own (which then defines
+    `data_received`, `eof_received` and the rest), or list it after an existing Protocol
+    class among the bases, so that BufferedProtocol's own `eof_received` does not stand in
+    for that protocol's."""
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _buffer()
