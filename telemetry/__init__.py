@@ -22,7 +22,7 @@ from ._logging import (
 )
 from ._metrics import LATENCY_BUCKETS_MS, UNMATCHED, metrics_response, new_registry, route_label
 from ._observe import LOG_CONTEXT, OnResponse, log_context, observe_middleware
-from ._reads import READ_BYTES, ExactReads, exact_read_connector
+from ._reads import ExactReads, exact_read_connector
 from ._redact import bounded, redact
 from ._server import (
     BODY_TIMEOUT_S,
@@ -62,7 +62,6 @@ __all__ = [
     "LATENCY_BUCKETS_MS",
     "LOG_CONTEXT",
     "NOT_FAILURES",
-    "READ_BYTES",
     "SAFE_ID",
     "UNMATCHED",
     "YIELD_AFTER_BODY_BYTES",
