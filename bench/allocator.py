@@ -6,9 +6,9 @@ buffer per read, cut down to what arrived. glibc serves blocks above its mmap th
 (python/cpython#85451). The default threshold is also dynamic: each larger block freed
 raises it and the trim threshold with it, so the heap keeps its free top and RSS creeps
 (bench/results/soak.md). The services' HTTP connections no longer read that way: they
-receive into a buffer they keep and copy out exactly what arrived (telemetry/_reads.py), so
-the settings now differ for them mostly in their PostgreSQL reads and their heap; the echo
-below still reads as asyncio does. Four settings, side by side:
+receive into a buffer they keep and copy out exactly what arrived (telemetry/_reads.py),
+and so do dispatch-api's connections to PostgreSQL, so the settings now differ for them
+mostly in their heap; the echo below still reads as asyncio does. Four settings, side by side:
 
 - glibc defaults (dynamic thresholds);
 - the image's: both fixed at 128 KiB (RSS flat in the soak; every read buffer from mmap);

@@ -22,7 +22,7 @@ from ._logging import (
 )
 from ._metrics import LATENCY_BUCKETS_MS, UNMATCHED, metrics_response, new_registry, route_label
 from ._observe import LOG_CONTEXT, OnResponse, log_context, observe_middleware
-from ._reads import ExactReads, exact_read_connector
+from ._reads import ExactReads, exact_read_connector, read_exactly
 from ._redact import bounded, redact
 from ._server import (
     BODY_TIMEOUT_S,
@@ -98,6 +98,7 @@ __all__ = [
     "observe_middleware",
     "propagate_unrecorded",
     "quiet_accept_errors",
+    "read_exactly",
     "redact",
     "resend_count",
     "route_label",

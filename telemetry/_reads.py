@@ -14,8 +14,10 @@ A `BufferedProtocol` is read the other way: the transport receives into a buffer
 protocol lends (`recv_into`) and the protocol copies out what arrived, one allocation of
 exactly that size (uvloop reads every socket so). `ExactReads` does that for a protocol
 whose `data_received` stays as it is. The listeners' protocol (`_server._Guarded`) and the
-bridge's connections to dispatch-api (`exact_read_connector`) read so. Left as they were:
-asyncpg's connections to PostgreSQL (its protocol is its own, built inside asyncpg).
+bridge's connections to dispatch-api (`exact_read_connector`) read so, and so do
+dispatch-api's connections to PostgreSQL: asyncpg builds its protocol inside, so
+`read_exactly` puts a relay that reads this way in front of it once the connection is open
+(the answer to a ticket read is one read, and it had cost a mapping of its own).
 """
 
 from __future__ import annotations
@@ -66,6 +68,45 @@ class _ExactResponseHandler(ResponseHandler, ExactReads):
     """aiohttp's client protocol, reading exactly what arrived. ExactReads comes second:
     its base class, BufferedProtocol, has an `eof_received` of its own that would otherwise
     stand in for aiohttp's."""
+
+
+class _Relay(ExactReads):
+    """Reads exactly what arrived for a protocol that is already connected, and hands on
+    everything the transport tells it."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: asyncio.BaseProtocol) -> None:
+        self._inner = inner
+
+    def data_received(self, data: bytes) -> None:
+        cast("asyncio.Protocol", self._inner).data_received(data)
+
+    def eof_received(self) -> bool | None:
+        # asyncpg's protocol has none: None, as asyncio.Protocol's own, closes the transport.
+        eof = getattr(self._inner, "eof_received", None)
+        return None if eof is None else cast("bool | None", eof())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+def read_exactly(transport: asyncio.BaseTransport) -> None:
+    """Make an open plain socket connection read exactly what arrived, for the protocol it
+    has. A connection in TLS is left as it is: asyncio's TLS layer already reads into a
+    buffer it keeps. So is one whose protocol lends its own buffer."""
+    protocol = transport.get_protocol()
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        return
+    if transport.get_extra_info("sslcontext") is not None:
+        return
+    transport.set_protocol(_Relay(protocol))
 
 
 def exact_read_connector(**options: Any) -> aiohttp.TCPConnector:

@@ -10,12 +10,18 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from telemetry import database_span
+from telemetry import database_span, read_exactly
 
 from ..errors import ApiError, Conflict, Unavailable
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Each answer is read into one exact-size bytes object, not a fresh 256 KiB buffer
+    # (telemetry/_reads.py). asyncpg keeps its transport private; should that attribute go,
+    # the connection reads as asyncpg's own (tests/dispatch_api/test_pool_reads.py notices).
+    transport = getattr(conn, "_transport", None)
+    if transport is not None:
+        read_exactly(transport)
     # jsonb travels in binary form: a version byte, then the JSON text.
     await conn.set_type_codec(
         "jsonb",
