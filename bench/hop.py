@@ -9,7 +9,9 @@
   same against the observed proxy (the minimal proxy plus the per-call telemetry the
   contract requires: span, request line, ids, traceparent, tool metrics), the floor of a
   hop that keeps every log field, metric and trace; and saturation throughput (wrk)
-  through the bridge vs dispatch-api alone.
+  through the bridge vs dispatch-api alone, beside the same through either proxy (what
+  any Python hop in front of dispatch-api leaves of its throughput on these cores). S1's
+  added latency is read against the observed proxy's too.
 - S5: MCP `tools/call` vs REST invoke of `ticket.get` (wrk throughput), and the cost of a
   call with invalid arguments vs a valid one: CPU per call of the whole system (bridge,
   dispatch-api, PostgreSQL), since what a rejection must save is the downstream work.
@@ -56,6 +58,15 @@ async def run(bench: Bench) -> list[Figure]:
                 h,
             ),
             "mcp": (u["bridge"] + "/mcp", "POST", bench.mcp_body(bench.ticket), bench.mcp_headers),
+            **{
+                proxy: (
+                    u[proxy] + "/v1/tools/ticket.get/invoke",
+                    "POST",
+                    bench.rest_body(bench.ticket),
+                    h,
+                )
+                for proxy in ("proxy", "observed_proxy")
+            },
         }[name]
         url, method, body, headers = target
         return await asyncio.to_thread(
@@ -71,6 +82,7 @@ async def run(bench: Bench) -> list[Figure]:
     p50, p99, floor_p50, floor_p99, cpu_ratio, through = [], [], [], [], [], []
     transports, invalid, bridge_us, proxy_us, invalid_bridge, p50_ratio = [], [], [], [], [], []
     saturated, observed_us, over_observed = [], [], []
+    observed_p50, over_observed_p50, floor_through, observed_through = [], [], [], []
     for _ in range(sizes.reps):  # A B A B ...: drift hits both sides alike
         a = await latencies(calls["direct"], sizes.requests)
         b = await latencies(calls["bridge"], sizes.requests)
@@ -81,6 +93,9 @@ async def run(bench: Bench) -> list[Figure]:
         floor_p99.append(percentile(c, 0.99) - percentile(a, 0.99))
         # Issue 20: the hop's added latency against the floor any Python hop adds.
         p50_ratio.append(p50[-1] / max(floor_p50[-1], 1e-3))
+        d = await latencies(calls["observed_proxy"], sizes.requests)
+        observed_p50.append(percentile(d, 0.5) - percentile(a, 0.5))
+        over_observed_p50.append(p50[-1] / max(observed_p50[-1], 1e-3))
         bridge_us.append(await cpu_per_call(bench, calls["bridge"], "bridge") * 1e6)
         proxy_us.append(await cpu_per_call(bench, calls["proxy"], "proxy") * 1e6)
         cpu_ratio.append(bridge_us[-1] / max(proxy_us[-1], 1e-3))
@@ -93,6 +108,8 @@ async def run(bench: Bench) -> list[Figure]:
         alone = await saturation("direct")
         via = await saturation("bridge")
         through.append(via / alone)
+        floor_through.append(await saturation("proxy") / alone)
+        observed_through.append(await saturation("observed_proxy") / alone)
         rest = await saturation("bridge")
         mcp = await saturation("mcp")
         transports.append(mcp / rest)
@@ -111,6 +128,13 @@ async def run(bench: Bench) -> list[Figure]:
         figure("S1", "bridge added latency p99 (ms)", p99, "<= 1.0"),
         figure("S1", "minimal proxy added latency p50 (ms), the floor", floor_p50, ""),
         figure("S1", "minimal proxy added latency p99 (ms), the floor", floor_p99, ""),
+        figure(
+            "S1",
+            "observed proxy added latency p50 (ms), the floor with telemetry",
+            observed_p50,
+            "",
+        ),
+        figure("S1", "bridge / observed proxy added latency p50", over_observed_p50, ""),
         figure("S2", "bridge / minimal proxy CPU per call", cpu_ratio, "<= 1.5"),
         figure("S2", "bridge CPU per call (µs)", bridge_us, ""),
         *(
@@ -122,6 +146,19 @@ async def run(bench: Bench) -> list[Figure]:
         figure("S2", "observed proxy CPU per call (µs), the floor with telemetry", observed_us, ""),
         figure("S2", "bridge / observed proxy CPU per call", over_observed, ""),
         figure("S2", f"throughput via bridge / dispatch-api alone ({tool})", through, ">= 0.7"),
+        figure(
+            "S2",
+            f"throughput via minimal proxy / dispatch-api alone ({tool}), the floor",
+            floor_through,
+            "",
+        ),
+        figure(
+            "S2",
+            f"throughput via observed proxy / dispatch-api alone ({tool}), the floor with"
+            " telemetry",
+            observed_through,
+            "",
+        ),
         figure("S5", f"MCP / REST throughput ({tool})", transports, ">= 0.95"),
         figure(
             "S5",

@@ -29,6 +29,11 @@ goodput, the least code that refuses in Python answers a refusal in this shape.
 And a second product with a tighter loop-lag bound (TIGHT_LAG_MS) runs the pinned 80 % and
 120 % again: the shed calls wait about as long as the bound lets the lag stand, so this
 shows what a tighter bound buys at 120 % and whether it refuses calls at 80 %.
+
+What a refusal costs decides how much of the maximum is left at 120 %: every call refused
+takes CPU from the calls served on the same core. So a product whose bridge and minimal
+proxy refuse every call (REFUSING) is driven by wrk, pinned the same way, and the CPU per
+answer of each is set beside the bridge's per served call.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import psutil
 
 from bench._context import Bench, side_by_side
 from bench._load import closed_loop, have_wrk, latencies, open_loop
-from bench._product import Product
+from bench._product import Product, cpu_seconds
 from bench._report import Figure, figure
 
 
@@ -114,6 +119,16 @@ TIGHT_LAG_MS = "5"
 #: with dispatch-api and PostgreSQL gets to answer a call it refuses.
 CAPPED_PROXY_IN_FLIGHT = 8
 
+#: Every call refused at admission: the bridge's by its key's rate (one call in 1,000 s; the
+#: first is the ticket `prepare` creates), which takes the path an overload refusal takes
+#: (authenticated, then refused before the body is read, logged, counted, traced); the
+#: minimal proxy's by a cap of none in flight.
+REFUSING = {
+    "DISPATCH_RATE_LIMIT_PER_S": "0.001",
+    "DISPATCH_RATE_LIMIT_BURST": "1",
+    "BENCH_PROXY_MAX_IN_FLIGHT": "0",
+}
+
 
 async def run(bench: Bench) -> list[Figure]:
     sizes = bench.sizes
@@ -137,6 +152,18 @@ async def run(bench: Bench) -> list[Figure]:
         capped = (await side_by_side(stack, bench, {"capped": Product(env)}))["capped"]
         with pinned(capped.product):
             refusals = await _capped_floor(capped, seconds)
+    async with AsyncExitStack() as stack:
+        refusing = (await side_by_side(stack, bench, {"refusing": Product(REFUSING)}))["refusing"]
+        with pinned(bench.product):
+            served = [await _cpu_per_answer(bench, seconds, "bridge") for _ in range(sizes.reps)]
+        with pinned(refusing.product):
+            cost = {
+                target: [
+                    await _cpu_per_answer(refusing, seconds, target) for _ in range(sizes.reps)
+                ]
+                for target in ("bridge", "proxy")
+            }
+    per_served = [r / s for r, s in zip(cost["bridge"], served, strict=True)]
     bound = f"DISPATCH_MAX_LOOP_LAG_MS={TIGHT_LAG_MS}"
     capped_floor = f"minimal proxy refusing beyond {CAPPED_PROXY_IN_FLIGHT} in flight"
     return [
@@ -164,6 +191,10 @@ async def run(bench: Bench) -> list[Figure]:
         figure(
             "S6", f"{capped_floor}: p50 of shed calls (ms) (floor)", refusals["shed_ms"], "", note
         ),
+        figure("S6", "bridge CPU per call refused at admission (µs)", cost["bridge"], "", note),
+        figure("S6", "bridge CPU per call served (µs)", served, "", note),
+        figure("S6", "bridge CPU per refused / per served call", per_served, "", note),
+        figure("S6", "minimal proxy CPU per call refused (µs), the floor", cost["proxy"], "", note),
         figure("S6", f"{bound}: max throughput (2xx calls/s)", side["max"], "", note),
         figure("S6", f"{bound}: at 80 %, share of calls shed", side["calm_shed"], "", note),
         figure("S6", f"{bound}: at 120 %, goodput / max", side["goodput"], "", note),
@@ -229,14 +260,25 @@ async def _saturation(bench: Bench, seconds: float, target: str = "bridge") -> f
     floor of 8, some of wrk's 16 connections are refused and their 2xx rate read ~0.9 of
     what the same bridge then served open-loop (the session that added 8), so 8
     connections, which the floor never refuses, are measured too."""
-    return max([await _wrk(bench, seconds, target, c) for c in (8, 16)])
+    return max([(await _wrk(bench, seconds, target, c))[1] for c in (8, 16)])
 
 
-async def _wrk(bench: Bench, seconds: float, target: str, connections: int) -> float:
-    """2xx answers per second from wrk at `connections`."""
+async def _cpu_per_answer(bench: Bench, seconds: float, target: str) -> float:
+    """CPU µs of the `target` process ("bridge", "proxy") per answer, whatever its status,
+    while wrk at 8 connections keeps it busy."""
+    process = bench.product.process(target)
+    before = cpu_seconds(process)
+    answers, _ = await _wrk(bench, seconds, target, 8)
+    return (cpu_seconds(process) - before) / (answers * max(1, round(seconds))) * 1e6
+
+
+async def _wrk(bench: Bench, seconds: float, target: str, connections: int) -> tuple[float, float]:
+    """Answers per second, all and 2xx, from wrk at `connections` (an aiohttp closed loop
+    when wrk is not installed, which counts every answer as both)."""
     if not have_wrk():
         calls = max(bench.sizes.requests, 2000)
-        return await closed_loop(bench.calls[target], calls, connections)
+        answered = await closed_loop(bench.calls[target], calls, connections)
+        return answered, answered
     script = "\n".join(
         [
             'wrk.method = "POST"',
@@ -260,7 +302,7 @@ async def _wrk(bench: Bench, seconds: float, target: str, connections: int) -> f
         raise RuntimeError(f"wrk failed or printed no throughput:\n{out}")
     refused = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     good = int(total[1]) - (int(refused[1]) if refused else 0)
-    return float(rate[1]) * good / int(total[1])
+    return float(rate[1]), float(rate[1]) * good / int(total[1])
 
 
 def _shed(statuses: dict[int, int]) -> int:

@@ -20,6 +20,7 @@ whose heap growth a benchmark's short life does not see).
 Capped (bare, with BENCH_PROXY_MAX_IN_FLIGHT set): a call that finds that many in flight
 is refused with a 429 before its body is read, and nothing else: S6's floor for how soon a
 refusal can be answered when the hop shares its core with dispatch-api and PostgreSQL.
+With BENCH_PROXY_MAX_IN_FLIGHT=0 it refuses every call: S6's floor for what a refusal costs.
 
     python -m bench.proxy_floor PORT API_URL GATEWAY_TOKEN [observed]
 """
@@ -55,7 +56,7 @@ MAX_BODY = 16 * 1024 * 1024
 
 
 def app(
-    api_url: str, token: str, *, observed: bool = False, max_in_flight: int = 0
+    api_url: str, token: str, *, observed: bool = False, max_in_flight: int | None = None
 ) -> web.Application:
     middlewares = []
     if observed:
@@ -83,7 +84,7 @@ def app(
 
     async def invoke(request: web.Request) -> web.Response:
         nonlocal in_flight
-        if max_in_flight and in_flight >= max_in_flight:
+        if max_in_flight is not None and in_flight >= max_in_flight:
             return web.Response(body=refusal, status=429, content_type="application/json")
         in_flight += 1
         try:
@@ -139,12 +140,12 @@ def app(
 if __name__ == "__main__":
     port, api_url, token = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     observed = sys.argv[4:] == ["observed"]
-    cap = int(os.environ.get("BENCH_PROXY_MAX_IN_FLIGHT", "0"))
+    cap = os.environ.get("BENCH_PROXY_MAX_IN_FLIGHT")
     # The floor is the cheapest hop, and a 256 KiB buffer from mmap for each small read is
     # a cost any hop can leave out (the services read exactly what arrived instead).
     asyncio.selector_events._SelectorSocketTransport.max_size = 64 * 1024  # type: ignore[attr-defined]
     web.run_app(
-        app(api_url, token, observed=observed, max_in_flight=cap),
+        app(api_url, token, observed=observed, max_in_flight=int(cap) if cap else None),
         host="127.0.0.1",
         port=port,
         access_log=None,

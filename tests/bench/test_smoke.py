@@ -46,11 +46,16 @@ async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path
     assert "| S1 | minimal proxy added latency p99 (ms), the floor" in table
     assert "| S2 | observed proxy CPU per call (µs), the floor with telemetry" in table
     assert "| S2 | bridge / observed proxy CPU per call" in table
+    assert "| S2 | throughput via minimal proxy / dispatch-api alone" in table
+    assert "| S1 | bridge / observed proxy added latency p50" in table
+    assert "| S6 | minimal proxy CPU per call refused (µs), the floor" in table
     assert "| Noisy | others' p99, noisy key asking first (Expect: 100-continue)" in table
     assert "| Noisy | minimal proxy: others' p99, noisy / quiet run (floor)" in table
     assert "| Noisy | bridge, the floor's paced uploads: others' p99, noisy / quiet run" in table
     figures = {s["figure"]: s for s in report["scenarios"] if s["id"] == "Noisy"}
     assert figures["minimal proxy: uploads stored per s"]["median"] > 0  # the floor uploaded
+    refusals = {s["figure"]: s for s in report["scenarios"] if s["id"] == "S6"}
+    assert refusals["bridge CPU per call refused at admission (µs)"]["median"] > 0
 
 
 async def test_the_scale_harness_runs_and_writes_its_table(tmp_path: Path) -> None:
