@@ -74,8 +74,6 @@ class _Relay(ExactReads):
     """Reads exactly what arrived for a protocol that is already connected, and hands on
     everything the transport tells it."""
 
-    __slots__ = ("_inner",)
-
     def __init__(self, inner: asyncio.BaseProtocol) -> None:
         self._inner = inner
 
