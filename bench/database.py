@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -271,11 +272,27 @@ async def run(bench: Bench) -> list[Figure]:
             figures += _figures(out, setting, sides.tool, sides.note)
             if setting == "on":
 
-                async def load(seconds: float) -> float:
-                    return (await sides.once("http", round(seconds), sizes.requests)).tps
+                def load(side: str) -> Callable[[float], Awaitable[float]]:
+                    async def run(seconds: float) -> float:
+                        return (await sides.once(side, round(seconds), sizes.requests)).tps
+
+                    return run
 
                 what = f"S3's HTTP side ({sides.tool}, hold / resume)"
-                await profile.sampled(bench, "api", "dispatch-api profile (S3)", what, load)
+                api = await profile.sampled(
+                    bench, "api", "dispatch-api profile (S3)", what, load("http")
+                )
+                assert sides.floor is not None, "start() starts side F's server"
+                floor = await profile.sampled(
+                    bench,
+                    "minimal server",
+                    "Minimal server profile (S3)",
+                    f"S3's floor side ({sides.tool}, hold / resume)",
+                    load("floor"),
+                    pid=sides.floor.pid,
+                )
+                title = "dispatch-api against the minimal server (S3)"
+                profile.compared(bench, title, api, floor)
     finally:
         await _synchronous_commit(sides.conn, None)
         await sides.close()

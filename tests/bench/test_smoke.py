@@ -39,6 +39,13 @@ async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path
     assert "## Minimal proxy profile" in table
     assert "## dispatch-api profile (S3)" in table
     assert "## Bridge profile at 100 % tracing (S4)" in table
+    # The profiles set against their floors' (the observed proxy's, the minimal server's),
+    # where py-spy may attach (a container without ptrace rights says so instead).
+    assert "## Bridge against the observed proxy (S2)" in table
+    assert "## dispatch-api against the minimal server (S3)" in table
+    if "py-spy could not attach" not in table:
+        assert "| where | bridge | observed_proxy | more |" in table
+        assert "| where | api | minimal server | more |" in table
     assert "minimal aiohttp server (aiohttp closed loop) / raw asyncpg" in table
     assert "OpenTelemetry SDK alone, the same spans recorded and exported" in table
     assert "| S6 | minimal proxy at 80 % of its max: p99 / p50 (floor)" in table
