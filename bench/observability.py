@@ -125,13 +125,22 @@ async def _explained(
             spans.append(span_floor.replayed_spans(received[before:]) / calls)
     finally:
         os.unlink(f.name)
-    await profile.sampled(
+    traced = await profile.sampled(
         benches["100%"],
         "bridge",
         "Bridge profile at 100 % tracing (S4)",
         "wrk (`ticket.get`), every call traced and exported",
         profile.wrk_load(benches["100%"]),
     )
+    untraced = await profile.sampled(
+        benches["off"],
+        "bridge",
+        "Bridge profile with observability off (S4)",
+        "wrk (`ticket.get`), no span recorded, no request line",
+        profile.wrk_load(benches["off"]),
+    )
+    title = "The bridge at 100 % tracing against the bridge with observability off (S4)"
+    profile.compared(benches["100%"], title, traced, untraced, ("bridge at 100 %", "bridge off"))
     us = [1e6 * x for x in off], [1e6 * x for x in on], [1e6 * x for x in floor]
     names = ", ".join(f"{s['service']}: {s['name']}" for s in shapes)
     return [

@@ -43,12 +43,13 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager, suppress
 from typing import Any, Protocol
 
 import psutil
 
+from bench import profile
 from bench._context import Bench, side_by_side
 from bench._load import closed_loop, have_wrk, latencies, open_loop
 from bench._product import Product, cpu_seconds
@@ -163,6 +164,7 @@ async def run(bench: Bench) -> list[Figure]:
                 ]
                 for target in ("bridge", "proxy")
             }
+            await _refusal_profiles(refusing)
     per_served = [r / s for r, s in zip(cost["bridge"], served, strict=True)]
     bound = f"DISPATCH_MAX_LOOP_LAG_MS={TIGHT_LAG_MS}"
     capped_floor = f"minimal proxy refusing beyond {CAPPED_PROXY_IN_FLIGHT} in flight"
@@ -261,6 +263,28 @@ async def _saturation(bench: Bench, seconds: float, target: str = "bridge") -> f
     what the same bridge then served open-loop (the session that added 8), so 8
     connections, which the floor never refuses, are measured too."""
     return max([(await _wrk(bench, seconds, target, c))[1] for c in (8, 16)])
+
+
+async def _refusal_profiles(refusing: Bench) -> None:
+    """Where a refusal's CPU goes: the refusing bridge and the refusing minimal proxy
+    profiled under wrk, and set side by side (the sections land in the main results)."""
+
+    def load(target: str) -> Callable[[float], Awaitable[float]]:
+        async def run(seconds: float) -> float:
+            return (await _wrk(refusing, seconds, target, 8))[0]
+
+        return run
+
+    what = "wrk (`ticket.get`), every call refused"
+    bridge = await profile.sampled(
+        refusing, "bridge", "Bridge profile refusing (S6)", what, load("bridge")
+    )
+    proxy = await profile.sampled(
+        refusing, "proxy", "Minimal proxy profile refusing (S6)", what, load("proxy")
+    )
+    profile.compared(
+        refusing, "A refusal: the bridge against the minimal proxy (S6)", bridge, proxy
+    )
 
 
 async def _cpu_per_answer(bench: Bench, seconds: float, target: str) -> float:

@@ -159,24 +159,31 @@ async def sampled(
     return Profile(process, per_call, {k: v / samples for k, v in counts.items()})
 
 
-def compared(bench: Bench, title: str, product: Profile | None, floor: Profile | None) -> None:
+def compared(
+    bench: Bench,
+    title: str,
+    product: Profile | None,
+    floor: Profile | None,
+    names: tuple[str, str] | None = None,
+) -> None:
     """Add the section `title`: where `product` spends, per call, the CPU `floor` (the
-    least code doing the same work, under the same load) does not, by component."""
+    least code doing the same work, under the same load) does not, by component. `names`
+    label the two (their processes' names by default)."""
     if product is None or floor is None:
         bench.sections[title] = "One of the two profiles could not be taken: nothing compared."
         return
+    ours, theirs = names or (product.process, floor.process)
     rows = difference(product, floor)
     more = product.per_call_us - floor.per_call_us
     listed = sum(p - f for _, p, f in rows)
     table = "\n".join(f"| {name} | {p:.1f} | {f:.1f} | {p - f:+.1f} |" for name, p, f in rows)
     bench.sections[title] = (
-        f"The two profiles above, per call: the {product.process}"
-        f" {product.per_call_us:.0f} µs of CPU, the {floor.process} {floor.per_call_us:.0f}"
-        f" ({more:+.0f}). The components where the {product.process} spends the most more"
-        f" (self time, µs per call: each one's share of its process's samples times that"
-        f" process's CPU per call, so sizes rather than exact figures), together"
-        f" {listed:+.0f}:\n\n"
-        f"| where | {product.process} | {floor.process} | more |\n|---|---|---|---|\n" + table
+        f"The two profiles above, per call: the {ours} {product.per_call_us:.0f} µs of CPU,"
+        f" the {theirs} {floor.per_call_us:.0f} ({more:+.0f}). The components where the"
+        f" {ours} spends the most more (self time, µs per call: each one's share of its"
+        f" process's samples times that process's CPU per call, so sizes rather than exact"
+        f" figures), together {listed:+.0f}:\n\n"
+        f"| where | {ours} | {theirs} | more |\n|---|---|---|---|\n" + table
     )
 
 

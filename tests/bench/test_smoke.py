@@ -43,9 +43,12 @@ async def test_the_side_by_side_harness_runs_and_writes_its_table(tmp_path: Path
     # where py-spy may attach (a container without ptrace rights says so instead).
     assert "## Bridge against the observed proxy (S2)" in table
     assert "## dispatch-api against the minimal server (S3)" in table
+    assert "## A refusal: the bridge against the minimal proxy (S6)" in table
+    assert "## The bridge at 100 % tracing against the bridge with observability off (S4)" in table
     if "py-spy could not attach" not in table:
         assert "| where | bridge | observed_proxy | more |" in table
         assert "| where | api | minimal server | more |" in table
+        assert "| where | bridge | proxy | more |" in table
     assert "minimal aiohttp server (aiohttp closed loop) / raw asyncpg" in table
     assert "OpenTelemetry SDK alone, the same spans recorded and exported" in table
     assert "| S6 | minimal proxy at 80 % of its max: p99 / p50 (floor)" in table
