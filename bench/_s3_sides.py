@@ -160,8 +160,7 @@ async def closed_loop(
 def postgres_cpu(postmaster: psutil.Process) -> float:
     """CPU seconds of PostgreSQL: the live processes, plus the backends that exited (reaped
     by the postmaster, counted in its children times) — pgbench's connections close."""
-    reaped = postmaster.cpu_times()
-    return cpu_seconds(postmaster, tree=True) + reaped.children_user + reaped.children_system
+    return cpu_seconds(postmaster, tree=True)
 
 
 async def reaped(postmaster: psutil.Process, known: set[int]) -> None:
