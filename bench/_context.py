@@ -13,7 +13,8 @@ import aiohttp
 import orjson
 
 from bench._load import Call, closed_loop, have_wrk, latencies, wrk
-from bench._product import Product, cpu_seconds
+from bench._product import Product
+from bench.cpu import cpu_seconds
 
 
 @dataclass(frozen=True, slots=True)

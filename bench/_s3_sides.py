@@ -19,7 +19,7 @@ import asyncpg
 import psutil
 
 from bench._context import Bench
-from bench._product import cpu_seconds
+from bench.cpu import cpu_seconds
 from bench.sql_replay import Recording
 
 HOLD_BODY = b'{"cause":"provider","reason":"bench"}'

@@ -55,8 +55,8 @@ from bench import _s3_sides as s3
 from bench import profile
 from bench._context import Bench
 from bench._load import have_wrk, wrk
-from bench._product import cpu_seconds
 from bench._report import Figure, figure
+from bench.cpu import cpu_seconds
 from bench.sql_replay import pgbench, pgbench_script, record
 from dispatch_api.store import connect, create_pool
 from testkit.processes import free_port

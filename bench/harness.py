@@ -37,8 +37,9 @@ from bench import (
 )
 from bench._context import Bench, Sizes
 from bench._load import have_wrk
-from bench._product import Product, cpu_seconds
+from bench._product import Product
 from bench._report import Figure, figure, machine, markdown
+from bench.cpu import cpu_seconds
 
 RESULTS = Path(__file__).parent / "results"
 Scenario = Callable[[Bench], Awaitable[list[Figure]]]

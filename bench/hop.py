@@ -23,8 +23,8 @@ import asyncio
 
 from bench._context import Bench, cpu_per_call
 from bench._load import closed_loop, have_wrk, latencies, percentile, wrk
-from bench._product import cpu_seconds
 from bench._report import Figure, figure
+from bench.cpu import cpu_seconds
 from bench.profile import wrk_load
 
 

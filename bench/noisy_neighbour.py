@@ -54,8 +54,9 @@ import orjson
 
 from bench._context import Bench
 from bench._load import Call, OpenLoopResult, open_loop
-from bench._product import Product, cpu_seconds
+from bench._product import Product
 from bench._report import Figure, figure
+from bench.cpu import cpu_seconds
 from bridge.settings import BridgeSettings
 
 #: Normal agents call a few times a second each (a model thinks between calls): 8 keys at

@@ -52,8 +52,9 @@ import psutil
 from bench import profile
 from bench._context import Bench, side_by_side
 from bench._load import closed_loop, have_wrk, latencies, open_loop
-from bench._product import Product, cpu_seconds
+from bench._product import Product
 from bench._report import Figure, figure
+from bench.cpu import cpu_seconds
 
 
 def _own_cpu() -> float:

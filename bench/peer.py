@@ -31,8 +31,8 @@ import psutil
 
 from bench._context import Bench
 from bench._load import Call, closed_loop, have_wrk, latencies, percentile, wrk
-from bench._product import cpu_seconds
 from bench._report import Figure, figure
+from bench.cpu import cpu_seconds
 from testkit.processes import free_port
 
 MODERN = "2026-07-28"

@@ -26,8 +26,8 @@ import psutil
 
 from bench._context import Bench
 from bench._load import have_wrk, wrk
-from bench._product import cpu_seconds
 from bench._report import Figure
+from bench.cpu import cpu_seconds
 
 _FRAME = re.compile(r"\((?P<path>[^:()]+):\d+\)$")
 _STDLIB = sysconfig.get_paths()["stdlib"]

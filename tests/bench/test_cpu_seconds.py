@@ -8,7 +8,7 @@ import sys
 
 import psutil
 
-from bench._product import cpu_seconds
+from bench.cpu import cpu_seconds
 
 #: Waits for a line, runs a child that burns CPU for about 0.4 s and exits, says "done".
 PARENT = """
