@@ -4,29 +4,18 @@ active bookings that end after a start, earliest first) and who else is free in 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from dispatch_api.domain import Booking, Technician
-from dispatch_api.store import bookings, connect, technicians
+from dispatch_api.store import bookings, technicians
 
 DAY = datetime(2030, 1, 7, tzinfo=UTC)
 
 
 def at(hour: float) -> datetime:
     return DAY + timedelta(hours=hour)
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await connect(database_url)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def book(

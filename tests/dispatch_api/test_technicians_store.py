@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 
 from dispatch_api.domain import Technician
-from dispatch_api.store import connect
 from dispatch_api.store import technicians as store
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await connect(database_url)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def test_a_created_technician_reads_back_with_its_skills_and_hours(
