@@ -19,7 +19,6 @@ import asyncpg
 import psutil
 
 from bench._context import Bench
-from bench.cpu import cpu_seconds
 from bench.sql_replay import Recording
 
 HOLD_BODY = b'{"cause":"provider","reason":"bench"}'
@@ -155,12 +154,6 @@ async def closed_loop(
 
 
 # --- CPU ------------------------------------------------------------------------------------
-
-
-def postgres_cpu(postmaster: psutil.Process) -> float:
-    """CPU seconds of PostgreSQL: the live processes, plus the backends that exited (reaped
-    by the postmaster, counted in its children times) — pgbench's connections close."""
-    return cpu_seconds(postmaster, tree=True)
 
 
 async def reaped(postmaster: psutil.Process, known: set[int]) -> None:

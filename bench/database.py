@@ -189,7 +189,8 @@ class _Sides:
             server = psutil.Process(self.floor.pid)
         return (
             cpu_seconds(server),
-            s3.postgres_cpu(self.postmaster),
+            # pgbench's backends exit: the tree counts them once reaped
+            cpu_seconds(self.postmaster, tree=True),
             s3.own_cpu(),
             s3.children_cpu(),
         )

@@ -59,12 +59,6 @@ def self_time(collapsed: str) -> tuple[int, collections.Counter[str]]:
     return total, counts
 
 
-def summarize(collapsed: str, top: int = 25) -> tuple[int, list[tuple[str, float]]]:
-    """(samples, [(component, share of samples as self time)]) from py-spy's raw output."""
-    total, counts = self_time(collapsed)
-    return total, [(k, v / total) for k, v in counts.most_common(top)]
-
-
 @dataclass(frozen=True)
 class Profile:
     """One process's profile: µs of CPU per call, and each component's share of it."""
