@@ -492,11 +492,20 @@ async def test_a_request_reset_before_arrival_is_applied_once_by_the_retry(
 SLOW_TRIES = retry(per_try_timeout_s=0.3, deadline_s=3.0)
 
 
+async def replays(bridge: Bridge) -> float:
+    """dispatch-api's idempotency replays so far. Tests under SLOW_TRIES count from after
+    the ticket's creation: on a loaded machine its own try may pass 0.3 s and be retried,
+    then replayed (one `make check` counted 4 replays in all where the schedule makes 3;
+    the creation is the likely fourth, not confirmed)."""
+    return (await api_series(bridge.api))["idempotency_replay_total"]
+
+
 @pytest.mark.parametrize("bridge_retry", [SLOW_TRIES])
 async def test_a_first_answer_slower_than_the_per_try_timeout_is_retried_and_replayed(
     bridge: Bridge, log_lines: list[bytes]
 ) -> None:
     tid = await new_ticket(bridge)
+    before = await replays(bridge)
     bridge.proxy.hold()  # answers wait: the first try times out while its answer is held
 
     async def release_after_the_first_timeout() -> None:
@@ -517,7 +526,7 @@ async def test_a_first_answer_slower_than_the_per_try_timeout_is_retried_and_rep
     events = await events_of(bridge.api, tid)
     assert [e["type"] for e in events] == ["created", "scheduled"]
     assert events[1]["request_id"] == request_id
-    assert (await api_series(bridge.api))["idempotency_replay_total"] == 1
+    assert await replays(bridge) - before == 1
     series, _ = await scrape(bridge)
     assert one(series, "tool_retries_total", {"tool": "ticket.schedule", "reason": "timeout"}) == 1
 
@@ -527,6 +536,7 @@ async def test_persistent_latency_ends_within_the_deadline_after_bounded_tries_w
     bridge: Bridge, log_lines: list[bytes]
 ) -> None:
     tid = await new_ticket(bridge)
+    before = await replays(bridge)
     args = {"ticket_id": tid, **WINDOW}
     bridge.proxy.delay_s = 1.0  # every answer: beyond the per-try timeout
 
@@ -550,7 +560,7 @@ async def test_persistent_latency_ends_within_the_deadline_after_bounded_tries_w
     events = await events_of(bridge.api, tid)
     assert [e["type"] for e in events] == ["created", "scheduled"]
     assert events[1]["request_id"] == request_id
-    assert (await api_series(bridge.api))["idempotency_replay_total"] == 3
+    assert await replays(bridge) - before == 3
 
 
 # --- 7. 503 with Retry-After; sustained failure: budget and breaker -------------------------
